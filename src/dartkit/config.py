@@ -1,0 +1,151 @@
+"""Configuration models for every dartkit command.
+
+Configs are pydantic models: YAML files are validated against them (an unknown
+key or a bad value is rejected with its dotted name before anything runs) and
+command-line flags override single fields. The defaults are the embedded,
+offline setup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DecodingConfig(_Strict):
+    """How text is sampled. Identical decoding for both models is what makes an audit paired."""
+
+    max_new_tokens: int = Field(192, ge=1, le=8192, description="Longest answer, in new tokens.")
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 means greedy decoding; above 0, seeded sampling.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (only when temperature > 0).")
+    seed: int = Field(0, description="Sampling seed; part of every cache key.")
+    stop_after_conclusion: bool = Field(
+        True, description="Stop a generation once its 'Conclusion: YES|NO' line is complete (hf backend)."
+    )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def cache_fields(self) -> dict[str, Any]:
+        """The fields that change a generation's text (sampling fields only matter when sampling)."""
+        fields: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "stop_after_conclusion": self.stop_after_conclusion,
+        }
+        if not self.greedy:
+            fields.update(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
+        return fields
+
+
+class BackendConfig(_Strict):
+    """Settings for how models are run, shared by every backend."""
+
+    batch_size: int = Field(16, ge=1, description="hf backend: prompts per forward batch (sorted by length).")
+    device: str = Field("auto", description="hf backend: 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="hf backend: weights dtype; 'auto' is float32 on CPU and bfloat16 on GPU."
+    )
+    concurrency: int = Field(8, ge=1, description="openai backend: requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, description="openai backend: seconds before one request is abandoned.")
+    max_retries: int = Field(5, ge=0, description="openai backend: retries on 429, 5xx and timeouts.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="openai backend: environment variable holding the API key (never stored)."
+    )
+
+
+class EvalConfig(_Strict):
+    """`dartkit eval`: answer one split with one model and score the answers."""
+
+    model: str = Field("embedded", description="Model spec: embedded, hf:ID[@REV][+adapter=DIR], openai:MODEL@URL, dummy:MODE.")
+    data: Path = Field(description="Directory with {train,val,test}.jsonl from `dartkit data prepare`.")
+    split: Literal["train", "val", "test"] = Field("test", description="Which split to answer.")
+    out: Path = Field(description="Output directory for generations.jsonl and metrics.json.")
+    policy: Literal["off", "on"] = Field("off", description="Inference-time explanation policy (system prompt).")
+    limit: int | None = Field(None, ge=1, description="Answer only the first N items, in a fixed stratified order.")
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig, description="Decoding settings.")
+    backend: BackendConfig = Field(default_factory=BackendConfig, description="Backend settings.")
+    bootstrap_samples: int = Field(2000, ge=100, description="Resamples for the 95% bootstrap CI of accuracy.")
+    cache: Path | None = Field(
+        None, description="Generation cache file; default <out>/cache.jsonl. Share one across runs to reuse answers."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_spec_parses(cls, v: str) -> str:
+        from dartkit.generate.spec import parse_spec
+
+        parse_spec(v)
+        return v
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        elif e["type"] == "missing":
+            parts.append(f"missing required key '{loc}'")
+        else:
+            parts.append(f"'{loc}': {e['msg']}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    cur = d
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+        if not isinstance(cur, dict):
+            raise ConfigError(f"override '{dotted}': '{k}' is not a section")
+    cur[keys[-1]] = value
+
+
+def load_config(model: type[_Strict], path: Path | None = None, overrides: dict[str, Any] | None = None):
+    """Build a config from an optional YAML file plus dotted-key overrides (None values are skipped).
+
+    Raises:
+        ConfigError: naming the file and the offending key.
+    """
+    raw: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise ConfigError(f"{path}: no such config file") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        raw = loaded
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, key, value)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def dump_config(cfg: BaseModel, path: Path) -> None:
+    """Write the resolved config as YAML (paths as strings)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Benchmark loaders (safe unpickling, JSONL), scenario-grouped splits and the built-in demo suite."""

@@ -1,0 +1,1 @@
+"""Generation backends behind one protocol (hf, openai, dummy) and the content-addressed cache."""

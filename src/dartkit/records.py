@@ -1,0 +1,55 @@
+"""Record types shared by every stage.
+
+Each record is a pydantic model so that a file written by one stage is validated
+when the next stage reads it, and a bad line is reported with its field name.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Label = Literal["YES", "NO"]
+Split = Literal["train", "val", "test"]
+
+BENCHMARKS: tuple[str, ...] = ("D1", "D2", "D3", "D4", "N1", "N2", "N3", "N4")
+DESCRIPTIVE = {"D1", "D2", "D3", "D4"}
+
+
+def category_of(benchmark: str) -> str:
+    """Descriptive (D*) benchmarks ask about facts; normative (N*) about values."""
+    return "descriptive" if benchmark.upper().startswith("D") else "normative"
+
+
+class Example(BaseModel):
+    """One difference-awareness question, as written to ``{train,val,test}.jsonl``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="Stable id, e.g. 'D3-equal-0064' (benchmark, condition, index in the upstream list).")
+    benchmark: str = Field(description="Benchmark name: D1-D4, N1-N4, or a user's own.")
+    category: str = Field(description="'descriptive' or 'normative'.")
+    label: Label = Field(description="YES when a correct answer needs group differences (diff list), NO otherwise.")
+    question: str = Field(description="The question verbatim, options included.")
+    choices: dict[str, str] = Field(default_factory=dict, description="Parsed options keyed 'a', 'b', 'c'.")
+    gold_choice: str | None = Field(default=None, description="Letter of the correct option.")
+    scenario_key: str = Field(description="Items sharing this key always land in the same split.")
+    split: Split | None = Field(default=None, description="train / val / test once split.")
+    system: str | None = Field(default=None, description="Extra context the upstream suite gave as a system prompt.")
+
+
+class Generation(BaseModel):
+    """One model answer to one prompt, as written to ``generations.jsonl``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    model: str = Field(description="Model spec string that produced the text.")
+    prompt: str = Field(description="The rendered prompt (chat messages joined), for reading and auditing.")
+    text: str
+    conclusion: Label | None = Field(description="Parsed 'Conclusion: YES|NO', or None when unparseable.")
+    refusal: bool
+    gold: Label | None = None
+    benchmark: str | None = None
+    cache_key: str | None = None
