@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from dartkit.config import DecodingConfig
 from dartkit.generate.cache import GenerationCache, cache_key, generate_cached
 from dartkit.generate.dummy import DummyBackend
@@ -44,10 +46,8 @@ class Dies(DummyBackend):
 
 def test_interrupted_run_loses_nothing_finished_and_duplicates_nothing(tmp_path):
     path = tmp_path / "cache.jsonl"
-    try:
+    with pytest.raises(KeyboardInterrupt):
         generate_cached(Dies(3), convs(8), DecodingConfig(), GenerationCache(path))
-    except KeyboardInterrupt:
-        pass
     assert len(GenerationCache(path)) == 3
     # simulate a kill in the middle of writing a line
     with path.open("a") as f:
