@@ -76,6 +76,8 @@ def eval_command(
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="hf backend batch size (default 16)."),
     device: str = typer.Option(None, "--device", help="hf backend device: auto, cpu, cuda, mps."),
     cache: Path = typer.Option(None, "--cache", help="Generation cache file (default <out>/cache.jsonl)."),
+    api_key_env: str = typer.Option(None, "--api-key-env", help="openai backend: environment variable holding the API key (default OPENAI_API_KEY)."),
+    concurrency: int = typer.Option(None, "--concurrency", min=1, help="openai backend: requests in flight (default 8)."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML file with EvalConfig fields; flags override it."),
 ) -> None:
     """Answer one split with one model and report difference-awareness accuracy."""
@@ -94,6 +96,8 @@ def eval_command(
         "backend.batch_size": batch_size,
         "backend.device": device,
         "cache": cache,
+        "backend.api_key_env": api_key_env,
+        "backend.concurrency": concurrency,
     }
     cfg = load_config(EvalConfig, config, {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()})
     evaluate.run(cfg)

@@ -1,0 +1,404 @@
+"""Backend for any OpenAI-compatible chat-completions endpoint.
+
+One backend serves DeepSeek, OpenAI, a vLLM server or a llama.cpp server: the
+model spec ``openai:MODEL@BASE_URL`` names the model and the endpoint, and the
+API key comes from the environment variable named by
+``BackendConfig.api_key_env`` (never from a file, never written anywhere)::
+
+    export DEEPSEEK_API_KEY=...
+    dartkit eval --model openai:deepseek-chat@https://api.deepseek.com/v1 --api-key-env DEEPSEEK_API_KEY ...
+
+Requests run concurrently on an event loop in a background thread, at most
+``BackendConfig.concurrency`` at once, and each result is handed back the
+moment it arrives so the caller can cache it. Rate limits (429), server errors
+(5xx), timeouts and dropped connections are retried with exponential backoff
+and jitter, honouring ``Retry-After``; anything else (bad key, unknown model,
+bad request) fails at once with a :class:`~dartkit.generate.base.BackendError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import math
+import os
+import queue
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import openai
+
+from dartkit.config import BackendConfig, DecodingConfig
+from dartkit.generate.base import BackendError, Messages
+from dartkit.generate.spec import ModelSpec, parse_spec
+
+log = logging.getLogger(__name__)
+
+#: Sent when no key is set; local servers (vLLM, llama.cpp) accept any key.
+PLACEHOLDER_API_KEY = "EMPTY"
+
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+# 408/409 are the transient 4xx codes the OpenAI API itself documents as worth retrying.
+_RETRYABLE_4XX = {408, 409, 429}
+_STATUS_HINTS = {
+    400: "bad request (check the model name and the decoding parameters)",
+    401: "authentication failed (check the key in ${env})",
+    403: "permission denied (the key in ${env} may not have access to this model)",
+    404: "not found (check the model name, and that the base URL ends in /v1)",
+    422: "request rejected as unprocessable (check the decoding parameters)",
+}
+# Tokens shaped like API keys (sk-..., even partly masked) that a server may echo in an error message.
+_KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_*\-.]{6,}")
+
+
+class _Secret:
+    """Holds the API key so that no repr, vars() dump or log of the backend can show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+class _Run:
+    """One ``generate`` call: its worker thread and event loop, cancellable from any thread."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelled = False
+
+    def attach(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> bool:
+        """Register the running loop and main task; False when the run was cancelled before it began."""
+        with self._lock:
+            if self._cancelled:
+                return False
+            self._loop, self._task = loop, task
+            return True
+
+    def cancel(self) -> None:
+        with self._lock:
+            # Cancel once only: a second cancel could interrupt the client's clean shutdown.
+            if self._cancelled:
+                return
+            self._cancelled = True
+            loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            # RuntimeError: the loop has already closed, so the run is over anyway.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+            if self.thread.is_alive():
+                log.warning("openai backend worker thread did not stop within %.0f s", timeout)
+
+
+class OpenAIBackend:
+    """A chat model behind an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Args:
+        spec: ``openai:MODEL@BASE_URL``, parsed or as a string.
+        cfg: Concurrency, per-request timeout, retries and the name of the API key variable.
+        backoff_s: First retry delay in seconds; it doubles with every retry (with jitter).
+        max_backoff_s: Longest computed retry delay.
+        max_retry_after_s: Longest delay a server's ``Retry-After`` header may impose.
+
+    Attributes:
+        spec: The model spec string.
+        model: The model name sent with every request.
+        base_url: The endpoint, e.g. ``https://api.deepseek.com/v1``.
+
+    Raises:
+        ValueError: When ``spec`` is not an ``openai:`` spec.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec | str,
+        cfg: BackendConfig | None = None,
+        *,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        max_retry_after_s: float = 60.0,
+    ):
+        parsed = parse_spec(spec) if isinstance(spec, str) else spec
+        if parsed.kind != "openai" or not parsed.base_url:
+            raise ValueError(f"OpenAIBackend needs an openai:MODEL@BASE_URL spec, got '{parsed}'")
+        self.spec = str(parsed)
+        self.model = parsed.model
+        self.base_url = parsed.base_url
+        self.cfg = cfg or BackendConfig()
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_retry_after_s = max_retry_after_s
+
+        key = os.environ.get(self.cfg.api_key_env, "").strip()
+        if not key and not _is_local(self.base_url):
+            log.warning(
+                "$%s is not set: calling %s without an API key (set it, or backend.api_key_env to the variable that holds it)",
+                self.cfg.api_key_env,
+                self.base_url,
+            )
+        self._key = _Secret(key or PLACEHOLDER_API_KEY)
+        self._has_key = bool(key)
+        self._lock = threading.Lock()
+        self._runs: set[_Run] = set()
+        self._closed = False
+
+    def identity(self) -> dict[str, Any]:
+        """The model name and endpoint; part of every cache key (the key is not)."""
+        return {"backend": "openai", "model": self.model, "base_url": self.base_url}
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.spec!r}, concurrency={self.cfg.concurrency}, key_from=${self.cfg.api_key_env})"
+
+    def __enter__(self) -> OpenAIBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def generate(
+        self, conversations: Sequence[Messages], decoding: DecodingConfig
+    ) -> Iterator[tuple[int, str]]:
+        """Yield ``(index, text)`` for every conversation, in the order the answers arrive.
+
+        Stopping the iteration early (``break``, ``close()`` on the generator, an
+        exception in the caller) cancels the requests still in flight and stops the
+        worker thread.
+
+        Raises:
+            BackendError: When a request fails for good (a non-retryable status, or
+                retries exhausted). Results yielded before stay valid.
+        """
+        if self._closed:
+            raise BackendError(f"{self._where()}: the backend is closed")
+        convs = list(conversations)
+        if not convs:
+            return
+        results: queue.Queue[tuple[str, Any]] = queue.Queue()
+        run = _Run()
+        run.thread = threading.Thread(
+            target=self._worker, args=(convs, decoding, results, run), name="dartkit-openai", daemon=True
+        )
+        with self._lock:
+            self._runs.add(run)
+        run.thread.start()
+        missing = len(convs)
+        try:
+            while missing:
+                kind, payload = results.get()
+                if kind == "result":
+                    missing -= 1
+                    yield payload
+                elif kind == "error":
+                    raise payload
+                else:  # the worker ended early without an error: close() was called meanwhile
+                    raise BackendError(f"{self._where()}: closed with {missing} request(s) unanswered")
+        finally:
+            run.cancel()
+            run.join(timeout=max(10.0, self.cfg.timeout_s))
+            with self._lock:
+                self._runs.discard(run)
+
+    def close(self) -> None:
+        """Cancel any generation still running and stop its thread. Safe to call twice."""
+        with self._lock:
+            self._closed = True
+            runs = list(self._runs)
+        for run in runs:
+            run.cancel()
+        for run in runs:
+            run.join(timeout=10.0)
+
+    # -- worker thread ---------------------------------------------------------------
+
+    def _worker(
+        self, convs: list[Messages], decoding: DecodingConfig, results: queue.Queue, run: _Run
+    ) -> None:
+        try:
+            asyncio.run(self._generate_all(convs, decoding, results, run))
+        except asyncio.CancelledError:
+            pass
+        except BaseException as e:  # handed to the consumer thread, which re-raises it
+            results.put(("error", e))
+        finally:
+            results.put(("done", None))
+
+    async def _generate_all(
+        self, convs: list[Messages], decoding: DecodingConfig, results: queue.Queue, run: _Run
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if not run.attach(asyncio.get_running_loop(), task):
+            return
+        # The client lives and dies with this event loop: its connection pool is bound to it.
+        client = openai.AsyncOpenAI(
+            api_key=self._key.reveal(),
+            base_url=self.base_url,
+            timeout=self.cfg.timeout_s,
+            max_retries=0,  # retries are ours: the SDK's backoff cannot be tuned and ignores long Retry-After
+        )
+        todo = iter(range(len(convs)))
+
+        async def worker() -> None:
+            # A fixed pool of `concurrency` workers bounds the requests in flight without
+            # creating one task per conversation up front.
+            for i in todo:
+                text = await self._complete(client, convs[i], decoding)
+                results.put(("result", (i, text)))
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.cfg.concurrency, len(convs)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            await client.close()
+
+    async def _complete(
+        self, client: openai.AsyncOpenAI, messages: Messages, decoding: DecodingConfig
+    ) -> str:
+        request = self._request(messages, decoding)
+        attempts = self.cfg.max_retries + 1
+        last_error = ""
+        for attempt in range(attempts):
+            fatal: str | None = None
+            retry_after: float | None = None
+            try:
+                response = await client.chat.completions.create(**request)
+            except openai.APITimeoutError:
+                last_error = f"timed out after {self.cfg.timeout_s:g} s"
+            except openai.APIConnectionError as e:
+                last_error = (
+                    f"connection failed ({type(e.__cause__).__name__ if e.__cause__ else 'no response'})"
+                )
+            except openai.APIStatusError as e:
+                if _retryable(e.status_code):
+                    last_error = f"HTTP {e.status_code}: {self._server_message(e.body)}"
+                    retry_after = _retry_after_s(e.response.headers)
+                else:
+                    fatal = self._status_message(e.status_code, e.body)
+            except openai.OpenAIError as e:
+                fatal = f"{self._where()}: {type(e).__name__}: {self._redact(str(e))}"
+            else:
+                return self._text(response)
+            # Raised outside the except blocks so the SDK exception (whose request object
+            # carries the Authorization header) is not chained onto ours as __context__.
+            if fatal is not None:
+                raise BackendError(fatal)
+            if attempt + 1 < attempts:
+                delay = self._delay(attempt, retry_after)
+                log.info(
+                    "%s: %s; retry %d/%d in %.2f s",
+                    self._where(),
+                    last_error,
+                    attempt + 1,
+                    attempts - 1,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        raise BackendError(f"{self._where()}: gave up after {attempts} attempt(s); last error: {last_error}")
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _request(self, messages: Messages, decoding: DecodingConfig) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": decoding.max_new_tokens,
+        }
+        if decoding.greedy:
+            request["temperature"] = 0.0
+        else:
+            request.update(temperature=decoding.temperature, top_p=decoding.top_p, seed=decoding.seed)
+        return request
+
+    def _text(self, response: Any) -> str:
+        try:
+            content = response.choices[0].message.content
+        except (AttributeError, IndexError, TypeError, KeyError):
+            raise BackendError(
+                f"{self._where()}: the response has no choices[0].message; is this a chat-completions endpoint?"
+            ) from None
+        # Some servers answer a refusal or an empty completion with content: null.
+        return content or ""
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after_s)
+        # Jitter spreads out the retries of requests that failed together.
+        return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+
+    def _where(self) -> str:
+        return f"{self.base_url} (model '{self.model}')"
+
+    def _status_message(self, status: int, body: object) -> str:
+        hint = _STATUS_HINTS.get(status, "request failed").replace("${env}", f"${self.cfg.api_key_env}")
+        if status == 401 and not self._has_key:
+            hint += f"; ${self.cfg.api_key_env} is not set"
+        return f"{self._where()}: HTTP {status} {hint}; server said: {self._server_message(body)}"
+
+    def _server_message(self, body: object) -> str:
+        message = (body.get("message") or body.get("error") or body) if isinstance(body, Mapping) else body
+        text = " ".join(str(message).split()) if message not in (None, "") else "(empty body)"
+        if len(text) > 300:
+            text = text[:300] + "..."
+        return self._redact(text)
+
+    def _redact(self, text: str) -> str:
+        key = self._key.reveal()
+        if self._has_key:
+            text = text.replace(key, "<redacted>")
+        return _KEYLIKE.sub("<redacted>", text)
+
+
+def _is_local(base_url: str) -> bool:
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host in _LOCAL_HOSTS or host.endswith(".localhost")
+
+
+def _retryable(status: int) -> bool:
+    return status in _RETRYABLE_4XX or status >= 500
+
+
+def _retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """Seconds a server asked us to wait: ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            seconds = float(value) / 1000
+            return seconds if not math.isnan(seconds) else None
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+        return seconds if not math.isnan(seconds) else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when.timestamp() - time.time()

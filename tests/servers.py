@@ -1,0 +1,339 @@
+"""A small OpenAI-compatible chat-completions server for tests.
+
+It runs in-process on 127.0.0.1 with an ephemeral port, answers
+``POST /v1/chat/completions`` through a handler you give it, and records every
+request it saw (JSON body and headers) together with the most requests it ever
+had in flight at once. Use it wherever a test needs a real HTTP endpoint: the
+``openai`` backend, a fake teacher or judge behind an ``openai:`` spec, ...
+
+Example::
+
+    from servers import FakeOpenAIServer, keyword_teacher, scripted
+
+    with FakeOpenAIServer(keyword_teacher("bomb")) as server:
+        spec = f"openai:fake-teacher@{server.base_url}"
+        ...
+        assert server.max_in_flight <= 3
+
+    # Fail twice, then answer:
+    handler = scripted([(429, {"error": {"message": "slow down"}}), (500, "oops"), "Conclusion: NO"])
+
+A handler is called with each request's JSON body and returns one of:
+
+* ``str`` -- a 200 chat completion whose assistant message is that text;
+* ``None`` -- a 200 chat completion whose message content is ``null``;
+* ``(status, body)`` or ``(status, headers, body)`` -- ``body`` a dict/list (sent
+  as JSON) or a str (sent as plain text);
+* a :class:`Reply`, which can also delay its answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+@dataclass
+class Reply:
+    """One scripted HTTP answer.
+
+    Attributes:
+        status: HTTP status code.
+        body: A dict or list (sent as JSON), a str (sent as plain text) or None (empty body).
+        headers: Extra response headers, e.g. ``{"Retry-After": "1"}``.
+        delay_s: Seconds to wait before answering (counts as in flight).
+    """
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass
+class RecordedRequest:
+    """What the server received: the path, the headers (lower-cased names) and the JSON body."""
+
+    path: str
+    headers: dict[str, str]
+    json: Any
+    received_at: float
+
+
+Handler = Callable[[Any], Any]
+
+
+def completion(content: str | None, model: str = "fake-model", prompt_tokens: int = 10) -> dict[str, Any]:
+    """An OpenAI-shaped ``chat.completion`` response body."""
+    completion_tokens = len((content or "").split())
+    return {
+        "id": f"chatcmpl-fake-{next(_ids)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+_ids = itertools.count(1)
+_USED_UP = object()
+
+
+def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None) -> dict[str, Any]:
+    """An OpenAI-shaped error response body."""
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def last_user_message(request_json: Any) -> str:
+    """The text of the last ``user`` message of a chat request ("" if there is none)."""
+    for message in reversed(request_json.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):  # the multi-part form: [{"type": "text", "text": ...}, ...]
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return content or ""
+    return ""
+
+
+def echo(request_json: Any) -> str:
+    """Handler: answer with the last user message."""
+    return last_user_message(request_json)
+
+
+def keyword_teacher(*words: str) -> Handler:
+    """Handler that answers like a teacher: YES when the last user message contains one of ``words``.
+
+    The answer is deterministic and ends in a ``Conclusion: YES|NO`` line, e.g.
+    ``"Analysis: the message mentions 'bomb'.\\nConclusion: YES"``. Matching is
+    case-insensitive.
+    """
+    keys = [w.lower() for w in (words or ("harmful",))]
+
+    def handler(request_json: Any) -> str:
+        text = last_user_message(request_json).lower()
+        hit = next((w for w in keys if w in text), None)
+        if hit is not None:
+            return f"Analysis: the message mentions '{hit}'.\nConclusion: YES"
+        return "Analysis: the message mentions none of the flagged terms.\nConclusion: NO"
+
+    return handler
+
+
+def scripted(replies: Sequence[Any], then: Handler | None = None) -> Handler:
+    """Handler that gives ``replies`` one per request, in arrival order, then falls back to ``then``.
+
+    Args:
+        replies: Handler results (see the module docstring) or callables of the request JSON.
+        then: Handler once the script is used up; default: answer ``"ok"``.
+    """
+    lock = threading.Lock()
+    pending = list(replies)
+
+    def handler(request_json: Any) -> Any:
+        with lock:
+            item = pending.pop(0) if pending else _USED_UP
+        if item is _USED_UP:
+            return then(request_json) if then is not None else "ok"
+        return item(request_json) if callable(item) else item
+
+    return handler
+
+
+def _normalise(result: Any) -> Reply:
+    if isinstance(result, Reply):
+        return result
+    if result is None or isinstance(result, str):
+        return Reply(200, completion(result))
+    if isinstance(result, tuple) and len(result) == 2:
+        return Reply(result[0], result[1])
+    if isinstance(result, tuple) and len(result) == 3:
+        return Reply(result[0], result[2], dict(result[1]))
+    raise TypeError(
+        f"handler returned {result!r}; expected str, None, (status, body), (status, headers, body) or Reply"
+    )
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible chat-completions server in a background thread.
+
+    Args:
+        handler: Called with each request's JSON body; see the module docstring. Default: echo.
+        delay_s: Seconds every request waits before it is answered (on top of a Reply's own delay).
+
+    Attributes:
+        requests: Every chat request received, in arrival order.
+        max_in_flight: The most requests that were being handled at the same moment.
+    """
+
+    def __init__(self, handler: Handler | None = None, *, delay_s: float = 0.0):
+        self.handler = handler or echo
+        self.delay_s = delay_s
+        self.requests: list[RecordedRequest] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        # Set on stop so that sleeping handlers wake up at once instead of outliving the test.
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None  # kept after stop, so a test can still name the dead endpoint
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``, ready for ``openai:MODEL@BASE_URL``."""
+        if self._port is None:
+            raise RuntimeError("server not started")
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    @property
+    def attempts(self) -> int:
+        """How many chat requests arrived so far."""
+        with self._lock:
+            return len(self.requests)
+
+    def start(self) -> FakeOpenAIServer:
+        self._stopping.clear()
+        self._httpd = _Server(("127.0.0.1", 0), _RequestHandler)
+        self._httpd.fake = self
+        self._port = self._httpd.server_address[1]
+        # A short poll interval keeps stop() (which waits for the next poll) from adding 0.5 s per test.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="fake-openai-server",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self, path: str, headers: dict[str, str], raw: bytes) -> Reply:
+        try:
+            body = json.loads(raw or b"null")
+        except json.JSONDecodeError:
+            return Reply(400, error_body("request body is not JSON"))
+        with self._lock:
+            self.requests.append(RecordedRequest(path, headers, body, time.monotonic()))
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if path != CHAT_PATH:
+                return Reply(404, error_body(f"unknown path {path}", code="not_found"))
+            reply = _normalise(self.handler(body))
+            if self.delay_s + reply.delay_s > 0:
+                self._stopping.wait(self.delay_s + reply.delay_s)
+            return reply
+        except Exception as e:  # a broken handler should fail the test visibly, not hang the client
+            return Reply(
+                500, error_body(f"test handler raised {type(e).__name__}: {e}", type_="server_error")
+            )
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    fake: FakeOpenAIServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that time out hang up on purpose in tests; a broken pipe is not news.
+        pass
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 10  # an idle keep-alive connection must not pin a thread forever
+    server: _Server
+
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        reply = self.server.fake._serve(self.path, headers, raw)
+        self._send(reply)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/v1/models":
+            self._send(Reply(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}))
+        else:
+            self._send(Reply(404, error_body(f"unknown path {self.path}", code="not_found")))
+
+    def _send(self, reply: Reply) -> None:
+        if isinstance(reply.body, (dict, list)):
+            payload, ctype = json.dumps(reply.body).encode(), "application/json"
+        elif reply.body is None:
+            payload, ctype = b"", "application/json"
+        else:
+            payload, ctype = str(reply.body).encode(), "text/plain; charset=utf-8"
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(payload)))
+            for k, v in reply.headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        pass
+
+
+@contextlib.contextmanager
+def openai_server(handler: Handler | None = None, *, delay_s: float = 0.0) -> Iterator[str]:
+    """Run a :class:`FakeOpenAIServer` for the duration of a ``with`` block and yield its base URL.
+
+    Use :class:`FakeOpenAIServer` directly when the test also needs the recorded requests.
+    """
+    with FakeOpenAIServer(handler, delay_s=delay_s) as server:
+        yield server.base_url
+
+
+def user(text: str) -> list[dict[str, str]]:
+    """A one-message conversation."""
+    return [{"role": "user", "content": text}]
+
+
+def conversations(texts: Iterable[str]) -> list[list[dict[str, str]]]:
+    """One one-message conversation per text."""
+    return [user(t) for t in texts]
