@@ -1,0 +1,227 @@
+"""Turn a benchmark source into ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` and ``summary.json``.
+
+Sources: the upstream pickles (a directory, or downloaded into a cache), the
+packaged demo suite, or a user's own JSONL of Examples (one file or a directory
+of them; any ``split`` they carry is replaced).
+
+Example::
+
+    dartkit data prepare --out runs/x/data --source ../shared/data/difference_awareness/raw_pkl
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from dartkit.data.demo import DEMO_SUITE_RESOURCE, demo_suite_sha256, load_demo_suite
+from dartkit.data.download import fetch_wang2025
+from dartkit.data.jsonl import read_examples, write_json, write_jsonl
+from dartkit.data.splits import SPLITS, check_ratios, split_examples
+from dartkit.data.wang2025 import benchmark_file_name, load_benchmark_dir
+from dartkit.errors import DataError
+from dartkit.records import BENCHMARKS, Example
+
+Suite = Literal["wang2025", "demo", "jsonl"]
+SUITES: tuple[str, ...] = ("wang2025", "demo", "jsonl")
+CACHE_ENV = "DARTKIT_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Where downloads go: ``$DARTKIT_CACHE/wang2025``, else ``~/.cache/dartkit/wang2025``."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/dartkit").expanduser() / "wang2025"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _jsonl_files(source: Path) -> list[Path]:
+    if source.is_file():
+        return [source] if source.suffix == ".jsonl" else []
+    return sorted(source.glob("*.jsonl")) if source.is_dir() else []
+
+
+def _has_pickles(source: Path) -> bool:
+    return source.is_dir() and any((source / benchmark_file_name(b)).is_file() for b in BENCHMARKS)
+
+
+def _load_jsonl_source(files: list[Path]) -> list[Example]:
+    examples: list[Example] = []
+    first_seen: dict[str, Path] = {}
+    for path in files:
+        for example in read_examples(path):
+            if example.id in first_seen:
+                raise DataError(f"{path}: id {example.id} also appears in {first_seen[example.id]}")
+            first_seen[example.id] = path
+            examples.append(example)
+    if not examples:
+        raise DataError(f"{', '.join(map(str, files))}: no examples")
+    return examples
+
+
+def _load_source(
+    source: Path | None, suite: str, cache_dir: Path | None, base_url: str | None
+) -> tuple[list[Example], dict[str, Any]]:
+    """Load examples and describe where they came from (for the summary)."""
+    if suite not in SUITES:
+        raise DataError(f"suite: expected one of {', '.join(SUITES)}, got {suite!r}")
+    if suite == "demo":
+        if source is not None:
+            raise DataError("--source cannot be combined with --suite demo (the demo suite is packaged)")
+        examples = load_demo_suite()
+        present = sorted({e.benchmark for e in examples}, key=BENCHMARKS.index)
+        return examples, {
+            "suite": "demo",
+            "source": f"dartkit/data/{DEMO_SUITE_RESOURCE}",
+            "present": present,
+            "absent": [b for b in BENCHMARKS if b not in present],
+            "source_sha256": {DEMO_SUITE_RESOURCE: demo_suite_sha256()},
+        }
+
+    info: dict[str, Any] = {}
+    if source is None:
+        if suite == "jsonl":
+            raise DataError("--suite jsonl needs --source (a .jsonl file or a directory of them)")
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        fetched = fetch_wang2025(cache_dir, base_url)
+        info["base_url"] = fetched.base_url
+        info["absent_reasons"] = fetched.absent
+        source = cache_dir
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise DataError(f"{source}: no such file or directory")
+
+    jsonl_files = _jsonl_files(source)
+    if suite == "jsonl" or (jsonl_files and not _has_pickles(source)):
+        if not jsonl_files:
+            raise DataError(f"{source}: no .jsonl files")
+        examples = _load_jsonl_source(jsonl_files)
+        info.update(
+            suite="jsonl",
+            source=str(source),
+            present=sorted({e.benchmark for e in examples}),
+            absent=[],
+            source_sha256={
+                str(p.relative_to(source) if source.is_dir() else p.name): _sha256(p) for p in jsonl_files
+            },
+        )
+        return examples, info
+
+    examples, present, absent = load_benchmark_dir(source)
+    info.update(
+        suite="wang2025",
+        source=str(source),
+        present=present,
+        absent=absent,
+        source_sha256={benchmark_file_name(b): _sha256(source / benchmark_file_name(b)) for b in present},
+    )
+    return examples, info
+
+
+def summarize(examples: Sequence[Example]) -> dict[str, Any]:
+    """Counts of split examples: per benchmark x label x split, per split, and scenario keys per benchmark.
+
+    Args:
+        examples: Items with ``split`` set.
+
+    Returns:
+        ``{"counts": {B: {label: {split: n}}}, "split_totals": {split: n},
+        "scenario_keys": {B: n}, "total": n}``.
+    """
+    counts: Counter[tuple[str, str, str]] = Counter((e.benchmark, e.label, e.split or "") for e in examples)
+    benchmarks = sorted(
+        {e.benchmark for e in examples}, key=lambda b: (BENCHMARKS.index(b) if b in BENCHMARKS else 99, b)
+    )
+    keys: dict[str, set[str]] = {b: set() for b in benchmarks}
+    for example in examples:
+        keys[example.benchmark].add(example.scenario_key)
+    return {
+        "counts": {
+            b: {label: {s: counts[(b, label, s)] for s in SPLITS} for label in ("YES", "NO")}
+            for b in benchmarks
+        },
+        "split_totals": {s: sum(1 for e in examples if e.split == s) for s in SPLITS},
+        "scenario_keys": {b: len(keys[b]) for b in benchmarks},
+        "total": len(examples),
+    }
+
+
+def prepare_data(
+    out: Path,
+    source: Path | None = None,
+    suite: Suite = "wang2025",
+    per_cell: int | None = None,
+    seed: int = 42,
+    ratios: Sequence[float] = (0.6, 0.2, 0.2),
+    cache_dir: Path | None = None,
+    base_url: str | None = None,
+) -> dict[str, Any]:
+    """Load a benchmark source, split it by scenario and write the split files.
+
+    Args:
+        out: Directory for ``train.jsonl``, ``val.jsonl``, ``test.jsonl``, ``summary.json``.
+        source: Directory of ``<B>_1k.pkl`` files, or a ``.jsonl`` file / directory of
+            Example JSONL. None with suite ``wang2025`` downloads into ``cache_dir``.
+        suite: ``wang2025`` (upstream pickles; JSONL sources are detected),
+            ``demo`` (the packaged demo suite) or ``jsonl`` (users' own Examples).
+        per_cell: Keep only this many items per benchmark x label before splitting.
+        seed: Seed for subsampling and splitting.
+        ratios: Train, val, test fractions.
+        cache_dir: Download cache; defaults to :func:`default_cache_dir`.
+        base_url: Download location; see :func:`dartkit.data.download.resolve_base_url`.
+
+    Returns:
+        The summary written to ``summary.json``.
+
+    Raises:
+        DataError: The source is missing, malformed or unsafe, the download
+            failed, or the arguments are invalid.
+    """
+    ratios = check_ratios(ratios)
+    examples, info = _load_source(source, suite, cache_dir, base_url)
+    examples = split_examples(examples, ratios=ratios, seed=seed, per_cell=per_cell)
+
+    out = Path(out)
+    for split in SPLITS:
+        write_jsonl(out / f"{split}.jsonl", [e for e in examples if e.split == split])
+    summary = {
+        **info,
+        "seed": seed,
+        "ratios": list(ratios),
+        "per_cell": per_cell,
+        **summarize(examples),
+    }
+    # Written last, so its presence means the split files are complete.
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def load_split(data_dir: Path, split: str) -> list[Example]:
+    """Read one prepared split.
+
+    Args:
+        data_dir: Directory written by :func:`prepare_data`.
+        split: ``train``, ``val`` or ``test``.
+
+    Returns:
+        The split's examples.
+
+    Raises:
+        DataError: Unknown split, the file is missing (run ``dartkit data prepare``
+            first), or a line is invalid.
+    """
+    if split not in SPLITS:
+        raise DataError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    path = Path(data_dir) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; run `dartkit data prepare --out {data_dir}` first")
+    return read_examples(path)

@@ -1,0 +1,140 @@
+"""``prepare_data`` end to end: split files, summary, determinism, users' own JSONL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from dartkit.data.jsonl import read_examples, write_jsonl
+from dartkit.data.prepare import default_cache_dir, load_split, prepare_data
+from dartkit.data.splits import SPLITS
+from dartkit.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def prepared(raw_pkl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("prepared")
+    return out, prepare_data(out, source=raw_pkl_dir)
+
+
+def test_writes_three_splits_and_summary(prepared, raw_pkl_dir: Path) -> None:
+    out, summary = prepared
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "test.jsonl", "train.jsonl", "val.jsonl"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["absent"] == ["N1"] and summary["present"] == ["D1", "D2", "D3", "D4", "N2", "N3", "N4"]
+    assert (summary["seed"], summary["ratios"], summary["per_cell"]) == (42, [0.6, 0.2, 0.2], None)
+    assert summary["source"] == str(raw_pkl_dir) and summary["total"] == 14000
+    assert (
+        summary["source_sha256"]["N2_1k.pkl"]
+        == hashlib.sha256((raw_pkl_dir / "N2_1k.pkl").read_bytes()).hexdigest()
+    )
+    assert summary["scenario_keys"] == {
+        "D1": 2000,
+        "D2": 1670,
+        "D3": 66,
+        "D4": 1419,
+        "N2": 2000,
+        "N3": 382,
+        "N4": 67,
+    }
+    assert sum(summary["split_totals"].values()) == 14000
+    assert summary["counts"]["D1"]["YES"] == {"train": 600, "val": 200, "test": 200}
+
+
+def test_split_files_on_disk_share_no_scenario(prepared) -> None:
+    out, summary = prepared
+    where: dict[str, set[str]] = defaultdict(set)
+    for split in SPLITS:
+        examples = load_split(out, split)
+        assert {e.split for e in examples} == {split}
+        assert len(examples) == summary["split_totals"][split]
+        for e in examples:
+            where[e.scenario_key].add(split)
+    assert all(len(s) == 1 for s in where.values())
+
+
+def test_same_seed_same_bytes_other_seed_differs(prepared, raw_pkl_dir: Path, tmp_path: Path) -> None:
+    out, _ = prepared
+    prepare_data(tmp_path / "again", source=raw_pkl_dir, seed=42)
+    for split in SPLITS:
+        assert (tmp_path / "again" / f"{split}.jsonl").read_bytes() == (out / f"{split}.jsonl").read_bytes()
+    prepare_data(tmp_path / "other", source=raw_pkl_dir, seed=43)
+    assert (tmp_path / "other" / "test.jsonl").read_bytes() != (out / "test.jsonl").read_bytes()
+
+
+def test_per_cell(raw_pkl_dir: Path, tmp_path: Path) -> None:
+    summary = prepare_data(tmp_path / "small", source=raw_pkl_dir, per_cell=50, ratios=(0.5, 0.25, 0.25))
+    assert summary["total"] == 7 * 2 * 50 and summary["per_cell"] == 50
+    for benchmark, by_label in summary["counts"].items():
+        for label, by_split in by_label.items():
+            assert sum(by_split.values()) == 50, (benchmark, label)
+
+
+def test_users_own_jsonl_is_resplit(prepared, tmp_path: Path) -> None:
+    out, _ = prepared
+    mine = tmp_path / "mine.jsonl"
+    chosen = [e for e in read_examples(out / "test.jsonl") if e.benchmark in ("D1", "N4")]
+    write_jsonl(mine, chosen)
+    summary = prepare_data(tmp_path / "resplit", source=mine)
+    assert summary["suite"] == "jsonl" and summary["present"] == ["D1", "N4"] and summary["absent"] == []
+    assert summary["total"] == len(chosen)
+    # The "test" these items carried is ignored: they are spread over all three splits again.
+    assert summary["counts"]["D1"]["YES"] == {"train": 120, "val": 40, "test": 40}
+    assert list(summary["source_sha256"]) == ["mine.jsonl"]
+
+
+def test_directory_of_jsonl_and_duplicate_ids(prepared, tmp_path: Path) -> None:
+    out, _ = prepared
+    users = tmp_path / "users"
+    users.mkdir()
+    val = read_examples(out / "val.jsonl")
+    write_jsonl(users / "a.jsonl", val[:100])
+    write_jsonl(users / "b.jsonl", val[100:150])
+    assert prepare_data(tmp_path / "o1", source=users, suite="jsonl")["total"] == 150
+    write_jsonl(users / "c.jsonl", val[:1])
+    with pytest.raises(DataError, match=rf"c\.jsonl: id {val[0].id} also appears in .*a\.jsonl"):
+        prepare_data(tmp_path / "o2", source=users)
+
+
+def test_demo_suite(tmp_path: Path) -> None:
+    summary = prepare_data(tmp_path / "demo", suite="demo")
+    assert summary["suite"] == "demo" and summary["total"] > 0
+    assert "demo_suite.jsonl" in summary["source_sha256"]
+
+
+def test_argument_errors(tmp_path: Path, raw_pkl_dir: Path) -> None:
+    with pytest.raises(DataError, match="cannot be combined with --suite demo"):
+        prepare_data(tmp_path, source=raw_pkl_dir, suite="demo")
+    with pytest.raises(DataError, match="needs --source"):
+        prepare_data(tmp_path, suite="jsonl")
+    with pytest.raises(DataError, match="no such file or directory"):
+        prepare_data(tmp_path, source=tmp_path / "nope")
+    with pytest.raises(DataError, match="sum to 1"):
+        prepare_data(tmp_path, source=raw_pkl_dir, ratios=(0.5, 0.2, 0.2))
+    assert not (tmp_path / "train.jsonl").exists()
+
+
+def test_load_split_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"train\.jsonl: no such file; run `dartkit data prepare"):
+        load_split(tmp_path, "train")
+    with pytest.raises(DataError, match="expected one of train, val, test"):
+        load_split(tmp_path, "dev")
+
+
+def test_cache_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DARTKIT_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "wang2025"
+    monkeypatch.delenv("DARTKIT_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "dartkit" / "wang2025"
+
+
+def test_counts_match_the_files(prepared) -> None:
+    out, summary = prepared
+    for split in SPLITS:
+        counts = Counter((e.benchmark, e.label) for e in load_split(out, split))
+        for (benchmark, label), n in counts.items():
+            assert summary["counts"][benchmark][label][split] == n
