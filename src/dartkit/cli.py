@@ -1,7 +1,7 @@
 """The ``dartkit`` command line. Each subcommand loads a config and calls one stage's ``run()``.
 
-    dartkit data prepare --suite demo --out runs/demo/data
-    dartkit eval --model embedded --data runs/demo/data --split test --out runs/demo/baseline
+dartkit data prepare --suite demo --out runs/demo/data
+dartkit eval --model embedded --data runs/demo/data --split test --out runs/demo/baseline
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def user_errors(fn):
         except (DartkitError, ConfigError, SpecError, BackendError) as e:
             fail(str(e))
         except KeyboardInterrupt:
-            typer.echo("interrupted: finished generations are cached; rerun the same command to continue", err=True)
+            typer.echo(
+                "interrupted: finished generations are cached; rerun the same command to continue", err=True
+            )
             sys.exit(130)
 
     return wrapper
@@ -64,21 +66,41 @@ class SplitChoice(str, Enum):
 @app.command("eval")
 @user_errors
 def eval_command(
-    model: str = typer.Option(None, "--model", help="Model spec: embedded, hf:ID[@REV][+adapter=DIR], openai:MODEL@URL, dummy:MODE. Default: embedded."),
-    data: Path = typer.Option(None, "--data", help="Directory with train/val/test.jsonl from `dartkit data prepare`."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="Model spec: embedded, hf:ID[@REV][+adapter=DIR], openai:MODEL@URL, dummy:MODE. Default: embedded.",
+    ),
+    data: Path = typer.Option(
+        None, "--data", help="Directory with train/val/test.jsonl from `dartkit data prepare`."
+    ),
     split: SplitChoice = typer.Option(None, "--split", help="Split to answer (default: test)."),
     out: Path = typer.Option(None, "--out", help="Output directory for generations.jsonl and metrics.json."),
-    policy: PolicyChoice = typer.Option(None, "--policy", help="Inference-time explanation policy (default: off)."),
-    limit: int = typer.Option(None, "--limit", min=1, help="Answer only the first N items, in a fixed stratified order."),
+    policy: PolicyChoice = typer.Option(
+        None, "--policy", help="Inference-time explanation policy (default: off)."
+    ),
+    limit: int = typer.Option(
+        None, "--limit", min=1, help="Answer only the first N items, in a fixed stratified order."
+    ),
     seed: int = typer.Option(None, "--seed", help="Sampling seed (matters only with --temperature > 0)."),
     temperature: float = typer.Option(None, "--temperature", min=0.0, help="0 = greedy (default)."),
-    max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1, help="Longest answer in tokens (default 192)."),
+    max_new_tokens: int = typer.Option(
+        None, "--max-new-tokens", min=1, help="Longest answer in tokens (default 192)."
+    ),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="hf backend batch size (default 16)."),
     device: str = typer.Option(None, "--device", help="hf backend device: auto, cpu, cuda, mps."),
     cache: Path = typer.Option(None, "--cache", help="Generation cache file (default <out>/cache.jsonl)."),
-    api_key_env: str = typer.Option(None, "--api-key-env", help="openai backend: environment variable holding the API key (default OPENAI_API_KEY)."),
-    concurrency: int = typer.Option(None, "--concurrency", min=1, help="openai backend: requests in flight (default 8)."),
-    config: Path = typer.Option(None, "--config", "-c", help="YAML file with EvalConfig fields; flags override it."),
+    api_key_env: str = typer.Option(
+        None,
+        "--api-key-env",
+        help="openai backend: environment variable holding the API key (default OPENAI_API_KEY).",
+    ),
+    concurrency: int = typer.Option(
+        None, "--concurrency", min=1, help="openai backend: requests in flight (default 8)."
+    ),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="YAML file with EvalConfig fields; flags override it."
+    ),
 ) -> None:
     """Answer one split with one model and report difference-awareness accuracy."""
     from dartkit.stages import evaluate
@@ -99,7 +121,9 @@ def eval_command(
         "backend.api_key_env": api_key_env,
         "backend.concurrency": concurrency,
     }
-    cfg = load_config(EvalConfig, config, {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()})
+    cfg = load_config(
+        EvalConfig, config, {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
+    )
     evaluate.run(cfg)
 
 

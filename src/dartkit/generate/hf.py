@@ -95,15 +95,21 @@ def model_location(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
 
         path = str(embedded_model_dir())
         src = embedded_source()
-        identity.update(model=f"embedded:{EMBEDDED_NAME}", revision=src["package"], weights_sha256=src["gguf_sha256"])
+        identity.update(
+            model=f"embedded:{EMBEDDED_NAME}", revision=src["package"], weights_sha256=src["gguf_sha256"]
+        )
     else:
         local = Path(spec.model).expanduser()
+        if not local.exists() and spec.model.startswith((".", "/", "~")):
+            raise DartkitError(f"model directory not found: {spec.model}")
         if local.exists():
             path = str(local)
             identity.update(model=spec.model, revision=None, weights_sha256=hash_dir(local))
         else:
             path = spec.model
-            identity.update(model=spec.model, revision=_hub_commit(spec.model, spec.revision) or spec.revision)
+            identity.update(
+                model=spec.model, revision=_hub_commit(spec.model, spec.revision) or spec.revision
+            )
     if spec.adapter:
         adapter = Path(spec.adapter).expanduser()
         if not adapter.exists():
@@ -127,7 +133,8 @@ def load_model_and_tokenizer(spec: ModelSpec, cfg: BackendConfig, for_training: 
     try:
         tok = AutoTokenizer.from_pretrained(path, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype)
-    except OSError as e:
+    except (OSError, ValueError) as e:
+        # Offline with an uncached hub id, a typo in a repo id, a directory without weights.
         raise DartkitError(f"cannot load model '{spec}': {str(e).splitlines()[0]}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -192,7 +199,9 @@ class HFBackend:
             ids = ids["input_ids"]
         return list(ids)
 
-    def generate(self, conversations: Sequence[Messages], decoding: DecodingConfig) -> Iterator[tuple[int, str]]:
+    def generate(
+        self, conversations: Sequence[Messages], decoding: DecodingConfig
+    ) -> Iterator[tuple[int, str]]:
         import torch
         from transformers import StoppingCriteriaList
 
@@ -223,9 +232,13 @@ class HFBackend:
             else:
                 # Seeded per batch: reproducible for the same prompts, batch size and order.
                 torch.manual_seed(decoding.seed * 1_000_003 + b)
-                kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=None)
+                kwargs.update(
+                    do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=None
+                )
             if decoding.stop_after_conclusion:
-                kwargs["stopping_criteria"] = StoppingCriteriaList([_StopAfterConclusion(self.tokenizer, width)])
+                kwargs["stopping_criteria"] = StoppingCriteriaList(
+                    [_StopAfterConclusion(self.tokenizer, width)]
+                )
             with torch.inference_mode():
                 out = self.model.generate(
                     input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
@@ -246,4 +259,3 @@ class HFBackend:
     def close(self) -> None:
         self.model = None
         self.tokenizer = None
-

@@ -96,8 +96,9 @@ def _fmt(x: float | None) -> str:
 def metrics_table(metrics: dict, title: str) -> Table:
     """Overall and per-benchmark metrics as a rich table (percentages)."""
     table = Table(title=title)
-    for col in ("set", "n", "acc", "95% CI", "acc NO", "acc YES", "YES rate", "unparsed", "refusal", "macro-F1"):
-        table.add_column(col, justify="right" if col != "set" else "left")
+    for col in ("set", "n", "acc", "95% CI", "NO", "YES", "said YES", "unparsed", "refused", "F1"):
+        table.add_column(col, justify="right" if col != "set" else "left", no_wrap=True)
+    table.caption = "acc: accuracy; NO / YES: accuracy on gold-NO / gold-YES items; F1: macro-F1"
     rows = [("all", metrics), *metrics.get("per_benchmark", {}).items()]
     for name, m in rows:
         ci = m.get("accuracy_ci95")
@@ -105,7 +106,7 @@ def metrics_table(metrics: dict, title: str) -> Table:
             name,
             str(m["n"]),
             _fmt(m["accuracy"]),
-            f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else "-",
+            f"{_fmt(ci[0])}–{_fmt(ci[1])}" if ci else "-",
             _fmt(m["accuracy_equal"]),
             _fmt(m["accuracy_diff"]),
             _fmt(m["yes_rate"]),
@@ -128,7 +129,9 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict:
     backend = load_backend(cfg.model, cfg.backend)
     try:
         t1 = time.perf_counter()
-        gens = answer_examples(examples, backend, cfg.decoding, cache, cfg.policy, description=f"eval {cfg.split}")
+        gens = answer_examples(
+            examples, backend, cfg.decoding, cache, cfg.policy, description=f"eval {cfg.split}"
+        )
         t2 = time.perf_counter()
         identity = backend.identity()
     finally:
@@ -148,4 +151,3 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict:
     console.print(metrics_table(metrics, f"{cfg.model} on {cfg.split} (policy {cfg.policy}), % of items"))
     console.print(f"results: {out / 'metrics.json'}  answers: {out / 'generations.jsonl'}")
     return metrics
-
