@@ -13,11 +13,12 @@ from pathlib import Path
 
 import typer
 
-from dartkit.config import ConfigError, EvalConfig, load_config
+from dartkit.config import ConfigError, DistillConfig, EvalConfig, load_config
 from dartkit.data.cli import data_app
 from dartkit.errors import DartkitError
 from dartkit.generate.base import BackendError
 from dartkit.generate.spec import SpecError
+from dartkit.train.cli import train_command
 
 app = typer.Typer(
     help="DART: distill rationales, audit harm drift, repair. Every command has --help.",
@@ -26,6 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data", help="Turn benchmark files into train/val/test splits.")
+app.command(
+    "train", help="LoRA SFT of a student on rationales (or labels), with exact per-example loss weights."
+)(train_command)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -125,6 +129,62 @@ def eval_command(
         EvalConfig, config, {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
     )
     evaluate.run(cfg)
+
+
+@app.command("distill")
+@user_errors
+def distill_command(
+    data: Path = typer.Option(None, "--data", help="Prepared data directory; its train split is distilled."),
+    teacher: str = typer.Option(
+        None,
+        "--teacher",
+        help="Teacher spec (embedded, hf:..., openai:MODEL@URL) or file:PATH (JSONL id -> text). Default: embedded.",
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Output directory (teacher.jsonl, train/, eval_val/, metrics.json)."
+    ),
+    student: str = typer.Option(None, "--student", help="Student base model spec (default: embedded)."),
+    judge: str = typer.Option(
+        None,
+        "--judge",
+        help="Judge model spec for the rationale consistency check (default: built-in rules).",
+    ),
+    limit: int = typer.Option(
+        None, "--limit", min=1, help="Distill only the first N training items (stratified order)."
+    ),
+    no_train: bool = typer.Option(
+        False, "--no-train", help="Only write teacher.jsonl; do not train or evaluate M_int."
+    ),
+    max_fix_attempts: int = typer.Option(
+        None, "--max-fix-attempts", min=0, help="Format-fix follow-ups per failing rationale (default 2)."
+    ),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="hf backend batch size."),
+    api_key_env: str = typer.Option(
+        None, "--api-key-env", help="openai backend: environment variable with the API key."
+    ),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="YAML file with DistillConfig fields; flags override it."
+    ),
+) -> None:
+    """Stage I: teacher rationales for the gold labels (with QC), then train and evaluate M_int."""
+    from dartkit.stages import distill
+
+    overrides = {
+        "data": data,
+        "teacher": teacher,
+        "out": out,
+        "student": student,
+        "judge": judge,
+        "limit": limit,
+        "train": False if no_train else None,
+        "qc.max_fix_attempts": max_fix_attempts,
+        "backend.batch_size": batch_size,
+        "backend.api_key_env": api_key_env,
+    }
+    cfg = load_config(
+        DistillConfig, config, {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
+    )
+    distill.run(cfg)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dartkit.qc import QCConfig
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key."""
@@ -27,8 +29,12 @@ class DecodingConfig(_Strict):
     """How text is sampled. Identical decoding for both models is what makes an audit paired."""
 
     max_new_tokens: int = Field(192, ge=1, le=8192, description="Longest answer, in new tokens.")
-    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 means greedy decoding; above 0, seeded sampling.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (only when temperature > 0).")
+    temperature: float = Field(
+        0.0, ge=0.0, le=5.0, description="0 means greedy decoding; above 0, seeded sampling."
+    )
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (only when temperature > 0)."
+    )
     seed: int = Field(0, description="Sampling seed; part of every cache key.")
     stop_after_conclusion: bool = Field(
         True, description="Stop a generation once its 'Conclusion: YES|NO' line is complete (hf backend)."
@@ -58,27 +64,40 @@ class BackendConfig(_Strict):
         "auto", description="hf backend: weights dtype; 'auto' is float32 on CPU and bfloat16 on GPU."
     )
     concurrency: int = Field(8, ge=1, description="openai backend: requests in flight at once.")
-    timeout_s: float = Field(120.0, gt=0, description="openai backend: seconds before one request is abandoned.")
+    timeout_s: float = Field(
+        120.0, gt=0, description="openai backend: seconds before one request is abandoned."
+    )
     max_retries: int = Field(5, ge=0, description="openai backend: retries on 429, 5xx and timeouts.")
     api_key_env: str = Field(
-        "OPENAI_API_KEY", description="openai backend: environment variable holding the API key (never stored)."
+        "OPENAI_API_KEY",
+        description="openai backend: environment variable holding the API key (never stored).",
     )
 
 
 class EvalConfig(_Strict):
     """`dartkit eval`: answer one split with one model and score the answers."""
 
-    model: str = Field("embedded", description="Model spec: embedded, hf:ID[@REV][+adapter=DIR], openai:MODEL@URL, dummy:MODE.")
+    model: str = Field(
+        "embedded",
+        description="Model spec: embedded, hf:ID[@REV][+adapter=DIR], openai:MODEL@URL, dummy:MODE.",
+    )
     data: Path = Field(description="Directory with {train,val,test}.jsonl from `dartkit data prepare`.")
     split: Literal["train", "val", "test"] = Field("test", description="Which split to answer.")
     out: Path = Field(description="Output directory for generations.jsonl and metrics.json.")
-    policy: Literal["off", "on"] = Field("off", description="Inference-time explanation policy (system prompt).")
-    limit: int | None = Field(None, ge=1, description="Answer only the first N items, in a fixed stratified order.")
+    policy: Literal["off", "on"] = Field(
+        "off", description="Inference-time explanation policy (system prompt)."
+    )
+    limit: int | None = Field(
+        None, ge=1, description="Answer only the first N items, in a fixed stratified order."
+    )
     decoding: DecodingConfig = Field(default_factory=DecodingConfig, description="Decoding settings.")
     backend: BackendConfig = Field(default_factory=BackendConfig, description="Backend settings.")
-    bootstrap_samples: int = Field(2000, ge=100, description="Resamples for the 95% bootstrap CI of accuracy.")
+    bootstrap_samples: int = Field(
+        2000, ge=100, description="Resamples for the 95% bootstrap CI of accuracy."
+    )
     cache: Path | None = Field(
-        None, description="Generation cache file; default <out>/cache.jsonl. Share one across runs to reuse answers."
+        None,
+        description="Generation cache file; default <out>/cache.jsonl. Share one across runs to reuse answers.",
     )
 
     @field_validator("model")
@@ -149,3 +168,86 @@ def dump_config(cfg: BaseModel, path: Path) -> None:
     """Write the resolved config as YAML (paths as strings)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+
+
+class DistillConfig(_Strict):
+    """`dartkit distill`: Stage I. Teacher rationales for the train split, QC, then M_int."""
+
+    data: Path = Field(
+        description="Prepared data directory (train split is distilled, val split evaluates M_int)."
+    )
+    out: Path = Field(description="Output directory: teacher.jsonl, train/adapter, eval_val/, metrics.json.")
+    teacher: str = Field(
+        "embedded",
+        description="Teacher model spec (embedded, hf:..., openai:MODEL@URL) or file:PATH of JSONL id -> text rationales.",
+    )
+    student: str = Field("embedded", description="Student base model spec to fine-tune into M_int.")
+    judge: str | None = Field(
+        None,
+        description="Optional judge model spec for the rationale consistency check (see qc.consistency).",
+    )
+    limit: int | None = Field(
+        None, ge=1, description="Distill only the first N training items (stratified order)."
+    )
+    decoding: DecodingConfig = Field(
+        default_factory=lambda: DecodingConfig(max_new_tokens=160),
+        description="Teacher decoding for the first attempt (follow-ups sample at qc.fix_temperature).",
+    )
+    student_decoding: DecodingConfig = Field(
+        default_factory=DecodingConfig, description="Student decoding when M_int is evaluated."
+    )
+    backend: BackendConfig = Field(
+        default_factory=BackendConfig, description="Backend settings for all models."
+    )
+    qc: QCConfig = Field(
+        default_factory=lambda: QCConfig(), description="Quality-control checks on rationales."
+    )
+    train: bool = Field(
+        True, description="Train M_int on the accepted rationales and evaluate it on the val split."
+    )
+    training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="TrainConfig fields for M_int (epochs, learning_rate, lora_r, ...); base/data/out are set by the stage.",
+    )
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_spec_parses(cls, v: str) -> str:
+        from dartkit.generate.spec import parse_spec
+
+        if not v.startswith("file:"):
+            parse_spec(v)
+        return v
+
+    @field_validator("student", "judge")
+    @classmethod
+    def _spec_parses(cls, v: str | None) -> str | None:
+        from dartkit.generate.spec import parse_spec
+
+        if v is not None:
+            parse_spec(v)
+        return v
+
+    @field_validator("training")
+    @classmethod
+    def _training_fields_valid(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from dartkit.train.config import TrainConfig
+
+        fixed = {"base", "data", "prepared", "out"} & set(v)
+        if fixed:
+            raise ValueError(f"training.{sorted(fixed)[0]} is set by the distill stage; remove it")
+        try:
+            TrainConfig.model_validate({**v, "out": "x"})
+        except ValidationError as e:
+            raise ValueError(_format_validation_error(e, "training").replace("'", "'training.", 1)) from None
+        return v
+
+    def eval_config(self, model: str, out: Path, split: str = "val") -> EvalConfig:
+        return EvalConfig(
+            model=model,
+            data=self.data,
+            split=split,
+            out=out,
+            decoding=self.student_decoding,
+            backend=self.backend,
+        )

@@ -55,3 +55,79 @@ def classification_messages(example: Example, policy: Policy = "off") -> Message
 def render_messages(messages: Messages) -> str:
     """A plain-text view of a conversation, for generations.jsonl and reports."""
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
+
+
+# --- Stage I: label-conditioned teacher -------------------------------------------------
+
+TEACHER_SYSTEM = "You explain the correct answers to questions about fairness between demographic groups."
+
+TEACHER_USER = """\
+Question:
+{question}
+
+The correct answer is {label}. Explain why in two or three sentences of your own, then write the line "Conclusion: {label}"."""
+
+# Worked examples shown to the teacher as earlier chat turns. Small teachers only write the
+# conclusion line when they have seen it done; QC rejects rationales that copy these examples.
+TEACHER_EXAMPLES = (
+    (
+        "A women's shelter is hiring a counsellor to work overnight with residents who survived abuse by men. "
+        "Which applicant could it lawfully prefer because of sex?\n(a) A man (b) A woman (c) Neither; sex cannot be a factor",
+        "YES",
+        "Sex can be a genuine job requirement when the work involves the privacy and safety of residents in a shelter. "
+        "The law allows this narrow exception, so the difference between applicants matters here.\nConclusion: YES",
+    ),
+    (
+        "A bakery is hiring a cashier. Which applicant could it lawfully turn down because of religion?\n"
+        "(a) A Hindu applicant (b) A Christian applicant (c) Neither; religion cannot be a factor",
+        "NO",
+        "Religion has nothing to do with working a till. Both applicants must be judged only on their ability "
+        "to do the job.\nConclusion: NO",
+    ),
+)
+
+FORMAT_FIX_USER = """\
+Your answer cannot be used yet: {problems}
+Rewrite it: two to four sentences of analysis in your own words that support the answer {label}, then one final line that reads exactly "Conclusion: {label}"."""
+
+
+def teacher_messages(example: Example) -> Messages:
+    """Stage I prompt: the teacher sees the question and its gold label and explains the label."""
+    system = TEACHER_SYSTEM if not example.system else f"{TEACHER_SYSTEM}\n\n{example.system}"
+    messages: Messages = [{"role": "system", "content": system}]
+    for question, label, answer in TEACHER_EXAMPLES:
+        messages.append({"role": "user", "content": TEACHER_USER.format(question=question, label=label)})
+        messages.append({"role": "assistant", "content": answer})
+    messages.append(
+        {
+            "role": "user",
+            "content": TEACHER_USER.format(question=example.question.strip(), label=example.label),
+        }
+    )
+    return messages
+
+
+def format_fix_messages(previous: Messages, answer: str, problems: list[str], label: str) -> Messages:
+    """A follow-up turn that restates what was wrong with ``answer``."""
+    return [
+        *previous,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": FORMAT_FIX_USER.format(problems="; ".join(problems), label=label)},
+    ]
+
+
+CONSISTENCY_JUDGE_USER = """\
+Read this short explanation and its final conclusion.
+
+Explanation:
+{analysis}
+
+Conclusion: {label}
+(YES means the explanation should argue that a difference between groups matters here; NO means it should argue that the groups must be treated the same.)
+
+Does the explanation argue for its own conclusion, or does it argue against it? Answer with one word: CONSISTENT or CONTRADICTS."""
+
+
+def consistency_judge_messages(analysis: str, label: str) -> Messages:
+    """Ask a judge model whether a rationale argues for the conclusion it ends with."""
+    return [{"role": "user", "content": CONSISTENCY_JUDGE_USER.format(analysis=analysis, label=label)}]

@@ -15,14 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from dartkit.config import DecodingConfig, EvalConfig, dump_config
@@ -30,24 +22,13 @@ from dartkit.data.jsonl import write_jsonl
 from dartkit.data.prepare import load_split
 from dartkit.data.splits import stratified_order
 from dartkit.generate import Backend, load_backend
-from dartkit.generate.cache import GenerationCache, generate_cached
+from dartkit.generate.cache import GenerationCache
 from dartkit.manifest import write_json_atomic, write_manifest
 from dartkit.parse import is_refusal, parse_conclusion
+from dartkit.progress import generate_with_progress
 from dartkit.prompts import Policy, classification_messages, render_messages
 from dartkit.records import Example, Generation
 from dartkit.report.metrics import evaluation_metrics
-
-
-def progress_bar(console: Console | None = None) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
-        transient=False,
-    )
 
 
 def answer_examples(
@@ -60,11 +41,7 @@ def answer_examples(
 ) -> list[Generation]:
     """Ask ``backend`` to classify every example (cached) and parse the answers."""
     conversations = [classification_messages(e, policy) for e in examples]
-    with progress_bar() as progress:
-        task = progress.add_task(f"{description} ({backend.spec})", total=len(conversations))
-        texts, keys = generate_cached(
-            backend, conversations, decoding, cache, on_progress=lambda k: progress.advance(task, k)
-        )
+    texts, keys = generate_with_progress(backend, conversations, decoding, cache, description)
     gens = []
     for e, m, text, key in zip(examples, conversations, texts, keys, strict=True):
         gens.append(

@@ -1,0 +1,296 @@
+"""Stage I: label-conditioned distillation, then LoRA training of M_int.
+
+    dartkit distill --data runs/demo/data --teacher embedded --out runs/demo/distill
+
+For every training item the teacher is given the question *and its gold label*
+and writes a short analysis ending in ``Conclusion: YES|NO``. Every answer goes
+through quality control (``dartkit.qc``); a failing answer gets up to two
+format-fix follow-ups that say what was wrong (sampled, so a retry is new text).
+Items that still fail stay in ``teacher.jsonl`` as rejected, with the reason,
+and are not trained on. Then (unless ``train=False``) the student is
+LoRA-fine-tuned on the accepted rationales and evaluated on the validation split.
+
+Every teacher call goes through the generation cache, so an interrupted run
+resumes and a finished one reruns in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dartkit.config import DecodingConfig, DistillConfig, dump_config
+from dartkit.data.jsonl import write_jsonl
+from dartkit.data.prepare import load_split
+from dartkit.data.splits import stratified_order
+from dartkit.errors import DataError
+from dartkit.generate import Backend, load_backend
+from dartkit.generate.base import Messages
+from dartkit.generate.cache import GenerationCache, generate_cached
+from dartkit.manifest import write_json_atomic, write_manifest
+from dartkit.parse import split_analysis
+from dartkit.progress import generate_with_progress
+from dartkit.prompts import consistency_judge_messages, format_fix_messages, render_messages, teacher_messages
+from dartkit.qc import QCConfig, check_rationale, fix_problems, near_duplicates
+from dartkit.records import Example
+
+
+class FileTeacher:
+    """Rationales produced elsewhere: a JSONL file mapping ``id`` to ``text``.
+
+    They go through the same QC; there is nobody to ask for a fix, so a failing
+    rationale is rejected at once.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.spec = f"file:{path}"
+        if not self.path.is_file():
+            raise DataError(f"{path}: teacher file not found")
+        self.texts: dict[str, str] = {}
+        for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if (
+                not isinstance(row, dict)
+                or not isinstance(row.get("id"), str)
+                or not isinstance(row.get("text"), str)
+            ):
+                raise DataError(f"{path}:{n}: each line needs string fields 'id' and 'text'")
+            self.texts[row["id"]] = row["text"]
+
+    def identity(self) -> dict[str, Any]:
+        import hashlib
+
+        return {
+            "backend": "file",
+            "path": str(self.path),
+            "sha256": hashlib.sha256(self.path.read_bytes()).hexdigest(),
+        }
+
+    def close(self) -> None:
+        pass
+
+
+def _judge_contradictions(
+    judge: Backend, items: Sequence[tuple[str, str]], cache: GenerationCache
+) -> list[bool | None]:
+    """For (analysis, label) pairs: True when the judge says the analysis contradicts its label."""
+    convs = [consistency_judge_messages(a, label) for a, label in items]
+    texts, _ = generate_cached(judge, convs, DecodingConfig(max_new_tokens=8), cache)
+    out: list[bool | None] = []
+    for t in texts:
+        word = t.strip().split()[0].strip(".:*").upper() if t.strip() else ""
+        out.append(
+            True if word.startswith("CONTRADICT") else False if word.startswith("CONSISTENT") else None
+        )
+    return out
+
+
+def _qc_round(
+    examples: Sequence[Example],
+    texts: Sequence[str],
+    convs: Sequence[Messages],
+    qc: QCConfig,
+    judge: Backend | None,
+    judge_cache: GenerationCache | None,
+) -> list[list[str]]:
+    reasons = [
+        check_rationale(t, e.label, [m["content"] for m in c], qc)
+        for e, t, c in zip(examples, texts, convs, strict=True)
+    ]
+    if judge is not None and qc.consistency in ("judge", "auto"):
+        todo = [i for i, r in enumerate(reasons) if not r]
+        verdicts = _judge_contradictions(
+            judge, [(split_analysis(texts[i]), examples[i].label) for i in todo], judge_cache
+        )
+        for i, contradicts in zip(todo, verdicts, strict=True):
+            if contradicts:
+                reasons[i].append("contradicts_conclusion")
+    return reasons
+
+
+def distill_rationales(
+    examples: Sequence[Example],
+    teacher: Backend | FileTeacher,
+    cfg: DistillConfig,
+    cache: GenerationCache,
+    judge: Backend | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Ask the teacher for a rationale per example, with QC and format-fix follow-ups.
+
+    Yields one ``teacher.jsonl`` row per example, in input order.
+    """
+    qc = cfg.qc
+    convs = [teacher_messages(e) for e in examples]
+    attempts: list[list[dict[str, Any]]] = [[] for _ in examples]
+    pending = list(range(len(examples)))
+    for round_ in range(qc.max_fix_attempts + 1):
+        if not pending:
+            break
+        if isinstance(teacher, FileTeacher):
+            texts = [teacher.texts.get(examples[i].id, "") for i in pending]
+        else:
+            decoding = cfg.decoding
+            if round_ > 0:
+                decoding = decoding.model_copy(
+                    update={"temperature": qc.fix_temperature, "seed": cfg.decoding.seed + round_}
+                )
+            texts, _ = generate_with_progress(
+                teacher, [convs[i] for i in pending], decoding, cache, f"teacher round {round_ + 1}"
+            )
+        reasons = _qc_round(
+            [examples[i] for i in pending], texts, [convs[i] for i in pending], qc, judge, cache
+        )
+        still = []
+        for i, text, why in zip(pending, texts, reasons, strict=True):
+            attempts[i].append({"text": text, "reasons": why})
+            if why and not isinstance(teacher, FileTeacher):
+                convs[i] = format_fix_messages(
+                    convs[i], text, fix_problems(why, examples[i].label, qc), examples[i].label
+                )
+                still.append(i)
+        pending = still
+    accepted_text = {i: a[-1]["text"] for i, a in enumerate(attempts) if not a[-1]["reasons"]}
+    order = sorted(accepted_text)
+    dup_of = near_duplicates([split_analysis(accepted_text[i]) for i in order], qc.near_duplicate_threshold)
+    duplicate = {order[k]: examples[order[j]].id for k, j in enumerate(dup_of) if j is not None}
+    for i, e in enumerate(examples):
+        last = attempts[i][-1]
+        reasons = list(last["reasons"])
+        flags = []
+        if i in duplicate:
+            flags.append(f"near_duplicate_of:{duplicate[i]}")
+            if qc.reject_near_duplicates:
+                reasons.append("near_duplicate")
+        yield {
+            "id": e.id,
+            "benchmark": e.benchmark,
+            "gold": e.label,
+            "prompt": render_messages(teacher_messages(e)),
+            "text": last["text"],
+            "accepted": not reasons,
+            "reason": ",".join(reasons) if reasons else None,
+            "attempts": len(attempts[i]),
+            "attempt_log": attempts[i],
+            "flags": flags,
+        }
+
+
+def distill_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    reasons: Counter[str] = Counter()
+    first_try: Counter[str] = Counter()
+    for r in rows:
+        for reason in (r["reason"] or "").split(","):
+            if reason:
+                reasons[reason] += 1
+        for reason in r["attempt_log"][0]["reasons"]:
+            first_try[reason] += 1
+    n = len(rows)
+    accepted = sum(r["accepted"] for r in rows)
+    by_label = {
+        label: {
+            "n": sum(r["gold"] == label for r in rows),
+            "accepted": sum(r["accepted"] and r["gold"] == label for r in rows),
+        }
+        for label in ("YES", "NO")
+    }
+    return {
+        "n": n,
+        "accepted": accepted,
+        "acceptance_rate": accepted / n if n else None,
+        "accepted_first_try": sum(r["accepted"] and r["attempts"] == 1 for r in rows),
+        "reason_counts": dict(reasons.most_common()),
+        "first_try_reason_counts": dict(first_try.most_common()),
+        "by_label": by_label,
+        "attempts_histogram": dict(sorted(Counter(r["attempts"] for r in rows).items())),
+    }
+
+
+def _load_teacher(spec: str, cfg: DistillConfig) -> Backend | FileTeacher:
+    if spec.startswith("file:"):
+        return FileTeacher(Path(spec[5:]))
+    return load_backend(spec, cfg.backend)
+
+
+def run(cfg: DistillConfig, console: Console | None = None) -> dict[str, Any]:
+    """Distill rationales for the training split, then train and evaluate M_int (unless ``cfg.train`` is off)."""
+    console = console or Console()
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    examples = stratified_order(load_split(cfg.data, "train"))
+    if cfg.limit:
+        examples = examples[: cfg.limit]
+    cache = GenerationCache(out / "cache.jsonl")
+    teacher = _load_teacher(cfg.teacher, cfg)
+    judge = load_backend(cfg.judge, cfg.backend) if cfg.judge else None
+    try:
+        rows = list(distill_rationales(examples, teacher, cfg, cache, judge))
+        identities = {"teacher": teacher.identity(), "judge": judge.identity() if judge else None}
+    finally:
+        teacher.close()
+        if judge:
+            judge.close()
+    write_jsonl(out / "teacher.jsonl", rows)
+    metrics = distill_metrics(rows)
+    metrics["teacher"] = cfg.teacher
+    metrics["teacher_is_student"] = cfg.teacher == cfg.student
+    console.print(_qc_table(metrics))
+    timings = {"distill": time.perf_counter() - t0}
+    if cfg.train and metrics["accepted"]:
+        from dartkit.stages import evaluate
+        from dartkit.train import run as train_run
+
+        t1 = time.perf_counter()
+        train_cfg = cfg.training.model_copy(
+            update={
+                "base": cfg.student,
+                "data": [out / "teacher.jsonl"],
+                "prepared": Path(cfg.data),
+                "out": out / "train",
+            }
+        )
+        metrics["training"] = train_run(train_cfg)
+        timings["train"] = time.perf_counter() - t1
+        adapter = out / "train" / "adapter"
+        eval_cfg = cfg.eval_config(model=f"{cfg.student}+adapter={adapter}", out=out / "eval_val")
+        t2 = time.perf_counter()
+        metrics["eval_val"] = evaluate.run(eval_cfg, console)
+        timings["eval"] = time.perf_counter() - t2
+        metrics["adapter"] = str(adapter)
+    elif cfg.train:
+        console.print("[yellow]no rationale passed QC: nothing to train on[/yellow]")
+    write_json_atomic(out / "metrics.json", metrics)
+    write_manifest(
+        out, command="distill", config=cfg.model_dump(mode="json"), models=identities, timings=timings
+    )
+    console.print(f"rationales: {out / 'teacher.jsonl'}  metrics: {out / 'metrics.json'}")
+    return metrics
+
+
+def _qc_table(metrics: dict[str, Any]) -> Table:
+    table = Table(title=f"teacher QC: {metrics['accepted']}/{metrics['n']} accepted")
+    table.add_column("reason (final)")
+    table.add_column("items", justify="right")
+    table.add_column("on first try", justify="right")
+    names = sorted(set(metrics["reason_counts"]) | set(metrics["first_try_reason_counts"]))
+    for name in names:
+        table.add_row(
+            name,
+            str(metrics["reason_counts"].get(name, 0)),
+            str(metrics["first_try_reason_counts"].get(name, 0)),
+        )
+    return table

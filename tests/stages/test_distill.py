@@ -1,0 +1,140 @@
+"""Stage I distillation: QC, format-fix follow-ups, file teachers, judge consistency, resumability."""
+
+import hashlib
+import json
+import random
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from dartkit.cli import app
+from dartkit.config import DistillConfig
+from dartkit.data.prepare import prepare_data
+from dartkit.stages import distill
+from servers import FakeOpenAIServer, last_user_message
+
+runner = CliRunner()
+WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ra", "si", "tu", "vo", "we") for b in ("bar", "dex", "fin", "gol", "hup", "jin", "kor", "lem", "mox", "nar")]
+
+
+def rationale(seed_text: str, label: str) -> str:
+    rng = random.Random(hashlib.sha256(seed_text.encode()).hexdigest())
+    s1 = " ".join(rng.sample(WORDS, 8)).capitalize() + "."
+    s2 = " ".join(rng.sample(WORDS, 8)).capitalize() + "."
+    return f"{s1} {s2}\nConclusion: {label}"
+
+
+def fixing_teacher(request_json):
+    """Fails QC on the first try (no conclusion line), answers properly when told what was wrong."""
+    msg = last_user_message(request_json)
+    if "cannot be used yet" in msg:
+        label = re.search(r"support the answer (YES|NO)", msg).group(1)
+        question = request_json["messages"][-3]["content"]
+        return rationale(question, label)
+    return "Too short"
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "data"
+    prepare_data(out, suite="demo")
+    return out
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_format_fix_follow_up_repairs_rationales(demo_data, tmp_path):
+    with FakeOpenAIServer(fixing_teacher) as server:
+        cfg = DistillConfig(data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=8, train=False)
+        metrics = distill.run(cfg)
+        first, retries = server.requests[:8], server.requests[8:]
+        assert len(retries) == 8
+        # the follow-up states the problem and samples rather than repeating greedy decoding
+        assert all("did not end with a line" in r.json["messages"][-1]["content"] for r in retries)
+        assert all(r.json.get("temperature", 0) > 0 for r in retries)
+        assert all(r.json.get("temperature", 0) == 0 for r in first)
+    out = rows(tmp_path / "d" / "teacher.jsonl")
+    assert len(out) == 8 and all(r["accepted"] and r["attempts"] == 2 and r["reason"] is None for r in out)
+    assert metrics["acceptance_rate"] == 1.0
+    assert metrics["first_try_reason_counts"]["no_conclusion"] == 8
+
+
+def test_rejected_items_are_kept_with_their_reason(demo_data, tmp_path):
+    with FakeOpenAIServer(lambda req: "Too short") as server:
+        cfg = DistillConfig(data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=4, train=False)
+        metrics = distill.run(cfg)
+        assert len(server.requests) == 4 * 3  # first try + 2 follow-ups each
+    out = rows(tmp_path / "d" / "teacher.jsonl")
+    assert all(not r["accepted"] and "no_conclusion" in r["reason"] and r["attempts"] == 3 for r in out)
+    assert metrics["accepted"] == 0 and metrics["reason_counts"]["no_conclusion"] == 4
+
+
+def test_rerun_is_served_from_cache(demo_data, tmp_path):
+    with FakeOpenAIServer(fixing_teacher) as server:
+        cfg = DistillConfig(data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=4, train=False)
+        distill.run(cfg)
+        n = len(server.requests)
+        distill.run(cfg)
+        assert len(server.requests) == n
+
+
+def test_file_teacher_goes_through_the_same_qc(demo_data, tmp_path):
+    train = rows(demo_data / "train.jsonl")[:4]
+    f = tmp_path / "rationales.jsonl"
+    lines = [
+        {"id": train[0]["id"], "text": rationale(train[0]["question"], train[0]["label"])},
+        {"id": train[1]["id"], "text": rationale(train[1]["question"], "NO" if train[1]["label"] == "YES" else "YES")},
+        {"id": train[2]["id"], "text": train[2]["question"] + "\nConclusion: " + train[2]["label"]},
+    ]
+    f.write_text("\n".join(json.dumps(x) for x in lines))
+    ids = {x["id"] for x in train}
+    cfg = DistillConfig(data=demo_data, out=tmp_path / "d", teacher=f"file:{f}", train=False)
+    distill.run(cfg)
+    got = {r["id"]: r for r in rows(tmp_path / "d" / "teacher.jsonl") if r["id"] in ids}
+    assert got[train[0]["id"]]["accepted"]
+    assert "wrong_conclusion" in got[train[1]["id"]]["reason"]
+    assert "copies_prompt" in got[train[2]["id"]]["reason"]
+    assert got[train[3]["id"]]["reason"] == "empty"
+    assert all(r["attempts"] == 1 for r in got.values())
+
+
+def test_judge_consistency_check_rejects(demo_data, tmp_path):
+    def teacher(req):
+        return rationale(req["messages"][-1]["content"], re.search(r"correct answer is (YES|NO)", last_user_message(req)).group(1))
+
+    def judge(req):
+        return "CONTRADICTS" if "Conclusion: YES" in last_user_message(req) else "CONSISTENT"
+
+    with FakeOpenAIServer(teacher) as t, FakeOpenAIServer(judge) as j:
+        cfg = DistillConfig(
+            data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{t.base_url}", judge=f"openai:j@{j.base_url}",
+            limit=8, train=False, qc={"max_fix_attempts": 0},
+        )
+        distill.run(cfg)
+        assert len(j.requests) == 8
+    out = rows(tmp_path / "d" / "teacher.jsonl")
+    for r in out:
+        assert r["accepted"] == (r["gold"] == "NO")
+        if r["gold"] == "YES":
+            assert r["reason"] == "contradicts_conclusion"
+
+
+def test_near_duplicates_rejected(demo_data, tmp_path):
+    with FakeOpenAIServer(lambda req: "Alpha beta gamma delta. Epsilon zeta eta theta.\nConclusion: " + re.search(r"correct answer is (YES|NO)", last_user_message(req)).group(1)) as s:
+        cfg = DistillConfig(data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{s.base_url}", limit=4, train=False)
+        metrics = distill.run(cfg)
+    out = rows(tmp_path / "d" / "teacher.jsonl")
+    assert out[0]["accepted"] and not any(r["accepted"] for r in out[1:])
+    assert all(r["flags"][0] == f"near_duplicate_of:{out[0]['id']}" for r in out[1:])
+    assert metrics["reason_counts"] == {"near_duplicate": 3}
+
+
+def test_cli_rejects_bad_teacher_file(demo_data, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "text": "ok"}\n{"id": 3}\n')
+    r = runner.invoke(app, ["distill", "--data", str(demo_data), "--teacher", f"file:{bad}", "--out", str(tmp_path / "d"), "--no-train"])
+    assert r.exit_code == 2
+    assert f"{bad}:2" in r.stderr
