@@ -26,10 +26,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
 
+    from dartkit.config import BackendConfig, DecodingConfig
     from dartkit.data.demo import load_demo_suite
     from dartkit.data.splits import stratified_order
-
-    from dartkit.config import BackendConfig, DecodingConfig
     from dartkit.generate import load_backend
     from dartkit.generate.cache import GenerationCache, generate_cached
     from dartkit.prompts import classification_messages

@@ -63,6 +63,12 @@ class BackendConfig(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="hf backend: weights dtype; 'auto' is float32 on CPU and bfloat16 on GPU."
     )
+    prefix_cache_min_tokens: int = Field(
+        16,
+        ge=0,
+        description="hf backend: compute the KV cache of a token prefix shared by all prompts once when it is at "
+        "least this long (0 turns prefix sharing off).",
+    )
     concurrency: int = Field(8, ge=1, description="openai backend: requests in flight at once.")
     timeout_s: float = Field(
         120.0, gt=0, description="openai backend: seconds before one request is abandoned."

@@ -65,3 +65,25 @@ def test_stop_criterion_fires_only_after_a_complete_conclusion_line(embedded_bac
     # every row has the same prompt length once left-padded to the longest
     crit = _StopAfterConclusion(tok, prompt_len=width - min(len(r) for r in rows) + len(prompt))
     assert crit(ids, None).tolist() == [True, False, False, False]
+
+
+def test_shared_prefix_cache_changes_nothing(embedded_backend):
+    """Prompts sharing a long system prompt give the same answers with and without the prefix KV cache."""
+    system = {
+        "role": "system",
+        "content": "You answer questions about fairness between demographic groups. " * 4,
+    }
+    convs = [[system, {"role": "user", "content": q}] for q in QUESTIONS]
+    decoding = DecodingConfig(max_new_tokens=12)
+    embedded_backend._ensure_loaded()
+    encoded = [embedded_backend.encode(c) for c in convs]
+    prefix_len, cache = embedded_backend._shared_prefix(encoded)
+    assert prefix_len > 40 and cache is not None
+    shared = dict(embedded_backend.generate(convs, decoding))
+    old = embedded_backend.cfg.prefix_cache_min_tokens
+    embedded_backend.cfg.prefix_cache_min_tokens = 0
+    try:
+        plain = dict(embedded_backend.generate(convs, decoding))
+    finally:
+        embedded_backend.cfg.prefix_cache_min_tokens = old
+    assert shared == plain

@@ -9,6 +9,7 @@ its answer.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -203,49 +204,95 @@ class HFBackend:
         self, conversations: Sequence[Messages], decoding: DecodingConfig
     ) -> Iterator[tuple[int, str]]:
         import torch
-        from transformers import StoppingCriteriaList
 
         if not conversations:
             return
         self._ensure_loaded()
         encoded = [self.encode(m) for m in conversations]
+        prefix_len, prefix_cache = self._shared_prefix(encoded)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        pad_id = self.tokenizer.pad_token_id
-        device = self.model.device
         bs = self.cfg.batch_size
         for b, start in enumerate(range(0, len(order), bs)):
             idx = order[start : start + bs]
-            width = max(len(encoded[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids = encoded[i]
-                input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention[r, width - len(ids) :] = 1
-            kwargs: dict[str, Any] = {
-                "max_new_tokens": decoding.max_new_tokens,
-                "pad_token_id": pad_id,
-                "eos_token_id": self._eos_ids(),
-            }
-            if decoding.greedy:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            else:
+            input_ids, attention = self._pack([encoded[i] for i in idx], prefix_len)
+            kwargs = self._generate_kwargs(decoding, input_ids.shape[1])
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(idx))
+                kwargs["past_key_values"] = cache
+            if not decoding.greedy:
                 # Seeded per batch: reproducible for the same prompts, batch size and order.
                 torch.manual_seed(decoding.seed * 1_000_003 + b)
-                kwargs.update(
-                    do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=None
-                )
-            if decoding.stop_after_conclusion:
-                kwargs["stopping_criteria"] = StoppingCriteriaList(
-                    [_StopAfterConclusion(self.tokenizer, width)]
-                )
             with torch.inference_mode():
                 out = self.model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
+                    input_ids=input_ids.to(self.model.device),
+                    attention_mask=attention.to(self.model.device),
+                    **kwargs,
                 )
-            texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            texts = self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
             for r, i in enumerate(idx):
                 yield i, texts[r].strip()
+
+    def _shared_prefix(self, encoded: list[list[int]]):
+        """KV cache of the token prefix every prompt shares (system prompt, instructions, few-shot turns).
+
+        Computed once per call instead of once per prompt: with dartkit's prompts the shared part is
+        most of each prompt, so this removes most of the prefill work.
+        """
+        import torch
+
+        if len(encoded) < 2 or self.cfg.prefix_cache_min_tokens <= 0:
+            return 0, None
+        first = encoded[0]
+        n = min(len(e) for e in encoded) - 1  # every row keeps at least one token of its own
+        for e in encoded[1:]:
+            k = 0
+            while k < n and e[k] == first[k]:
+                k += 1
+            n = k
+        if n < self.cfg.prefix_cache_min_tokens:
+            return 0, None
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([first[:n]], device=self.model.device), use_cache=True)
+        return n, out.past_key_values
+
+    def _pack(self, rows: list[list[int]], prefix_len: int):
+        """Batch tensors: shared prefix, then left padding, then each row's own tokens.
+
+        Padding sits between the prefix and the rest; the attention mask hides it and position ids
+        follow the mask, so every row sees exactly its own prompt.
+        """
+        import torch
+
+        pad_id = self.tokenizer.pad_token_id
+        tails = [r[prefix_len:] for r in rows]
+        width = max(len(t) for t in tails)
+        input_ids = torch.full((len(rows), prefix_len + width), pad_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for r, (row, tail) in enumerate(zip(rows, tails, strict=True)):
+            input_ids[r, :prefix_len] = torch.tensor(row[:prefix_len], dtype=torch.long)
+            attention[r, :prefix_len] = 1
+            input_ids[r, prefix_len + width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+            attention[r, prefix_len + width - len(tail) :] = 1
+        return input_ids, attention
+
+    def _generate_kwargs(self, decoding: DecodingConfig, prompt_width: int) -> dict[str, Any]:
+        from transformers import StoppingCriteriaList
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": decoding.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self._eos_ids(),
+        }
+        if decoding.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=None)
+        if decoding.stop_after_conclusion:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [_StopAfterConclusion(self.tokenizer, prompt_width)]
+            )
+        return kwargs
 
     def _eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
