@@ -73,7 +73,7 @@ def eval_command(
     model: str = typer.Option(
         None,
         "--model",
-        help="Model spec: embedded, hf:ID[@REV][+adapter=DIR], openai:MODEL@URL, dummy:MODE. Default: embedded.",
+        help="Model spec: embedded, hf:ID\\[@REV]\\[+adapter=DIR], openai:MODEL@URL, dummy:MODE. Default: embedded.",
     ),
     data: Path = typer.Option(
         None, "--data", help="Directory with train/val/test.jsonl from `dartkit data prepare`."

@@ -1,0 +1,487 @@
+"""LoRA supervised fine-tuning with the loss on the assistant tokens only — DART Stages I and III.
+
+One process (CPU or one GPU)::
+
+    dartkit train --data runs/demo/distill/teacher.jsonl --prepared runs/demo/data --out runs/demo/distill
+
+Several GPUs (DDP, FSDP or DeepSpeed; see ``configs/accelerate/``)::
+
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m dartkit.train \\
+        --config my_train.yaml --out runs/llama/distill
+
+The file reads top to bottom: setup (data, fingerprint, model, optimizer, resume),
+train (one optimizer step = ``grad_accum`` micro-batches per process, weighted loss
+from :mod:`dartkit.train.loss`), save (PEFT adapter + ``dartkit_adapter.json`` +
+model card). Rerunning the same command after an interrupt resumes from the newest
+checkpoint and ends with the same adapter; rerunning a finished run returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from dartkit import __version__
+from dartkit.config import BackendConfig, dump_config
+from dartkit.errors import DartkitError, DataError
+from dartkit.generate.adapters import ADAPTER_META, attach_adapter
+from dartkit.generate.hf import hash_dir, load_model_and_tokenizer, model_location
+from dartkit.generate.spec import ModelSpec, parse_spec
+from dartkit.manifest import write_json_atomic, write_manifest
+from dartkit.train.batching import MicroBatch, encode_record, plan_epoch, step_micro_batches
+from dartkit.train.checkpoints import (
+    latest_checkpoint,
+    read_state,
+    register_trainable_only_hooks,
+    save_checkpoint,
+)
+from dartkit.train.config import TrainConfig
+from dartkit.train.data import data_sha256, expand_oversampled, load_training_records
+from dartkit.train.loss import micro_batch_loss
+
+StepCallback = Callable[[int, dict[str, Any]], None]
+
+
+def backward_step(model, micro_batches: list[MicroBatch], accelerator) -> float:
+    """Forward and backward every micro-batch of one optimizer step; gradients end up accumulated.
+
+    The loss denominator (sum of weight x target tokens) is summed over this
+    process's micro-batches and all-reduced over processes *before* any backward
+    pass. ``accelerator.backward`` divides by the accumulation steps and DDP / FSDP /
+    DeepSpeed average gradients over processes; the loss is multiplied by both so
+    the accumulated gradient is exactly that of the step loss.
+
+    Returns:
+        The step loss, sum_i w_i * NLL_i / sum_i w_i * n_i over the whole step.
+    """
+    if len(micro_batches) != accelerator.gradient_accumulation_steps:
+        raise ValueError(
+            f"{len(micro_batches)} micro-batches for gradient_accumulation_steps="
+            f"{accelerator.gradient_accumulation_steps}"
+        )
+    local = sum((mb.weights * mb.target_tokens).sum() for mb in micro_batches)
+    denominator = accelerator.reduce(local.detach().float().to(accelerator.device), reduction="sum")
+    scale = accelerator.gradient_accumulation_steps * accelerator.num_processes
+    total = torch.zeros((), device=accelerator.device)
+    for mb in micro_batches:
+        with accelerator.accumulate(model):
+            loss = micro_batch_loss(model, mb.to(accelerator.device), denominator)
+            accelerator.backward(loss * scale)
+        total += loss.detach()
+    if not accelerator.sync_gradients:  # the accumulation counter drifted: a bug, not a user error
+        raise RuntimeError("gradient accumulation is out of step with the optimizer steps")
+    return float(accelerator.reduce(total, reduction="sum"))
+
+
+def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]:
+    """Train (or resume, or skip a finished run) and write the adapter to ``<out>/adapter``.
+
+    Args:
+        cfg: The run's settings.
+        on_step: Called after every optimizer step with ``(step, log_row)`` on every
+            process; raising from it stops training (tests use it to simulate a kill).
+
+    Returns:
+        Metrics: steps, first/final loss, tokens, tokens/s, padding fraction, seconds, ...
+
+    Raises:
+        DataError: bad or empty training data.
+        DartkitError: unusable model, adapter, chat template or output directory.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, set_seed
+
+    started = time.time()
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, step_scheduler_with_optimizer=False)
+    main = accelerator.is_main_process
+    console = Console(stderr=True, quiet=not main)
+    out = Path(cfg.out)
+
+    # ---- setup: data and the run's fingerprint -------------------------------------------
+    records = load_training_records(cfg.data, cfg.prepared, cfg.label_only, cfg.policy, cfg.weights_from)
+    data_hash = data_sha256(records)
+    spec = parse_spec(cfg.base)
+    _, base_identity = model_location(spec)
+    init_hash = None
+    if cfg.init_adapter is not None:
+        if not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
+            raise DartkitError(f"{cfg.init_adapter}: not a PEFT adapter directory (no adapter_config.json)")
+        init_hash = hash_dir(Path(cfg.init_adapter))
+    fingerprint = cfg.fingerprint(data_sha256=data_hash, base=base_identity, init_adapter_sha256=init_hash)
+    done = _finished_run(out, fingerprint)
+    if done is not None:
+        console.print(
+            f"[green]{out / 'adapter'} is already trained with this config and data; nothing to do[/green]"
+        )
+        return done
+    checkpoints = out / "checkpoints"
+    latest = latest_checkpoint(checkpoints)
+    resume_state = read_state(latest) if latest is not None else None
+    if resume_state is not None and resume_state.get("fingerprint") != fingerprint:
+        # Checked before loading any weights: for an 8B model that takes minutes.
+        raise DartkitError(
+            f"{latest}: checkpoint of a run with a different config, data or base model; "
+            f"delete {checkpoints} or use another --out"
+        )
+
+    # ---- model: base + a fresh LoRA, or the adapter to continue ------------------------------
+    set_seed(cfg.seed)
+    dtype = _base_dtype(cfg, accelerator)
+    model, tokenizer = _load_student(cfg, spec, base_identity, dtype)
+    lora_settings = _lora_settings(model)
+
+    # ---- data: encode once (and repeat examples in oversample mode) --------------------------
+    train_records = expand_oversampled(records) if cfg.weighting == "oversample" else records
+    encoded = [encode_record(tokenizer, r, cfg.max_length) for r in train_records]
+    skipped = sum(e is None for e in encoded)
+    encoded = [e for e in encoded if e is not None]
+    if not encoded:
+        raise DataError(f"every training example is longer than max_length={cfg.max_length} tokens")
+    if skipped:
+        console.print(
+            f"[yellow]skipped {skipped} example(s) longer than max_length={cfg.max_length} tokens "
+            "(raise max_length to keep them)[/yellow]"
+        )
+    lengths = [len(e) for e in encoded]
+    global_batch = cfg.per_device_batch_size * cfg.grad_accum * accelerator.num_processes
+    steps_per_epoch = math.ceil(len(encoded) / global_batch)
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+
+    # ---- optimizer, schedule, distribution -----------------------------------------------------
+    from transformers import get_cosine_schedule_with_warmup
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps
+    )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # We batch ourselves (no DataLoader), so DeepSpeed cannot infer its micro-batch size.
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+            cfg.per_device_batch_size
+        )
+    if accelerator.distributed_type == DistributedType.FSDP and not getattr(accelerator, "is_fsdp2", False):
+        # FSDP1 flattens each wrapped unit into one tensor that must be all-trainable or all-frozen;
+        # PEFT's policy wraps the LoRA layers in their own units (as transformers' Trainer does).
+        from peft.utils.other import fsdp_auto_wrap_policy
+
+        accelerator.state.fsdp_plugin.auto_wrap_policy = fsdp_auto_wrap_policy(model)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    register_trainable_only_hooks(accelerator)
+
+    # ---- resume ----------------------------------------------------------------------------------
+    progress_state = {"tokens": 0, "padded_tokens": 0, "train_seconds": 0.0, "first_loss": None, "loss": None}
+    start_step = 0
+    if resume_state is not None:
+        accelerator.load_state(str(latest))
+        start_step = int(resume_state["step"])
+        progress_state.update({k: resume_state[k] for k in progress_state if k in resume_state})
+        console.print(f"resuming from {latest} (step {start_step} of {total_steps})")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+        _truncate_log(out / "train_log.jsonl", start_step)
+
+    # ---- train -----------------------------------------------------------------------------------
+    model.train()
+    pad_id = tokenizer.pad_token_id
+    plans: dict[int, list[list[int]]] = {}
+    log_path = out / "train_log.jsonl"
+    loop_started = time.time()
+    seconds_before = float(progress_state["train_seconds"])
+    with _progress(console, not main) as progress:
+        task = progress.add_task("training", total=total_steps, completed=start_step, loss=float("nan"))
+        for step in range(start_step, total_steps):
+            epoch, index = divmod(step, steps_per_epoch)
+            if epoch not in plans:
+                plans = {
+                    epoch: plan_epoch(
+                        lengths, global_batch, cfg.seed, epoch, cfg.group_by_length, cfg.mega_batch_steps
+                    )
+                }
+            micro = step_micro_batches(
+                plans[epoch][index],
+                encoded,
+                cfg.grad_accum,
+                accelerator.num_processes,
+                accelerator.process_index,
+                pad_id,
+            )
+            loss = backward_step(model, micro, accelerator)
+            grad_norm = None
+            if cfg.max_grad_norm is not None:
+                # The norm before clipping, over all processes (None under DeepSpeed, which clips itself).
+                norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                grad_norm = None if norm is None else round(float(norm), 6)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            counts = torch.tensor(
+                [sum(m.real_tokens for m in micro), sum(m.padded_tokens for m in micro)],
+                device=accelerator.device,
+            )
+            real, padded = (int(x) for x in accelerator.reduce(counts, reduction="sum").tolist())
+            progress_state["tokens"] += real
+            progress_state["padded_tokens"] += padded
+            progress_state["train_seconds"] = seconds_before + time.time() - loop_started
+            if progress_state["first_loss"] is None:
+                progress_state["first_loss"] = loss
+            progress_state["loss"] = loss
+            row = {
+                "step": step + 1,
+                "epoch": epoch,
+                "loss": round(loss, 6),
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens": real,
+                "elapsed": round(progress_state["train_seconds"], 3),
+            }
+            if main:
+                with log_path.open("a", encoding="utf-8") as f:
+                    f.write(_json_line(row))
+            progress.update(task, advance=1, loss=loss)
+            if (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
+                save_checkpoint(
+                    accelerator,
+                    checkpoints,
+                    step + 1,
+                    {**progress_state, "fingerprint": fingerprint},
+                    cfg.keep_checkpoints,
+                )
+            if on_step is not None:
+                on_step(step + 1, row)
+
+    # ---- save ------------------------------------------------------------------------------------
+    tokens, padded = progress_state["tokens"], progress_state["padded_tokens"]
+    seconds = float(progress_state["train_seconds"])
+    metrics = {
+        "steps": total_steps,
+        "resumed_from_step": start_step or None,
+        "examples": len(records),
+        "trained_examples": len(encoded),
+        "skipped_too_long": skipped,
+        "first_loss": progress_state["first_loss"],
+        "final_loss": progress_state["loss"],
+        "tokens": tokens,
+        "padded_tokens": padded,
+        "padding_fraction": padded / max(tokens + padded, 1),
+        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+        "seconds": seconds,
+        "processes": accelerator.num_processes,
+    }
+    meta = {
+        "dartkit_version": __version__,
+        "base": {k: base_identity.get(k) for k in ("model", "revision", "weights_sha256")},
+        "base_spec": cfg.base,
+        "data_sha256": data_hash,
+        "data_files": [str(p) for p in cfg.data],
+        "num_examples": len(records),
+        "num_trained_examples": len(encoded),
+        "weighting": cfg.weighting,
+        "weights_from": cfg.weights_from,
+        "label_only": cfg.label_only,
+        "init_adapter": None
+        if cfg.init_adapter is None
+        else {"path": str(cfg.init_adapter), "sha256": init_hash},
+        "lora": lora_settings,
+        "train_config": cfg.model_dump(mode="json"),
+        "fingerprint": fingerprint,
+        "steps": total_steps,
+        "final_loss": progress_state["loss"],
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _save_adapter(accelerator, model, out / "adapter", meta)
+    if main:
+        write_json_atomic(out / "metrics.json", metrics)
+        write_manifest(
+            out,
+            "train",
+            cfg.model_dump(mode="json"),
+            {"base": base_identity, "init_adapter": meta["init_adapter"]},
+            {"train": seconds, "total": time.time() - started},
+            data_sha256=data_hash,
+        )
+        console.print(
+            f"[green]adapter saved to {out / 'adapter'}[/green]: {total_steps} steps, final loss "
+            f"{metrics['final_loss']:.4f}, {metrics['tokens_per_s'] or 0:.0f} tokens/s, "
+            f"padding {metrics['padding_fraction']:.1%}"
+        )
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def _finished_run(out: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The stored metrics when ``out`` holds a finished run with this fingerprint.
+
+    Raises:
+        DartkitError: ``out`` holds an adapter from a different config, data or base.
+    """
+    meta_path = out / "adapter" / ADAPTER_META
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("fingerprint") != fingerprint:
+        raise DartkitError(
+            f"{out / 'adapter'} was trained with a different config, data or base model; "
+            "use another --out, or delete that adapter to retrain"
+        )
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    return {**metrics, "skipped": True}
+
+
+def _base_dtype(cfg: TrainConfig, accelerator) -> str:
+    from accelerate.utils import DistributedType
+
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    if accelerator.device.type == "cuda" and torch.cuda.is_bf16_supported():
+        # FSDP1 shards flatten parameters of one dtype; fp32 weights with bf16 autocast keep them uniform.
+        return "float32" if accelerator.distributed_type == DistributedType.FSDP else "bfloat16"
+    return "float32"
+
+
+def _load_student(cfg: TrainConfig, spec: ModelSpec, base_identity: dict[str, Any], dtype: str):
+    """The base model wrapped with a trainable LoRA (new, or ``cfg.init_adapter``) and its tokenizer."""
+    from peft import LoraConfig, get_peft_model
+
+    # Load on CPU: under `accelerate launch` every process would otherwise first place its copy on cuda:0.
+    model, tokenizer, _ = load_model_and_tokenizer(
+        spec, BackendConfig(device="cpu", dtype=dtype), for_training=True
+    )
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if cfg.init_adapter is not None:
+        model, _ = attach_adapter(model, Path(cfg.init_adapter), base_identity, trainable=True)
+    else:
+        targets = "all-linear" if cfg.target_modules == ["all-linear"] else list(cfg.target_modules)
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=targets,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        try:
+            model = get_peft_model(model, lora)
+        except ValueError as e:
+            raise DartkitError(f"target_modules {cfg.target_modules}: {str(e).splitlines()[0]}") from None
+    if not any(p.requires_grad for p in model.parameters()):
+        raise DartkitError("the model has no trainable parameters (is the adapter loaded as trainable?)")
+    return model, tokenizer
+
+
+def _lora_settings(model) -> dict[str, Any]:
+    """The LoRA hyper-parameters actually in use (an init adapter brings its own)."""
+    peft_cfg = model.peft_config["default"]
+    targets = peft_cfg.target_modules
+    return {
+        "r": peft_cfg.r,
+        "alpha": peft_cfg.lora_alpha,
+        "dropout": peft_cfg.lora_dropout,
+        "target_modules": sorted(targets) if isinstance(targets, (set, list)) else targets,
+    }
+
+
+def _save_adapter(accelerator, model, adapter_dir: Path, meta: dict[str, Any]) -> None:
+    """PEFT adapter + metadata + model card, renamed into place only when complete."""
+    partial = adapter_dir.parent / f".{adapter_dir.name}.partial"
+    main = accelerator.is_main_process
+    if main:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    # get_state_dict gathers sharded (FSDP / ZeRO-3) weights; every process must call it.
+    state_dict = accelerator.get_state_dict(model)
+    accelerator.unwrap_model(model).save_pretrained(
+        str(partial), is_main_process=main, save_function=accelerator.save, state_dict=state_dict
+    )
+    if main:
+        (partial / "README.md").write_text(_model_card(meta), encoding="utf-8")
+        # Written last: its presence marks a complete adapter.
+        (partial / ADAPTER_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        os.replace(partial, adapter_dir)
+    accelerator.wait_for_everyone()
+
+
+def _model_card(meta: dict[str, Any]) -> str:
+    base = meta["base"]
+    lora = meta["lora"]
+    cfg = meta["train_config"]
+    spec = meta["base_spec"]
+    return f"""# dartkit LoRA adapter
+
+LoRA adapter trained by dartkit {meta["dartkit_version"]} (DART: Distill-Audit-Repair Training).
+
+| | |
+|---|---|
+| base model | `{base["model"]}` (revision `{base["revision"]}`, weights sha256 `{base["weights_sha256"]}`) |
+| training data | {meta["num_examples"]} examples, sha256 `{meta["data_sha256"]}` |
+| targets | {"labels only (`Conclusion: YES/NO`)" if meta["label_only"] else "rationale + conclusion"} |
+| example weights | {meta["weights_from"] or "none"} (mode: {meta["weighting"]}) |
+| LoRA | r {lora["r"]}, alpha {lora["alpha"]}, dropout {lora["dropout"]}, modules {lora["target_modules"]} |
+| optimisation | lr {cfg["learning_rate"]} cosine, warmup {cfg["warmup_ratio"]}, {meta["steps"]} steps |
+| final loss | {meta["final_loss"]:.4f} |
+| continued from | {meta["init_adapter"]["path"] if meta["init_adapter"] else "a fresh LoRA"} |
+
+The loss covers the assistant tokens only (prompt masked), including the end-of-turn token.
+`{ADAPTER_META}` records all settings; dartkit refuses to load this adapter onto another base.
+
+Use it:
+
+    dartkit eval --model "{spec}+adapter=<this directory>" --data <prepared data> --split test --out <dir>
+"""
+
+
+def _progress(console: Console, disable: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+    )
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows after ``step``: a resumed run rewrites the steps done since its checkpoint."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = []
+    for line in keep:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line from a kill
+    path.write_text("".join(kept), encoding="utf-8")
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    return json.dumps(row) + "\n"
