@@ -3,7 +3,6 @@
 import pytest
 
 from dartkit.config import DecodingConfig
-from dartkit.generate.hf import _StopAfterConclusion
 
 pytestmark = pytest.mark.slow
 
@@ -45,26 +44,37 @@ def test_seeded_sampling_is_reproducible_and_differs_from_greedy(embedded_backen
     assert a != c
 
 
-def test_stop_criterion_fires_only_after_a_complete_conclusion_line(embedded_backend):
-    import torch
-
+def test_conclusion_stop_fires_only_after_a_complete_conclusion_line(embedded_backend):
     embedded_backend._ensure_loaded()
     tok = embedded_backend.tokenizer
-    prompt = tok("prompt ", add_special_tokens=False)["input_ids"]
-    texts = [
-        "The law allows it.\nConclusion: YES\n",  # complete line: stop
-        "The law allows it.\nConclusion: YES",  # line not finished yet: continue
-        "Think first.\nConclusion: YES or NO\n",  # template echo: continue
-        "No answer yet.\nMore text\n",
-    ]
-    rows = [prompt + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), tok.pad_token_id)
-    for r, row in enumerate(rows):
-        ids[r, width - len(row) :] = torch.tensor(row)
-    # every row has the same prompt length once left-padded to the longest
-    crit = _StopAfterConclusion(tok, prompt_len=width - min(len(r) for r in rows) + len(prompt))
-    assert crit(ids, None).tolist() == [True, False, False, False]
+
+    def done(text):
+        return embedded_backend._conclusion_done(tok(text, add_special_tokens=False)["input_ids"])
+
+    assert done("The law allows it.\nConclusion: YES\n")
+    assert done("**Conclusion:** no.\n")
+    assert not done("The law allows it.\nConclusion: YES")  # line not finished: "YES" could become "YESTERDAY"
+    assert not done("Think first.\nConclusion: YES or NO\n")  # template echo
+    assert not done("No answer yet.\nMore text\n")
+
+
+def test_matches_plain_model_generate(embedded_backend):
+    """Batched, prefix-cached, row-evicting decoding gives the texts of one-at-a-time model.generate."""
+    import torch
+
+    system = {"role": "system", "content": "Answer briefly and end with a line 'Conclusion: YES' or 'Conclusion: NO'."}
+    convs = [[system, {"role": "user", "content": q}] for q in QUESTIONS]
+    decoding = DecodingConfig(max_new_tokens=24, stop_after_conclusion=False)
+    ours = dict(embedded_backend.generate(convs, decoding))
+    model, tok = embedded_backend.model, embedded_backend.tokenizer
+    for i, c in enumerate(convs):
+        ids = torch.tensor([embedded_backend.encode(c)])
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False,
+                temperature=None, top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
+            )
+        assert ours[i] == tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 def test_shared_prefix_cache_changes_nothing(embedded_backend):

@@ -149,31 +149,6 @@ def load_model_and_tokenizer(spec: ModelSpec, cfg: BackendConfig, for_training: 
     return model, tok, identity
 
 
-class _StopAfterConclusion:
-    """Per-row stopping criterion: the row has written a complete conclusion line."""
-
-    def __init__(self, tokenizer, prompt_len: int):
-        self.tokenizer = tokenizer
-        self.prompt_len = prompt_len
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        new = input_ids[:, self.prompt_len :]
-        if new.shape[1] == 0:
-            return done
-        tails = self.tokenizer.batch_decode(new[:, -_TAIL_TOKENS:], skip_special_tokens=True)
-        for i, tail in enumerate(tails):
-            if "\n" not in tail:
-                continue
-            complete = tail[: tail.rfind("\n")]
-            last_line = complete.rsplit("\n", 1)[-1]
-            if parse_conclusion(last_line) is not None:
-                done[i] = True
-        return done
-
-
 class HFBackend:
     """Generation with a local transformers model (optionally with a LoRA adapter)."""
 
@@ -203,8 +178,6 @@ class HFBackend:
     def generate(
         self, conversations: Sequence[Messages], decoding: DecodingConfig
     ) -> Iterator[tuple[int, str]]:
-        import torch
-
         if not conversations:
             return
         self._ensure_loaded()
@@ -215,23 +188,97 @@ class HFBackend:
         for b, start in enumerate(range(0, len(order), bs)):
             idx = order[start : start + bs]
             input_ids, attention = self._pack([encoded[i] for i in idx], prefix_len)
-            kwargs = self._generate_kwargs(decoding, input_ids.shape[1])
+            cache = None
             if prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(len(idx))
-                kwargs["past_key_values"] = cache
-            if not decoding.greedy:
-                # Seeded per batch: reproducible for the same prompts, batch size and order.
-                torch.manual_seed(decoding.seed * 1_000_003 + b)
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=input_ids.to(self.model.device),
-                    attention_mask=attention.to(self.model.device),
-                    **kwargs,
-                )
-            texts = self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+            # Seeded per batch: reproducible for the same prompts, batch size and order.
+            new_tokens = self._decode(
+                input_ids, attention, cache, prefix_len, decoding, seed=decoding.seed * 1_000_003 + b
+            )
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for r, i in enumerate(idx):
                 yield i, texts[r].strip()
+
+    def _decode(
+        self, input_ids, attention, cache, cached_len: int, decoding: DecodingConfig, seed: int
+    ) -> list[list[int]]:
+        """Greedy or sampled decoding that drops each row from the batch as soon as it is finished.
+
+        A row is finished at an end-of-turn token, after a complete conclusion line (when
+        ``stop_after_conclusion``) or at ``max_new_tokens``. ``model.generate`` keeps finished
+        rows in the batch until the longest one ends; with short, uneven answers most of its
+        decode steps would be spent on rows that are already done.
+        """
+        import torch
+        from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        device = self.model.device
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+        past = cache if cache is not None else DynamicCache()
+        warpers = LogitsProcessorList()
+        generator = None
+        if not decoding.greedy:
+            warpers.append(TemperatureLogitsWarper(decoding.temperature))
+            if decoding.top_p < 1.0:
+                warpers.append(TopPLogitsWarper(decoding.top_p))
+            generator = torch.Generator(device=device).manual_seed(seed)
+        eos = set(self._eos_ids())
+        alive = list(range(input_ids.shape[0]))
+        generated: list[list[int]] = [[] for _ in alive]
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=input_ids[:, cached_len:],
+                attention_mask=attention,
+                position_ids=position_ids[:, cached_len:],
+                past_key_values=past,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            positions = position_ids[:, -1]
+            for _ in range(decoding.max_new_tokens):
+                scores = out.logits[:, -1, :].float()
+                if generator is None:
+                    next_tokens = scores.argmax(dim=-1)
+                else:
+                    probs = torch.softmax(warpers(None, scores), dim=-1)
+                    next_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                keep = []
+                for j, (row, token) in enumerate(zip(alive, next_tokens.tolist(), strict=True)):
+                    if token in eos:
+                        continue
+                    generated[row].append(token)
+                    if len(generated[row]) >= decoding.max_new_tokens:
+                        continue
+                    if decoding.stop_after_conclusion and self._conclusion_done(generated[row]):
+                        continue
+                    keep.append(j)
+                if not keep:
+                    break
+                if len(keep) < len(alive):
+                    index = torch.tensor(keep, device=device)
+                    past.batch_select_indices(index)
+                    next_tokens, attention, positions = next_tokens[index], attention[index], positions[index]
+                    alive = [alive[j] for j in keep]
+                attention = torch.cat([attention, attention.new_ones((len(alive), 1))], dim=1)
+                positions = positions + 1
+                out = self.model(
+                    input_ids=next_tokens[:, None],
+                    attention_mask=attention,
+                    position_ids=positions[:, None],
+                    past_key_values=past,
+                    use_cache=True,
+                )
+        return generated
+
+    def _conclusion_done(self, tokens: list[int]) -> bool:
+        """True once the newest token ends a line that is a complete conclusion line."""
+        tail = self.tokenizer.decode(tokens[-_TAIL_TOKENS:], skip_special_tokens=True)
+        if "\n" not in self.tokenizer.decode(tokens[-1:], skip_special_tokens=True):
+            return False
+        complete = tail[: tail.rfind("\n")]
+        return parse_conclusion(complete.rsplit("\n", 1)[-1]) is not None
 
     def _shared_prefix(self, encoded: list[list[int]]):
         """KV cache of the token prefix every prompt shares (system prompt, instructions, few-shot turns).
@@ -275,24 +322,6 @@ class HFBackend:
             input_ids[r, prefix_len + width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
             attention[r, prefix_len + width - len(tail) :] = 1
         return input_ids, attention
-
-    def _generate_kwargs(self, decoding: DecodingConfig, prompt_width: int) -> dict[str, Any]:
-        from transformers import StoppingCriteriaList
-
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": decoding.max_new_tokens,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "eos_token_id": self._eos_ids(),
-        }
-        if decoding.greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=None)
-        if decoding.stop_after_conclusion:
-            kwargs["stopping_criteria"] = StoppingCriteriaList(
-                [_StopAfterConclusion(self.tokenizer, prompt_width)]
-            )
-        return kwargs
 
     def _eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
