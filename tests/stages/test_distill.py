@@ -138,3 +138,27 @@ def test_cli_rejects_bad_teacher_file(demo_data, tmp_path):
     r = runner.invoke(app, ["distill", "--data", str(demo_data), "--teacher", f"file:{bad}", "--out", str(tmp_path / "d"), "--no-train"])
     assert r.exit_code == 2
     assert f"{bad}:2" in r.stderr
+
+
+def test_distill_trains_and_evaluates_m_int(demo_data, tmp_path):
+    """The whole stage: rationales -> LoRA on a tiny local student -> M_int evaluated on the val split."""
+    from train.train_helpers import save_tiny_llama
+
+    student = save_tiny_llama(tmp_path / "tiny", seed=0)
+    with FakeOpenAIServer(fixing_teacher) as server:
+        cfg = DistillConfig(
+            data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", student=f"hf:{student}",
+            limit=8, training={"max_steps": 2, "per_device_batch_size": 4, "save_every": 1},
+            student_decoding={"max_new_tokens": 8},
+        )
+        metrics = distill.run(cfg)
+    adapter = tmp_path / "d" / "train" / "adapter"
+    assert (adapter / "adapter_config.json").exists()
+    meta = json.loads((adapter / "dartkit_adapter.json").read_text())
+    assert meta["base"]["model"] == str(student)
+    assert metrics["training"]["steps"] == 2 and metrics["training"]["examples"] == 8
+    val = rows(demo_data / "val.jsonl")
+    gens = rows(tmp_path / "d" / "eval_val" / "generations.jsonl")
+    assert {g["id"] for g in gens} == {v["id"] for v in val}
+    assert all(g["model"].endswith(f"+adapter={adapter}") for g in gens)
+    assert metrics["eval_val"]["n"] == len(val)

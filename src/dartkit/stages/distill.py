@@ -253,15 +253,11 @@ def run(cfg: DistillConfig, console: Console | None = None) -> dict[str, Any]:
     if cfg.train and metrics["accepted"]:
         from dartkit.stages import evaluate
         from dartkit.train import run as train_run
+        from dartkit.train.config import TrainConfig
 
         t1 = time.perf_counter()
-        train_cfg = cfg.training.model_copy(
-            update={
-                "base": cfg.student,
-                "data": [out / "teacher.jsonl"],
-                "prepared": Path(cfg.data),
-                "out": out / "train",
-            }
+        train_cfg = TrainConfig.model_validate(
+            {**cfg.training, "base": cfg.student, "data": [out / "teacher.jsonl"], "prepared": Path(cfg.data), "out": out / "train"}
         )
         metrics["training"] = train_run(train_cfg)
         timings["train"] = time.perf_counter() - t1
