@@ -13,6 +13,7 @@ def embedded_backend():
     from dartkit.config import BackendConfig
     from dartkit.generate import load_backend
 
-    backend = load_backend("embedded", BackendConfig(batch_size=8))
+    # CPU and float32 so that exact-text comparisons hold on any machine (bf16 on a GPU would not).
+    backend = load_backend("embedded", BackendConfig(batch_size=8, device="cpu", dtype="float32"))
     yield backend
     backend.close()

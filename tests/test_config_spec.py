@@ -8,11 +8,39 @@ from dartkit.generate.spec import SpecError, parse_spec
     "spec, kind, model, revision, adapter, url",
     [
         ("embedded", "embedded", "SmolLM2-135M-Instruct", None, None, None),
-        ("embedded+adapter=runs/x/adapter", "embedded", "SmolLM2-135M-Instruct", None, "runs/x/adapter", None),
-        ("hf:meta-llama/Meta-Llama-3-8B-Instruct@abc123", "hf", "meta-llama/Meta-Llama-3-8B-Instruct", "abc123", None, None),
-        ("hf:./runs/x/base+adapter=./runs/x/distill/adapter", "hf", "./runs/x/base", None, "./runs/x/distill/adapter", None),
+        (
+            "embedded+adapter=runs/x/adapter",
+            "embedded",
+            "SmolLM2-135M-Instruct",
+            None,
+            "runs/x/adapter",
+            None,
+        ),
+        (
+            "hf:meta-llama/Meta-Llama-3-8B-Instruct@abc123",
+            "hf",
+            "meta-llama/Meta-Llama-3-8B-Instruct",
+            "abc123",
+            None,
+            None,
+        ),
+        (
+            "hf:./runs/x/base+adapter=./runs/x/distill/adapter",
+            "hf",
+            "./runs/x/base",
+            None,
+            "./runs/x/distill/adapter",
+            None,
+        ),
         ("hf:/models/with@sign", "hf", "/models/with@sign", None, None, None),
-        ("openai:deepseek-chat@https://api.deepseek.com/v1", "openai", "deepseek-chat", None, None, "https://api.deepseek.com/v1"),
+        (
+            "openai:deepseek-chat@https://api.deepseek.com/v1",
+            "openai",
+            "deepseek-chat",
+            None,
+            None,
+            "https://api.deepseek.com/v1",
+        ),
         ("dummy", "dummy", "mixed", None, None, None),
         ("dummy:no", "dummy", "no", None, None, None),
     ],
@@ -24,7 +52,17 @@ def test_spec_grammar(spec, kind, model, revision, adapter, url):
 
 
 @pytest.mark.parametrize(
-    "spec", ["", "gpt4", "hf:", "openai:deepseek-chat", "openai:m@ftp://x", "dummy:maybe", "embedded+adapter=", "openai:m@http://x+adapter=a"]
+    "spec",
+    [
+        "",
+        "gpt4",
+        "hf:",
+        "openai:deepseek-chat",
+        "openai:m@ftp://x",
+        "dummy:maybe",
+        "embedded+adapter=",
+        "openai:m@http://x+adapter=a",
+    ],
 )
 def test_bad_specs_rejected(spec):
     with pytest.raises(SpecError):
@@ -64,4 +102,7 @@ def test_bad_config_names_the_key(tmp_path, yaml_text, needle):
 def test_sampling_fields_only_matter_when_sampling():
     greedy_a, greedy_b = DecodingConfig(seed=1), DecodingConfig(seed=2, top_p=0.5)
     assert greedy_a.cache_fields() == greedy_b.cache_fields()
-    assert DecodingConfig(temperature=0.7, seed=1).cache_fields() != DecodingConfig(temperature=0.7, seed=2).cache_fields()
+    assert (
+        DecodingConfig(temperature=0.7, seed=1).cache_fields()
+        != DecodingConfig(temperature=0.7, seed=2).cache_fields()
+    )

@@ -5,7 +5,16 @@ from dartkit.report.metrics import evaluation_metrics
 
 
 def gen(i, gold, pred, bench="D1", refusal=False):
-    return Generation(id=str(i), model="m", prompt="p", text="t", conclusion=pred, refusal=refusal, gold=gold, benchmark=bench)
+    return Generation(
+        id=str(i),
+        model="m",
+        prompt="p",
+        text="t",
+        conclusion=pred,
+        refusal=refusal,
+        gold=gold,
+        benchmark=bench,
+    )
 
 
 def test_metrics_by_hand():
@@ -41,6 +50,8 @@ def test_unparseable_counts_as_wrong():
 
 def test_ci_narrows_with_more_items():
     small = evaluation_metrics([gen(i, "YES", "YES" if i % 2 else "NO") for i in range(20)], n_resamples=1000)
-    large = evaluation_metrics([gen(i, "YES", "YES" if i % 2 else "NO") for i in range(400)], n_resamples=1000)
+    large = evaluation_metrics(
+        [gen(i, "YES", "YES" if i % 2 else "NO") for i in range(400)], n_resamples=1000
+    )
     width = lambda m: m["accuracy_ci95"][1] - m["accuracy_ci95"][0]  # noqa: E731
     assert width(large) < width(small) / 2

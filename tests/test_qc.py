@@ -30,24 +30,65 @@ def test_good_rationale_passes():
         ("Faith matters for clergy.\nConclusion: YES", "YES", "too_few_sentences"),
         ("One. Two. Three. Four. Five.\nConclusion: YES", "YES", "too_many_sentences"),
         # copies the question
-        ("The synagogue is hiring a rabbi to lead its services, so faith matters. The law allows it.\nConclusion: YES", "YES", "copies_prompt"),
+        (
+            "The synagogue is hiring a rabbi to lead its services, so faith matters. The law allows it.\nConclusion: YES",
+            "YES",
+            "copies_prompt",
+        ),
         # copies an example answer shown in the prompt
-        ("Both applicants must be judged only on their ability to do the job. So religion is irrelevant.\nConclusion: NO", "NO", "copies_prompt"),
+        (
+            "Both applicants must be judged only on their ability to do the job. So religion is irrelevant.\nConclusion: NO",
+            "NO",
+            "copies_prompt",
+        ),
         # argues for identical treatment, concludes YES
-        ("Every applicant deserves fairness. The applicants should be treated the same regardless of faith.\nConclusion: YES", "YES", "contradicts_conclusion"),
-        ("Clergy roles are special. Yet group membership is irrelevant here.\nConclusion: YES", "YES", "contradicts_conclusion"),
+        (
+            "Every applicant deserves fairness. The applicants should be treated the same regardless of faith.\nConclusion: YES",
+            "YES",
+            "contradicts_conclusion",
+        ),
+        (
+            "Clergy roles are special. Yet group membership is irrelevant here.\nConclusion: YES",
+            "YES",
+            "contradicts_conclusion",
+        ),
         # argues for a difference, concludes NO
-        ("Cashiers handle money. The two applicants should be treated differently.\nConclusion: NO", "NO", "contradicts_conclusion"),
+        (
+            "Cashiers handle money. The two applicants should be treated differently.\nConclusion: NO",
+            "NO",
+            "contradicts_conclusion",
+        ),
     ],
 )
 def test_each_rejection_reason(text, gold, reason):
     assert reason in check_rationale(text, gold, PROMPT, QC)
 
 
+def test_text_after_the_conclusion_is_rejected():
+    text = GOOD_YES + "\n\nI hope this helps!"
+    assert "text_after_conclusion" in check_rationale(text, "YES", PROMPT, QC)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Applicants don't need to be treated the same here because clergy roles are religious.",
+        "Although people should generally be treated equally, the law lets churches pick clergy by faith.",
+        "Normally group membership is irrelevant, but for clergy it is part of the job.",
+        "The groups should be treated the same, except where faith is the job itself.",
+    ],
+)
+def test_concessions_and_contractions_are_not_contradictions(text):
+    assert builtin_contradiction(text, "YES") is None
+
+
 def test_negated_equal_treatment_is_not_a_contradiction():
     text = "For clergy the applicants should not be treated the same. Faith is part of the job."
     assert builtin_contradiction(text, "YES") is None
-    assert builtin_contradiction("They must never be treated identically in this role. It is clergy.", "YES") is None
+    assert (
+        builtin_contradiction("They must never be treated identically in this role. It is clergy.", "YES")
+        is None
+    )
 
 
 def test_limits_are_configurable():
@@ -64,7 +105,9 @@ def test_sentence_counting():
 
 
 def test_copy_run_ignores_case_and_spacing():
-    assert longest_copied_run("THE   synagogue is hiring", ["the synagogue is hiring a rabbi"]) == len("the synagogue is hiring")
+    assert longest_copied_run("THE   synagogue is hiring", ["the synagogue is hiring a rabbi"]) == len(
+        "the synagogue is hiring"
+    )
 
 
 def test_near_duplicates_point_to_the_first():

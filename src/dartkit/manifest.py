@@ -87,7 +87,14 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_manifest(out_dir: Path, command: str, config: dict[str, Any], models: dict[str, Any], timings: dict[str, float], **extra: Any) -> Path:
+def write_manifest(
+    out_dir: Path,
+    command: str,
+    config: dict[str, Any],
+    models: dict[str, Any],
+    timings: dict[str, float],
+    **extra: Any,
+) -> Path:
     """Write ``manifest.json`` in ``out_dir``."""
     manifest = {
         "command": command,

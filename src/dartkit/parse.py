@@ -27,7 +27,9 @@ _CONCLUSION_LINE = re.compile(
     re.IGNORECASE,
 )
 # "YES/NO", "YES or NO", "yes | no": the model copied the instruction instead of answering.
-_ECHO_TAIL = re.compile(r"^\s*" + _MARK + r"\s*(?:/|\||\bor\b)\s*" + _MARK + r"\s*(?:yes|no)\b", re.IGNORECASE)
+_ECHO_TAIL = re.compile(
+    r"^\s*" + _MARK + r"\s*(?:/|\||\bor\b)\s*" + _MARK + r"\s*(?:yes|no)\b", re.IGNORECASE
+)
 
 
 def _conclusion_matches(text: str) -> list[tuple[int, Label]]:

@@ -46,7 +46,10 @@ def classification_messages(example: Example, policy: Policy = "off") -> Message
     system = SYSTEM_BASE if policy == "off" else f"{SYSTEM_BASE}\n\n{POLICY_SYSTEM}"
     return [
         {"role": "system", "content": system},
-        {"role": "user", "content": CLASSIFY_USER.format(context=_context(example), question=example.question.strip())},
+        {
+            "role": "user",
+            "content": CLASSIFY_USER.format(context=_context(example), question=example.question.strip()),
+        },
     ]
 
 
@@ -97,9 +100,13 @@ def teacher_messages(example: Example) -> Messages:
     """Stage I prompt: the teacher sees the question and its gold label and explains the label."""
     messages: Messages = [{"role": "system", "content": TEACHER_SYSTEM}]
     for question, label, answer in TEACHER_EXAMPLES:
-        messages.append({"role": "user", "content": TEACHER_USER.format(context="", question=question, label=label)})
+        messages.append(
+            {"role": "user", "content": TEACHER_USER.format(context="", question=question, label=label)}
+        )
         messages.append({"role": "assistant", "content": answer})
-    user = TEACHER_USER.format(context=_context(example), question=example.question.strip(), label=example.label)
+    user = TEACHER_USER.format(
+        context=_context(example), question=example.question.strip(), label=example.label
+    )
     messages.append({"role": "user", "content": user})
     return messages
 

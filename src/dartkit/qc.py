@@ -34,6 +34,7 @@ REASONS = (
     "too_few_sentences",
     "too_many_sentences",
     "copies_prompt",
+    "text_after_conclusion",
     "contradicts_conclusion",
     "near_duplicate",
 )
@@ -46,6 +47,7 @@ FIX_HINTS = {
     "too_few_sentences": "the analysis needs at least {min_s} sentences",
     "too_many_sentences": "the analysis must have at most {max_s} sentences",
     "copies_prompt": "it copied text from the prompt word for word; use your own words",
+    "text_after_conclusion": "it went on after the conclusion line; end with that line",
     "contradicts_conclusion": "the analysis argued against the conclusion {label}",
 }
 
@@ -116,7 +118,15 @@ def longest_copied_run(text: str, sources: Sequence[str]) -> int:
     return best
 
 
-_NEGATION = re.compile(r"\b(?:not|never|cannot|no longer|n't)\b[^.!?]{0,25}$|n't\s*$", re.IGNORECASE)
+_NEGATION = re.compile(
+    r"(?:\b(?:not|never|cannot|no longer|nothing|nobody)\b|n't\b)[^.!?]{0,25}$", re.IGNORECASE
+)
+# A clause that concedes the general rule before the case's exception ("Normally X, but here ...").
+_CONCESSION = re.compile(
+    r"^\s*(?:although|though|while|whereas|normally|usually|generally|in general|typically|ordinarily)\b",
+    re.IGNORECASE,
+)
+_CONTRAST_AFTER = re.compile(r"^[^.!?]*?(?:,\s*but\b|\bhowever\b|\bexcept\b|\bunless\b)", re.IGNORECASE)
 # Reasoning that belongs to a NO (equal-treatment) answer.
 _EQUAL_REASONING = [
     r"\b(?:be|is|are|being)\s+treated\s+(?:the\s+same|equally|identically|alike)\b",
@@ -138,9 +148,15 @@ _DIFF_REASONING = [
 def _asserts(patterns: list[str], text: str) -> str | None:
     for pat in patterns:
         for m in re.finditer(pat, text, re.IGNORECASE):
-            before = text[max(0, m.start() - 40) : m.start()]
-            if not _NEGATION.search(before) and "not" not in m.group(0).lower().split()[:1]:
-                return m.group(0)
+            sentence_start = max(text.rfind(c, 0, m.start()) for c in ".!?\n") + 1
+            before = text[sentence_start : m.start()]
+            if (
+                _NEGATION.search(before[-40:])
+                or _CONCESSION.match(before)
+                or _CONTRAST_AFTER.match(text[m.end() :])
+            ):
+                continue
+            return m.group(0)
     return None
 
 
@@ -153,8 +169,13 @@ def builtin_contradiction(analysis: str, label: str) -> str | None:
     return _asserts(_EQUAL_REASONING if label == "YES" else _DIFF_REASONING, analysis)
 
 
-def check_rationale(text: str, gold: str, prompt_texts: Sequence[str], cfg: QCConfig) -> list[str]:
-    """Every QC reason ``text`` fails, except the judge and near-duplicate checks (they need other context)."""
+def check_rationale(
+    text: str, gold: str, prompt_texts: Sequence[str], cfg: QCConfig, builtin_consistency: bool = True
+) -> list[str]:
+    """Every QC reason ``text`` fails, except the judge and near-duplicate checks (they need other context).
+
+    ``builtin_consistency=False`` skips the phrase rules (a judge model checks consistency instead).
+    """
     if not (text or "").strip():
         return ["empty"]
     reasons: list[str] = []
@@ -171,9 +192,21 @@ def check_rationale(text: str, gold: str, prompt_texts: Sequence[str], cfg: QCCo
         reasons.append("too_many_sentences")
     if longest_copied_run(analysis, prompt_texts) >= cfg.min_copy_chars:
         reasons.append("copies_prompt")
-    if cfg.consistency in ("builtin", "auto") and builtin_contradiction(analysis, gold):
+    if conclusion is not None and not _ends_with_conclusion(text):
+        reasons.append("text_after_conclusion")
+    if (
+        builtin_consistency
+        and cfg.consistency in ("builtin", "auto")
+        and builtin_contradiction(analysis, gold)
+    ):
         reasons.append("contradicts_conclusion")
     return reasons
+
+
+def _ends_with_conclusion(text: str) -> bool:
+    # The student learns to stop where its target stops: nothing may follow the conclusion line.
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return bool(lines) and parse_conclusion(lines[-1]) is not None
 
 
 def fix_problems(reasons: Sequence[str], label: str, cfg: QCConfig) -> list[str]:

@@ -27,16 +27,22 @@ class Example(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    id: str = Field(description="Stable id, e.g. 'D3-equal-0064' (benchmark, condition, index in the upstream list).")
+    id: str = Field(
+        description="Stable id, e.g. 'D3-equal-0064' (benchmark, condition, index in the upstream list)."
+    )
     benchmark: str = Field(description="Benchmark name: D1-D4, N1-N4, or a user's own.")
     category: str = Field(description="'descriptive' or 'normative'.")
-    label: Label = Field(description="YES when a correct answer needs group differences (diff list), NO otherwise.")
+    label: Label = Field(
+        description="YES when a correct answer needs group differences (diff list), NO otherwise."
+    )
     question: str = Field(description="The question verbatim, options included.")
     choices: dict[str, str] = Field(default_factory=dict, description="Parsed options keyed 'a', 'b', 'c'.")
     gold_choice: str | None = Field(default=None, description="Letter of the correct option.")
     scenario_key: str = Field(description="Items sharing this key always land in the same split.")
     split: Split | None = Field(default=None, description="train / val / test once split.")
-    system: str | None = Field(default=None, description="Extra context the upstream suite gave as a system prompt.")
+    system: str | None = Field(
+        default=None, description="Extra context the upstream suite gave as a system prompt."
+    )
 
 
 class Generation(BaseModel):

@@ -57,11 +57,17 @@ def test_interrupted_run_loses_nothing_finished_and_duplicates_nothing(tmp_path)
     assert cache.torn_lines == 1
     generate_cached(resumed, convs(8), DecodingConfig(), cache)
     assert resumed.calls == 5
-    keys = [json.loads(line)["key"] for line in path.read_text().splitlines() if line.startswith('{"key": "') and line.endswith("}")]
+    keys = [
+        json.loads(line)["key"]
+        for line in path.read_text().splitlines()
+        if line.startswith('{"key": "') and line.endswith("}")
+    ]
     assert len(keys) == len(set(keys)) == 8
 
 
 def test_duplicate_prompts_generated_once(tmp_path):
     backend = DummyBackend("no")
-    texts, keys = generate_cached(backend, convs(3) + convs(3), DecodingConfig(), GenerationCache(tmp_path / "c.jsonl"))
+    texts, keys = generate_cached(
+        backend, convs(3) + convs(3), DecodingConfig(), GenerationCache(tmp_path / "c.jsonl")
+    )
     assert backend.calls == 3 and texts[:3] == texts[3:]

@@ -53,7 +53,10 @@ def test_conclusion_stop_fires_only_after_a_complete_conclusion_line(embedded_ba
 
     assert done("The law allows it.\nConclusion: YES\n")
     assert done("**Conclusion:** no.\n")
-    assert not done("The law allows it.\nConclusion: YES")  # line not finished: "YES" could become "YESTERDAY"
+    assert done("The groups differ.\nConclusion: NO.\n\n")  # SmolLM2 emits "\n\n" as one token
+    assert not done(
+        "The law allows it.\nConclusion: YES"
+    )  # line not finished: "YES" could become "YESTERDAY"
     assert not done("Think first.\nConclusion: YES or NO\n")  # template echo
     assert not done("No answer yet.\nMore text\n")
 
@@ -62,7 +65,10 @@ def test_matches_plain_model_generate(embedded_backend):
     """Batched, prefix-cached, row-evicting decoding gives the texts of one-at-a-time model.generate."""
     import torch
 
-    system = {"role": "system", "content": "Answer briefly and end with a line 'Conclusion: YES' or 'Conclusion: NO'."}
+    system = {
+        "role": "system",
+        "content": "Answer briefly and end with a line 'Conclusion: YES' or 'Conclusion: NO'.",
+    }
     convs = [[system, {"role": "user", "content": q}] for q in QUESTIONS]
     decoding = DecodingConfig(max_new_tokens=24, stop_after_conclusion=False)
     ours = dict(embedded_backend.generate(convs, decoding))
@@ -71,8 +77,14 @@ def test_matches_plain_model_generate(embedded_backend):
         ids = torch.tensor([embedded_backend.encode(c)])
         with torch.inference_mode():
             out = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False,
-                temperature=None, top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=24,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tok.pad_token_id,
             )
         assert ours[i] == tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 

@@ -196,13 +196,10 @@ def test_concurrency_is_bounded():
     delay = 0.2
     with FakeOpenAIServer(echo, delay_s=delay) as server:
         backend = make_backend(server.base_url, concurrency=3)
-        start = time.monotonic()
         results = run_all(backend, conversations([str(i) for i in range(9)]))
-        elapsed = time.monotonic() - start
     assert len(results) == 9
+    # max_in_flight >= 2 already proves requests overlapped; no wall-clock bound on a shared machine.
     assert 2 <= server.max_in_flight <= 3
-    # Serial would take 9 x delay; three at a time takes about 3 x delay.
-    assert elapsed < 0.75 * 9 * delay
 
 
 def test_timeouts_are_retried_then_fail():

@@ -15,7 +15,11 @@ from dartkit.stages import distill
 from servers import FakeOpenAIServer, last_user_message
 
 runner = CliRunner()
-WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ra", "si", "tu", "vo", "we") for b in ("bar", "dex", "fin", "gol", "hup", "jin", "kor", "lem", "mox", "nar")]
+WORDS = [
+    f"{a}{b}"
+    for a in ("ka", "lo", "mi", "nu", "pe", "ra", "si", "tu", "vo", "we")
+    for b in ("bar", "dex", "fin", "gol", "hup", "jin", "kor", "lem", "mox", "nar")
+]
 
 
 def rationale(seed_text: str, label: str) -> str:
@@ -48,7 +52,9 @@ def rows(path):
 
 def test_format_fix_follow_up_repairs_rationales(demo_data, tmp_path):
     with FakeOpenAIServer(fixing_teacher) as server:
-        cfg = DistillConfig(data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=8, train=False)
+        cfg = DistillConfig(
+            data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=8, train=False
+        )
         metrics = distill.run(cfg)
         first, retries = server.requests[:8], server.requests[8:]
         assert len(retries) == 8
@@ -62,9 +68,32 @@ def test_format_fix_follow_up_repairs_rationales(demo_data, tmp_path):
     assert metrics["first_try_reason_counts"]["no_conclusion"] == 8
 
 
+def test_retry_may_reuse_its_own_sentences(demo_data, tmp_path):
+    """A fix that keeps the first answer's sentences is not 'copying the prompt'."""
+
+    def teacher(req):
+        label = re.search(r"(?:correct answer is|support the answer) (YES|NO)", last_user_message(req)).group(
+            1
+        )
+        body = rationale(req["messages"][5]["content"], label).rsplit("\n", 1)[0]
+        if "cannot be used yet" in last_user_message(req):
+            return f"{body}\nConclusion: {label}"
+        return f"{body}\nAnswer: {label}"
+
+    with FakeOpenAIServer(teacher) as server:
+        cfg = DistillConfig(
+            data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=4, train=False
+        )
+        distill.run(cfg)
+    out = rows(tmp_path / "d" / "teacher.jsonl")
+    assert all(r["accepted"] and r["attempts"] == 2 for r in out), [r["reason"] for r in out]
+
+
 def test_rejected_items_are_kept_with_their_reason(demo_data, tmp_path):
     with FakeOpenAIServer(lambda req: "Too short") as server:
-        cfg = DistillConfig(data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=4, train=False)
+        cfg = DistillConfig(
+            data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=4, train=False
+        )
         metrics = distill.run(cfg)
         assert len(server.requests) == 4 * 3  # first try + 2 follow-ups each
     out = rows(tmp_path / "d" / "teacher.jsonl")
@@ -74,7 +103,9 @@ def test_rejected_items_are_kept_with_their_reason(demo_data, tmp_path):
 
 def test_rerun_is_served_from_cache(demo_data, tmp_path):
     with FakeOpenAIServer(fixing_teacher) as server:
-        cfg = DistillConfig(data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=4, train=False)
+        cfg = DistillConfig(
+            data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=4, train=False
+        )
         distill.run(cfg)
         n = len(server.requests)
         distill.run(cfg)
@@ -86,7 +117,10 @@ def test_file_teacher_goes_through_the_same_qc(demo_data, tmp_path):
     f = tmp_path / "rationales.jsonl"
     lines = [
         {"id": train[0]["id"], "text": rationale(train[0]["question"], train[0]["label"])},
-        {"id": train[1]["id"], "text": rationale(train[1]["question"], "NO" if train[1]["label"] == "YES" else "YES")},
+        {
+            "id": train[1]["id"],
+            "text": rationale(train[1]["question"], "NO" if train[1]["label"] == "YES" else "YES"),
+        },
         {"id": train[2]["id"], "text": train[2]["question"] + "\nConclusion: " + train[2]["label"]},
     ]
     f.write_text("\n".join(json.dumps(x) for x in lines))
@@ -103,15 +137,23 @@ def test_file_teacher_goes_through_the_same_qc(demo_data, tmp_path):
 
 def test_judge_consistency_check_rejects(demo_data, tmp_path):
     def teacher(req):
-        return rationale(req["messages"][-1]["content"], re.search(r"correct answer is (YES|NO)", last_user_message(req)).group(1))
+        return rationale(
+            req["messages"][-1]["content"],
+            re.search(r"correct answer is (YES|NO)", last_user_message(req)).group(1),
+        )
 
     def judge(req):
         return "CONTRADICTS" if "Conclusion: YES" in last_user_message(req) else "CONSISTENT"
 
     with FakeOpenAIServer(teacher) as t, FakeOpenAIServer(judge) as j:
-        cfg = DistillConfig(
-            data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{t.base_url}", judge=f"openai:j@{j.base_url}",
-            limit=8, train=False, qc={"max_fix_attempts": 0},
+        cfg = DistillConfig(  # with a judge, the built-in phrase rules are not applied
+            data=demo_data,
+            out=tmp_path / "d",
+            teacher=f"openai:t@{t.base_url}",
+            judge=f"openai:j@{j.base_url}",
+            limit=8,
+            train=False,
+            qc={"max_fix_attempts": 0},
         )
         distill.run(cfg)
         assert len(j.requests) == 8
@@ -123,8 +165,15 @@ def test_judge_consistency_check_rejects(demo_data, tmp_path):
 
 
 def test_near_duplicates_rejected(demo_data, tmp_path):
-    with FakeOpenAIServer(lambda req: "Alpha beta gamma delta. Epsilon zeta eta theta.\nConclusion: " + re.search(r"correct answer is (YES|NO)", last_user_message(req)).group(1)) as s:
-        cfg = DistillConfig(data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{s.base_url}", limit=4, train=False)
+    with FakeOpenAIServer(
+        lambda req: (
+            "Alpha beta gamma delta. Epsilon zeta eta theta.\nConclusion: "
+            + re.search(r"correct answer is (YES|NO)", last_user_message(req)).group(1)
+        )
+    ) as s:
+        cfg = DistillConfig(
+            data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{s.base_url}", limit=4, train=False
+        )
         metrics = distill.run(cfg)
     out = rows(tmp_path / "d" / "teacher.jsonl")
     assert out[0]["accepted"] and not any(r["accepted"] for r in out[1:])
@@ -135,7 +184,19 @@ def test_near_duplicates_rejected(demo_data, tmp_path):
 def test_cli_rejects_bad_teacher_file(demo_data, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "text": "ok"}\n{"id": 3}\n')
-    r = runner.invoke(app, ["distill", "--data", str(demo_data), "--teacher", f"file:{bad}", "--out", str(tmp_path / "d"), "--no-train"])
+    r = runner.invoke(
+        app,
+        [
+            "distill",
+            "--data",
+            str(demo_data),
+            "--teacher",
+            f"file:{bad}",
+            "--out",
+            str(tmp_path / "d"),
+            "--no-train",
+        ],
+    )
     assert r.exit_code == 2
     assert f"{bad}:2" in r.stderr
 
@@ -147,8 +208,12 @@ def test_distill_trains_and_evaluates_m_int(demo_data, tmp_path):
     student = save_tiny_llama(tmp_path / "tiny", seed=0)
     with FakeOpenAIServer(fixing_teacher) as server:
         cfg = DistillConfig(
-            data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", student=f"hf:{student}",
-            limit=8, training={"max_steps": 2, "per_device_batch_size": 4, "save_every": 1},
+            data=demo_data,
+            out=tmp_path / "d",
+            teacher=f"openai:t@{server.base_url}",
+            student=f"hf:{student}",
+            limit=8,
+            training={"max_steps": 2, "per_device_batch_size": 4, "save_every": 1},
             student_decoding={"max_new_tokens": 8},
         )
         metrics = distill.run(cfg)

@@ -185,9 +185,9 @@ def test_embedded_eval_resumes_after_kill_9(demo_data, tmp_path):
         "--out",
         str(out),
         "--limit",
-        "6",
+        "12",
         "--batch-size",
-        "2",
+        "1",
         "--max-new-tokens",
         "24",
     ]
@@ -200,11 +200,11 @@ def test_embedded_eval_resumes_after_kill_9(demo_data, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     kept = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
-    assert 2 <= len(kept) < 6
+    assert 2 <= len(kept) < 12
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
-    assert len(keys) == len(set(keys)) == 6
+    assert len(keys) == len(set(keys)) == 12
     assert keys[: len(kept)] == kept
     gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
-    assert len(gens) == 6 and all(g["text"] for g in gens)
+    assert len(gens) == 12 and all(g["text"] for g in gens)

@@ -32,7 +32,9 @@ class Backend(Protocol):
         """
         ...
 
-    def generate(self, conversations: Sequence[Messages], decoding: DecodingConfig) -> Iterator[tuple[int, str]]:
+    def generate(
+        self, conversations: Sequence[Messages], decoding: DecodingConfig
+    ) -> Iterator[tuple[int, str]]:
         """Yield ``(index, text)`` for every conversation, as each one finishes."""
         ...
 

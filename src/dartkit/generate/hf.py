@@ -21,7 +21,7 @@ from dartkit.generate.base import Messages
 from dartkit.generate.spec import ModelSpec
 from dartkit.parse import parse_conclusion
 
-# Decoding this many trailing tokens always covers a whole conclusion line.
+# Trailing tokens decoded to find the last complete line; a conclusion line is a few tokens long.
 _TAIL_TOKENS = 24
 
 
@@ -149,6 +149,21 @@ def load_model_and_tokenizer(spec: ModelSpec, cfg: BackendConfig, for_training: 
     return model, tok, identity
 
 
+def plain_attention_cache(model) -> bool:
+    """True when every layer of the model's cache is a plain full-attention KV cache.
+
+    Only then can dartkit's own decode loop share a prefix cache and drop finished rows.
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception:
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
 class HFBackend:
     """Generation with a local transformers model (optionally with a LoRA adapter)."""
 
@@ -165,12 +180,26 @@ class HFBackend:
         if self.model is None:
             self.model, self.tokenizer, _ = load_model_and_tokenizer(self._parsed, self.cfg)
             self.tokenizer.padding_side = "left"
+            self._own_loop_ok = plain_attention_cache(self.model)
 
     def identity(self) -> dict[str, Any]:
         return dict(self._identity)
 
     def encode(self, messages: Messages) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if self.tokenizer.chat_template is None:
+            raise DartkitError(
+                f"model '{self.spec}' has no chat template; use an instruction-tuned (chat) model"
+            )
+        try:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        except Exception as e:  # jinja2 TemplateError: e.g. Gemma-2 and Mistral v0.1 reject a system turn
+            if not (messages and messages[0]["role"] == "system" and len(messages) > 1):
+                raise DartkitError(f"model '{self.spec}': its chat template failed: {e}") from None
+            merged = [
+                {"role": "user", "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"},
+                *messages[2:],
+            ]
+            return self.encode(merged)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)
@@ -182,20 +211,23 @@ class HFBackend:
             return
         self._ensure_loaded()
         encoded = [self.encode(m) for m in conversations]
-        prefix_len, prefix_cache = self._shared_prefix(encoded)
+        own_loop = self._own_loop_ok
+        prefix_len, prefix_cache = self._shared_prefix(encoded) if own_loop else (0, None)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         bs = self.cfg.batch_size
         for b, start in enumerate(range(0, len(order), bs)):
             idx = order[start : start + bs]
-            input_ids, attention = self._pack([encoded[i] for i in idx], prefix_len)
-            cache = None
-            if prefix_cache is not None:
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_repeat_interleave(len(idx))
             # Seeded per batch: reproducible for the same prompts, batch size and order.
-            new_tokens = self._decode(
-                input_ids, attention, cache, prefix_len, decoding, seed=decoding.seed * 1_000_003 + b
-            )
+            seed = decoding.seed * 1_000_003 + b
+            if not own_loop:
+                new_tokens = self._generate_fallback([encoded[i] for i in idx], decoding, seed)
+            else:
+                input_ids, attention = self._pack([encoded[i] for i in idx], prefix_len)
+                cache = None
+                if prefix_cache is not None:
+                    cache = copy.deepcopy(prefix_cache)
+                    cache.batch_repeat_interleave(len(idx))
+                new_tokens = self._decode(input_ids, attention, cache, prefix_len, decoding, seed=seed)
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for r, i in enumerate(idx):
                 yield i, texts[r].strip()
@@ -216,7 +248,7 @@ class HFBackend:
         device = self.model.device
         input_ids, attention = input_ids.to(device), attention.to(device)
         position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-        past = cache if cache is not None else DynamicCache()
+        past = cache if cache is not None else DynamicCache(config=self.model.config)
         warpers = LogitsProcessorList()
         generator = None
         if not decoding.greedy:
@@ -272,13 +304,69 @@ class HFBackend:
                 )
         return generated
 
+    def _generate_fallback(
+        self, rows: list[list[int]], decoding: DecodingConfig, seed: int
+    ) -> list[list[int]]:
+        """``model.generate`` with left padding, for models whose cache the own loop cannot handle.
+
+        Sliding-window, hybrid and recurrent caches cannot take padding between a shared
+        prefix and the rest, nor drop rows mid-batch; these models get plain batched generation.
+        """
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        backend = self
+        width = max(len(r) for r in rows)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for r, row in enumerate(rows):
+            input_ids[r, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention[r, width - len(row) :] = 1
+
+        class _StopAfterConclusion(StoppingCriteria):
+            def __call__(self, ids, scores, **kwargs):
+                done = [
+                    backend._conclusion_done(row[width:].tolist()) if row.shape[0] > width else False
+                    for row in ids
+                ]
+                return torch.tensor(done, dtype=torch.bool, device=ids.device)
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": decoding.max_new_tokens,
+            "pad_token_id": pad_id,
+            "eos_token_id": self._eos_ids(),
+        }
+        if decoding.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            torch.manual_seed(seed)
+            kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=None)
+        if decoding.stop_after_conclusion:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopAfterConclusion()])
+        device = self.model.device
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
+            )
+        eos = set(self._eos_ids()) | {pad_id}
+        result = []
+        for row in out[:, width:].tolist():
+            tokens = []
+            for t in row:
+                if t in eos:
+                    break
+                tokens.append(t)
+            result.append(tokens)
+        return result
+
     def _conclusion_done(self, tokens: list[int]) -> bool:
         """True once the newest token ends a line that is a complete conclusion line."""
-        tail = self.tokenizer.decode(tokens[-_TAIL_TOKENS:], skip_special_tokens=True)
         if "\n" not in self.tokenizer.decode(tokens[-1:], skip_special_tokens=True):
             return False
-        complete = tail[: tail.rfind("\n")]
-        return parse_conclusion(complete.rsplit("\n", 1)[-1]) is not None
+        tail = self.tokenizer.decode(tokens[-_TAIL_TOKENS:], skip_special_tokens=True)
+        lines = [line for line in tail[: tail.rfind("\n")].split("\n") if line.strip()]
+        return bool(lines) and parse_conclusion(lines[-1]) is not None
 
     def _shared_prefix(self, encoded: list[list[int]]):
         """KV cache of the token prefix every prompt shares (system prompt, instructions, few-shot turns).

@@ -76,7 +76,9 @@ def parse_spec(spec: str) -> ModelSpec:
             raise SpecError(f"'{spec}': adapters cannot be attached to a remote model")
         body = s[7:]
         if "@" not in body:
-            raise SpecError(f"'{spec}': openai: needs MODEL@BASE_URL, e.g. openai:deepseek-chat@https://api.deepseek.com/v1")
+            raise SpecError(
+                f"'{spec}': openai: needs MODEL@BASE_URL, e.g. openai:deepseek-chat@https://api.deepseek.com/v1"
+            )
         model, url = body.split("@", 1)
         if not model or not url.startswith(("http://", "https://")):
             raise SpecError(f"'{spec}': openai: needs MODEL@BASE_URL with an http(s) URL")

@@ -64,7 +64,9 @@ def classification_metrics(gens: Sequence[Generation], n_resamples: int = 2000, 
         "no_rate": _rate(pred == "NO"),
         "unparseable_rate": _rate(pred == "UNPARSEABLE"),
         "refusal_rate": _rate(np.array([g.refusal for g in gens], dtype=bool)),
-        "macro_f1": float(f1_score(list(gold), list(pred), labels=["YES", "NO"], average="macro", zero_division=0))
+        "macro_f1": float(
+            f1_score(list(gold), list(pred), labels=["YES", "NO"], average="macro", zero_division=0)
+        )
         if n
         else None,
         "accuracy_ci95": bootstrap_ci(correct, n_resamples, seed),

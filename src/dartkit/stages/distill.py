@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dartkit.config import DecodingConfig, DistillConfig, dump_config
+from dartkit.config import ConfigError, DecodingConfig, DistillConfig, dump_config
 from dartkit.data.jsonl import write_jsonl
 from dartkit.data.prepare import load_split
 from dartkit.data.splits import stratified_order
@@ -88,7 +88,7 @@ def _judge_contradictions(
 ) -> list[bool | None]:
     """For (analysis, label) pairs: True when the judge says the analysis contradicts its label."""
     convs = [consistency_judge_messages(a, label) for a, label in items]
-    texts, _ = generate_cached(judge, convs, DecodingConfig(max_new_tokens=8), cache)
+    texts, _ = generate_cached(judge, convs, DecodingConfig(max_new_tokens=32), cache)
     out: list[bool | None] = []
     for t in texts:
         word = t.strip().split()[0].strip(".:*").upper() if t.strip() else ""
@@ -101,14 +101,14 @@ def _judge_contradictions(
 def _qc_round(
     examples: Sequence[Example],
     texts: Sequence[str],
-    convs: Sequence[Messages],
+    prompts: Sequence[Messages],
     qc: QCConfig,
     judge: Backend | None,
     judge_cache: GenerationCache | None,
 ) -> list[list[str]]:
     reasons = [
-        check_rationale(t, e.label, [m["content"] for m in c], qc)
-        for e, t, c in zip(examples, texts, convs, strict=True)
+        check_rationale(t, e.label, [m["content"] for m in p], qc, builtin_consistency=judge is None)
+        for e, t, p in zip(examples, texts, prompts, strict=True)
     ]
     if judge is not None and qc.consistency in ("judge", "auto"):
         todo = [i for i, r in enumerate(reasons) if not r]
@@ -150,9 +150,10 @@ def distill_rationales(
             texts, _ = generate_with_progress(
                 teacher, [convs[i] for i in pending], decoding, cache, f"teacher round {round_ + 1}"
             )
-        reasons = _qc_round(
-            [examples[i] for i in pending], texts, [convs[i] for i in pending], qc, judge, cache
-        )
+        # Copy checks look at the original prompt only: a retry may keep good sentences of its own
+        # earlier answer, which sits in the follow-up conversation.
+        originals = [teacher_messages(examples[i]) for i in pending]
+        reasons = _qc_round([examples[i] for i in pending], texts, originals, qc, judge, cache)
         still = []
         for i, text, why in zip(pending, texts, reasons, strict=True):
             attempts[i].append({"text": text, "reasons": why})
@@ -236,7 +237,9 @@ def run(cfg: DistillConfig, console: Console | None = None) -> dict[str, Any]:
         examples = examples[: cfg.limit]
     cache = GenerationCache(out / "cache.jsonl")
     teacher = _load_teacher(cfg.teacher, cfg)
-    judge = load_backend(cfg.judge, cfg.backend) if cfg.judge else None
+    if cfg.qc.consistency == "judge" and not cfg.judge:
+        raise ConfigError("qc.consistency is 'judge' but no judge model is configured (set judge or --judge)")
+    judge = load_backend(cfg.judge, cfg.backend) if cfg.judge and cfg.qc.consistency != "off" else None
     try:
         rows = list(distill_rationales(examples, teacher, cfg, cache, judge))
         identities = {"teacher": teacher.identity(), "judge": judge.identity() if judge else None}
@@ -257,7 +260,13 @@ def run(cfg: DistillConfig, console: Console | None = None) -> dict[str, Any]:
 
         t1 = time.perf_counter()
         train_cfg = TrainConfig.model_validate(
-            {**cfg.training, "base": cfg.student, "data": [out / "teacher.jsonl"], "prepared": Path(cfg.data), "out": out / "train"}
+            {
+                **cfg.training,
+                "base": cfg.student,
+                "data": [out / "teacher.jsonl"],
+                "prepared": Path(cfg.data),
+                "out": out / "train",
+            }
         )
         metrics["training"] = train_run(train_cfg)
         timings["train"] = time.perf_counter() - t1
