@@ -172,6 +172,10 @@ class HFBackend:
         self._parsed = spec
         self.cfg = cfg
         _, self._identity = model_location(spec)
+        # fp32 on a CPU and bf16 on a GPU give different texts; a shared cache must not mix them.
+        self._identity["dtype"] = str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).removeprefix(
+            "torch."
+        )
         self.model = None
         self.tokenizer = None
 
@@ -183,6 +187,17 @@ class HFBackend:
             self._own_loop_ok = plain_attention_cache(self.model)
 
     def identity(self) -> dict[str, Any]:
+        if (
+            self._identity.get("revision") is None
+            and self._parsed.kind == "hf"
+            and "weights_sha256" not in self._identity
+        ):
+            # A hub model not yet in the local cache: load (download) it first, so that cache keys
+            # carry the commit actually used rather than "whatever main is today".
+            self._ensure_loaded()
+            self._identity["revision"] = getattr(self.model.config, "_commit_hash", None) or _hub_commit(
+                self._parsed.model, self._parsed.revision
+            )
         return dict(self._identity)
 
     def encode(self, messages: Messages) -> list[int]:
