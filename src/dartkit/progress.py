@@ -19,6 +19,12 @@ from dartkit.generate.base import Backend, Messages
 from dartkit.generate.cache import GenerationCache, generate_cached
 
 
+def results_console() -> Console:
+    """Console for result tables: at least 110 columns when output is piped, so no column is cut."""
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 110))
+
+
 def progress_bar(console: Console | None = None) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),

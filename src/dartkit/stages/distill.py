@@ -36,7 +36,7 @@ from dartkit.generate.base import Messages
 from dartkit.generate.cache import GenerationCache, generate_cached
 from dartkit.manifest import write_json_atomic, write_manifest
 from dartkit.parse import split_analysis
-from dartkit.progress import generate_with_progress
+from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import consistency_judge_messages, format_fix_messages, render_messages, teacher_messages
 from dartkit.qc import QCConfig, check_rationale, fix_problems, near_duplicates
 from dartkit.records import Example
@@ -227,7 +227,7 @@ def _load_teacher(spec: str, cfg: DistillConfig) -> Backend | FileTeacher:
 
 def run(cfg: DistillConfig, console: Console | None = None) -> dict[str, Any]:
     """Distill rationales for the training split, then train and evaluate M_int (unless ``cfg.train`` is off)."""
-    console = console or Console()
+    console = console or results_console()
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from dartkit.generate import Backend, load_backend
 from dartkit.generate.cache import GenerationCache
 from dartkit.manifest import write_json_atomic, write_manifest
 from dartkit.parse import is_refusal, parse_conclusion
-from dartkit.progress import generate_with_progress
+from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import Policy, classification_messages, render_messages
 from dartkit.records import Example, Generation
 from dartkit.report.metrics import evaluation_metrics
@@ -96,7 +96,7 @@ def metrics_table(metrics: dict, title: str) -> Table:
 
 def run(cfg: EvalConfig, console: Console | None = None) -> dict:
     """Evaluate ``cfg.model`` on ``cfg.split`` of ``cfg.data``; returns the metrics."""
-    console = console or Console()
+    console = console or results_console()
     t0 = time.perf_counter()
     examples = select_examples(cfg.data, cfg.split, cfg.limit)
     out = Path(cfg.out)
