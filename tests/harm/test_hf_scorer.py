@@ -1,0 +1,66 @@
+import pytest
+
+from dartkit.errors import DartkitError
+from dartkit.harm import HFClassifierScorer, choose_label, load_scorer, parse_scorer
+
+TEXTS = ["the cat sat on the mat", "you are stupid idiot", "good day", "hate people"]
+
+
+def test_scores_are_softmax_of_positive_label(tiny_classifier):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    scorer = load_scorer(f"hf:{tiny_classifier}", device="cpu")
+    scores = scorer.score(TEXTS)
+    tok = AutoTokenizer.from_pretrained(tiny_classifier)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
+    for text, s in zip(TEXTS, scores, strict=True):
+        with torch.no_grad():
+            expected = torch.softmax(model(**tok(text, return_tensors="pt")).logits, -1)[0, 1].item()
+        assert s == pytest.approx(expected, abs=1e-5)
+        assert 0.0 <= s <= 1.0
+
+
+def test_label_chosen_by_name(tiny_classifier):
+    toxic = parse_scorer(f"hf:{tiny_classifier}#toxic", batch_size=3).score(TEXTS)
+    neutral = parse_scorer(f"hf:{tiny_classifier}#NEUTRAL", batch_size=3).score(TEXTS)
+    assert [a + b for a, b in zip(toxic, neutral, strict=True)] == pytest.approx([1.0] * len(TEXTS))
+    assert parse_scorer(f"hf:{tiny_classifier}").identity()["label"] == "toxic"
+
+
+def test_unknown_label_lists_the_labels(tiny_classifier):
+    scorer = parse_scorer(f"hf:{tiny_classifier}#hate")
+    with pytest.raises(DartkitError, match="neutral, toxic"):
+        scorer.score(TEXTS)
+
+
+def test_default_label_must_be_unambiguous():
+    assert choose_label({0: "nothate", 1: "hate"}, None) == (1, "hate")
+    assert choose_label({0: "LABEL_0", 1: "LABEL_1"}, None) == (1, "LABEL_1")
+    with pytest.raises(DartkitError, match="positive, negative"):
+        choose_label({0: "positive", 1: "negative"}, None)
+
+
+def test_long_text_is_truncated(tiny_classifier):
+    scorer = HFClassifierScorer(str(tiny_classifier), device="cpu")
+    long = " ".join(["stupid idiot"] * 500)
+    scores = scorer.score([long, "good day"])
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_batching_preserves_order(tiny_classifier):
+    texts = TEXTS * 3
+    batched = HFClassifierScorer(str(tiny_classifier), batch_size=2).score(texts)
+    single = HFClassifierScorer(str(tiny_classifier), batch_size=1).score(texts)
+    assert batched == pytest.approx(single, abs=1e-5)
+
+
+def test_identity_hashes_local_weights(tiny_classifier):
+    ident = parse_scorer(f"hf:{tiny_classifier}#toxic").identity()
+    assert ident["model"] == str(tiny_classifier)
+    assert len(ident["weights_sha256"]) == 64
+
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(DartkitError, match="not found"):
+        load_scorer(f"hf:{tmp_path}/nope")
