@@ -109,3 +109,11 @@ def test_shared_prefix_cache_changes_nothing(embedded_backend):
     finally:
         embedded_backend.cfg.prefix_cache_min_tokens = old
     assert shared == plain
+
+
+def test_a_sample_does_not_depend_on_its_batch(embedded_backend):
+    """Per-row generators: sampling a prompt alone or among others gives the same text."""
+    sample = DecodingConfig(max_new_tokens=16, temperature=1.0, seed=11)
+    together = dict(embedded_backend.generate([conv(q) for q in QUESTIONS], sample))
+    alone = dict(embedded_backend.generate([conv(QUESTIONS[2])], sample))
+    assert together[2] == alone[0]

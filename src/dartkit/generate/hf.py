@@ -164,6 +164,11 @@ def plain_attention_cache(model) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
+def _row_seed(seed: int, prompt_ids: list[int]) -> int:
+    digest = hashlib.sha256(f"{seed}:{','.join(map(str, prompt_ids))}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
 class HFBackend:
     """Generation with a local transformers model (optionally with a LoRA adapter)."""
 
@@ -232,23 +237,25 @@ class HFBackend:
         bs = self.cfg.batch_size
         for b, start in enumerate(range(0, len(order), bs)):
             idx = order[start : start + bs]
-            # Seeded per batch: reproducible for the same prompts, batch size and order.
-            seed = decoding.seed * 1_000_003 + b
             if not own_loop:
-                new_tokens = self._generate_fallback([encoded[i] for i in idx], decoding, seed)
+                # generate() samples with one generator per batch: reproducible for the same batches.
+                new_tokens = self._generate_fallback(
+                    [encoded[i] for i in idx], decoding, decoding.seed * 1_000_003 + b
+                )
             else:
                 input_ids, attention = self._pack([encoded[i] for i in idx], prefix_len)
                 cache = None
                 if prefix_cache is not None:
                     cache = copy.deepcopy(prefix_cache)
                     cache.batch_repeat_interleave(len(idx))
-                new_tokens = self._decode(input_ids, attention, cache, prefix_len, decoding, seed=seed)
+                seeds = [_row_seed(decoding.seed, encoded[i]) for i in idx]
+                new_tokens = self._decode(input_ids, attention, cache, prefix_len, decoding, seeds)
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for r, i in enumerate(idx):
                 yield i, texts[r].strip()
 
     def _decode(
-        self, input_ids, attention, cache, cached_len: int, decoding: DecodingConfig, seed: int
+        self, input_ids, attention, cache, cached_len: int, decoding: DecodingConfig, seeds: list[int]
     ) -> list[list[int]]:
         """Greedy or sampled decoding that drops each row from the batch as soon as it is finished.
 
@@ -256,6 +263,10 @@ class HFBackend:
         ``stop_after_conclusion``) or at ``max_new_tokens``. ``model.generate`` keeps finished
         rows in the batch until the longest one ends; with short, uneven answers most of its
         decode steps would be spent on rows that are already done.
+
+        When sampling, every row draws from its own generator seeded from (seed, prompt), so a
+        prompt's sample does not depend on which other prompts share its batch (a resumed run
+        gives the texts an uninterrupted one would).
         """
         import torch
         from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
@@ -265,12 +276,12 @@ class HFBackend:
         position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
         past = cache if cache is not None else DynamicCache(config=self.model.config)
         warpers = LogitsProcessorList()
-        generator = None
+        generators = None
         if not decoding.greedy:
             warpers.append(TemperatureLogitsWarper(decoding.temperature))
             if decoding.top_p < 1.0:
                 warpers.append(TopPLogitsWarper(decoding.top_p))
-            generator = torch.Generator(device=device).manual_seed(seed)
+            generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         eos = set(self._eos_ids())
         alive = list(range(input_ids.shape[0]))
         generated: list[list[int]] = [[] for _ in alive]
@@ -286,11 +297,16 @@ class HFBackend:
             positions = position_ids[:, -1]
             for _ in range(decoding.max_new_tokens):
                 scores = out.logits[:, -1, :].float()
-                if generator is None:
+                if generators is None:
                     next_tokens = scores.argmax(dim=-1)
                 else:
                     probs = torch.softmax(warpers(None, scores), dim=-1)
-                    next_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                    next_tokens = torch.cat(
+                        [
+                            torch.multinomial(probs[j], 1, generator=generators[row])
+                            for j, row in enumerate(alive)
+                        ]
+                    )
                 keep = []
                 for j, (row, token) in enumerate(zip(alive, next_tokens.tolist(), strict=True)):
                     if token in eos:
