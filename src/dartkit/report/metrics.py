@@ -13,18 +13,6 @@ import numpy as np
 
 from dartkit.records import Generation
 
-METRIC_KEYS = (
-    "n",
-    "accuracy",
-    "accuracy_equal",
-    "accuracy_diff",
-    "yes_rate",
-    "unparseable_rate",
-    "refusal_rate",
-    "macro_f1",
-    "accuracy_ci95",
-)
-
 
 def _rate(mask: np.ndarray) -> float | None:
     return float(mask.mean()) if mask.size else None
