@@ -125,9 +125,7 @@ def eval_command(
         "backend.api_key_env": api_key_env,
         "backend.concurrency": concurrency,
     }
-    cfg = load_config(
-        EvalConfig, config, {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
-    )
+    cfg = load_config(EvalConfig, config, overrides)
     evaluate.run(cfg)
 
 
@@ -181,9 +179,7 @@ def distill_command(
         "backend.batch_size": batch_size,
         "backend.api_key_env": api_key_env,
     }
-    cfg = load_config(
-        DistillConfig, config, {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
-    )
+    cfg = load_config(DistillConfig, config, overrides)
     distill.run(cfg)
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from dartkit.data.jsonl import write_json
 
 PACKAGES = (
     "dartkit",
@@ -76,17 +76,6 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON via a temp file and rename, so a killed process never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def write_manifest(
     out_dir: Path,
     command: str,
@@ -106,5 +95,5 @@ def write_manifest(
         **extra,
     }
     path = Path(out_dir) / "manifest.json"
-    write_json_atomic(path, manifest)
+    write_json(path, manifest)
     return path

@@ -145,4 +145,5 @@ def write_json(path: Path, obj: Any) -> None:
     Raises:
         DataError: The file cannot be written.
     """
-    _write_atomic(path, [json.dumps(obj, ensure_ascii=False, indent=2) + "\n"])
+    # default=str: manifests and metrics may hold paths or dtypes; they are written as text.
+    _write_atomic(path, [json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n"])

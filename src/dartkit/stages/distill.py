@@ -27,14 +27,15 @@ from rich.console import Console
 from rich.table import Table
 
 from dartkit.config import ConfigError, DecodingConfig, DistillConfig, dump_config
-from dartkit.data.jsonl import write_jsonl
+from dartkit.data.jsonl import write_json, write_jsonl
 from dartkit.data.prepare import load_split
 from dartkit.data.splits import stratified_order
 from dartkit.errors import DataError
+from dartkit.files import file_sha256
 from dartkit.generate import Backend, load_backend
 from dartkit.generate.base import Messages
 from dartkit.generate.cache import GenerationCache, generate_cached
-from dartkit.manifest import write_json_atomic, write_manifest
+from dartkit.manifest import write_manifest
 from dartkit.parse import split_analysis
 from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import consistency_judge_messages, format_fix_messages, render_messages, teacher_messages
@@ -71,12 +72,11 @@ class FileTeacher:
             self.texts[row["id"]] = row["text"]
 
     def identity(self) -> dict[str, Any]:
-        import hashlib
 
         return {
             "backend": "file",
             "path": str(self.path),
-            "sha256": hashlib.sha256(self.path.read_bytes()).hexdigest(),
+            "sha256": file_sha256(self.path),
         }
 
     def close(self) -> None:
@@ -278,7 +278,7 @@ def run(cfg: DistillConfig, console: Console | None = None) -> dict[str, Any]:
         metrics["adapter"] = str(adapter)
     elif cfg.train:
         console.print("[yellow]no rationale passed QC: nothing to train on[/yellow]")
-    write_json_atomic(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     write_manifest(
         out, command="distill", config=cfg.model_dump(mode="json"), models=identities, timings=timings
     )

@@ -18,12 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from dartkit.config import DecodingConfig, EvalConfig, dump_config
-from dartkit.data.jsonl import write_jsonl
+from dartkit.data.jsonl import write_json, write_jsonl
 from dartkit.data.prepare import load_split
 from dartkit.data.splits import stratified_order
 from dartkit.generate import Backend, load_backend
 from dartkit.generate.cache import GenerationCache
-from dartkit.manifest import write_json_atomic, write_manifest
+from dartkit.manifest import write_manifest
 from dartkit.parse import is_refusal, parse_conclusion
 from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import Policy, classification_messages, render_messages
@@ -116,7 +116,7 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict:
     write_jsonl(out / "generations.jsonl", gens)
     metrics = evaluation_metrics(gens, cfg.bootstrap_samples, seed=cfg.decoding.seed)
     metrics.update(model=cfg.model, split=cfg.split, policy=cfg.policy, data=str(cfg.data))
-    write_json_atomic(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     write_manifest(
         out,
         command="eval",

@@ -40,11 +40,12 @@ from rich.progress import (
 
 from dartkit import __version__
 from dartkit.config import BackendConfig, dump_config
+from dartkit.data.jsonl import write_json
 from dartkit.errors import DartkitError, DataError
 from dartkit.generate.adapters import ADAPTER_META, attach_adapter
 from dartkit.generate.hf import hash_dir, load_model_and_tokenizer, model_location
 from dartkit.generate.spec import ModelSpec, parse_spec
-from dartkit.manifest import write_json_atomic, write_manifest
+from dartkit.manifest import write_manifest
 from dartkit.train.batching import MicroBatch, encode_record, plan_epoch, step_micro_batches
 from dartkit.train.checkpoints import (
     latest_checkpoint,
@@ -311,7 +312,7 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
     }
     _save_adapter(accelerator, model, out / "adapter", meta)
     if main:
-        write_json_atomic(out / "metrics.json", metrics)
+        write_json(out / "metrics.json", metrics)
         write_manifest(
             out,
             "train",
