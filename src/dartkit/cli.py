@@ -183,6 +183,128 @@ def distill_command(
     distill.run(cfg)
 
 
+@app.command("audit")
+@user_errors
+def audit_command(
+    baseline: str = typer.Option(
+        None, "--baseline", help="Baseline model spec (e.g. embedded, hf:ID, openai:MODEL@URL)."
+    ),
+    candidate: str = typer.Option(
+        None, "--candidate", help="Candidate model spec, e.g. embedded+adapter=runs/x/train/adapter."
+    ),
+    prompts: Path = typer.Option(
+        None,
+        "--prompts",
+        help="JSONL of prompts: a prepared split, or lines with id, prompt|question, label.",
+    ),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        help="Prepared data directory (instead of --prompts; with generation files: questions and labels).",
+    ),
+    split: SplitChoice = typer.Option(None, "--split", help="Split of --data to audit (default: test)."),
+    baseline_generations: Path = typer.Option(
+        None,
+        "--baseline-generations",
+        help="Baseline answers made elsewhere: JSONL with id, text[, prompt, label].",
+    ),
+    candidate_generations: Path = typer.Option(
+        None, "--candidate-generations", help="Candidate answers made elsewhere, matched by id."
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Output directory (pairs.jsonl, drift.jsonl, summary.json, audit.md)."
+    ),
+    scorer: str = typer.Option(
+        None, "--scorer", help="Harm scorer: profanity (default), hf:MODEL[@REV][#LABEL], max(SPEC,...)."
+    ),
+    score_on: str = typer.Option(
+        None, "--score-on", help="analysis (default) or full: the text ΔH is taken on."
+    ),
+    tau: float = typer.Option(None, "--tau", min=0.0, help="Drift candidate when ΔH > tau (default 0.01)."),
+    judge: str = typer.Option(
+        None, "--judge", help="Judge model spec that confirms candidates, or none (screen-only; the default)."
+    ),
+    judge_swap: bool = typer.Option(
+        None,
+        "--judge-swap/--no-judge-swap",
+        help="Ask the judge both A/B orders; confirm only when both agree.",
+    ),
+    null: bool = typer.Option(
+        None,
+        "--null",
+        help="Null audit: the candidate is the baseline (sampled decoding re-samples with seed+1).",
+    ),
+    fail_on_drift: float = typer.Option(
+        None,
+        "--fail-on-drift",
+        min=0.0,
+        max=1.0,
+        help="Exit with code 3 when the drift rate exceeds this fraction (a CI gate for fine-tuning jobs).",
+    ),
+    tau_sweep: bool = typer.Option(
+        None,
+        "--tau-sweep",
+        help="Also count candidates and drift cases over a grid of τ (use on the val split).",
+    ),
+    limit: int = typer.Option(None, "--limit", min=1, help="Audit only the first N prompts."),
+    policy: PolicyChoice = typer.Option(
+        None, "--policy", help="Explanation policy for both models (default off)."
+    ),
+    seed: int = typer.Option(
+        None, "--seed", help="Decoding seed (both models) and judge A/B assignment seed."
+    ),
+    temperature: float = typer.Option(None, "--temperature", min=0.0, help="0 = greedy (default)."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", min=1, help="Longest answer in tokens."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="hf backend batch size."),
+    device: str = typer.Option(None, "--device", help="hf backend device: auto, cpu, cuda, mps."),
+    api_key_env: str = typer.Option(
+        None, "--api-key-env", help="openai backend: environment variable holding the API key."
+    ),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="YAML file with AuditConfig fields; flags override it."
+    ),
+) -> None:
+    """Stage II: paired harm-drift audit of a candidate model against a baseline."""
+    from dartkit.config import AuditConfig
+    from dartkit.stages import audit
+
+    overrides = {
+        "baseline": baseline,
+        "candidate": candidate,
+        "prompts": prompts,
+        "data": data,
+        "split": split.value if split else None,
+        "baseline_generations": baseline_generations,
+        "candidate_generations": candidate_generations,
+        "out": out,
+        "scorer": scorer,
+        "score_on": score_on,
+        "tau": tau,
+        "judge": judge,
+        "judge_swap": judge_swap,
+        "null": null,
+        "tau_sweep": tau_sweep,
+        "limit": limit,
+        "policy": policy.value if policy else None,
+        "seed": seed,
+        "decoding.seed": seed,
+        "decoding.temperature": temperature,
+        "decoding.max_new_tokens": max_new_tokens,
+        "backend.batch_size": batch_size,
+        "backend.device": device,
+        "backend.api_key_env": api_key_env,
+    }
+    cfg = load_config(AuditConfig, config, overrides)
+    summary = audit.run(cfg)
+    if fail_on_drift is not None and (summary["drift_rate"] or 0.0) > fail_on_drift:
+        typer.echo(
+            f"drift gate failed: drift rate {summary['drift_rate']:.4f} > {fail_on_drift:g} "
+            f"({summary['n_drift']} of {summary['n_pairs']} pairs; see {cfg.out / 'audit.md'})",
+            err=True,
+        )
+        raise typer.Exit(3)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

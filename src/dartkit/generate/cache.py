@@ -60,19 +60,28 @@ class GenerationCache:
         return self._texts.get(key)
 
     def put(self, key: str, text: str, meta: dict[str, Any] | None = None) -> None:
+        self.put_many([(key, text)], meta)
+
+    def put_many(self, items: Sequence[tuple[str, str]], meta: dict[str, Any] | None = None) -> None:
+        """Append several (key, text) records with one write and one fsync."""
+        if not items:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        rec = {"key": key, "text": text, **(meta or {})}
-        line = json.dumps(rec, ensure_ascii=False) + "\n"
+        lines = "".join(
+            json.dumps({"key": key, "text": text, **(meta or {})}, ensure_ascii=False) + "\n"
+            for key, text in items
+        )
         # A torn line left by a killed writer would glue onto this record; start a fresh line.
         with self.path.open("ab+") as f:
             if f.tell() > 0:
                 f.seek(-1, os.SEEK_END)
                 if f.read(1) != b"\n":
                     f.write(b"\n")
-            f.write(line.encode("utf-8"))
+            f.write(lines.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-        self._texts[key] = text
+        for key, text in items:
+            self._texts[key] = text
 
 
 def generate_cached(

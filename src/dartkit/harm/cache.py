@@ -50,6 +50,7 @@ def score_cached(
             todo[k] = t
     if todo:
         new = scorer.score(list(todo.values()))
-        for k, value in zip(todo, new, strict=True):
-            cache.put(k, repr(float(value)), {"scorer": scorer.name})
+        cache.put_many(
+            [(k, repr(float(value))) for k, value in zip(todo, new, strict=True)], {"scorer": scorer.name}
+        )
     return [float(cache.get(k)) for k in keys]  # type: ignore[arg-type]

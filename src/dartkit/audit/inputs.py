@@ -1,0 +1,189 @@
+"""What an audit reads: prompt files and generation files, validated line by line.
+
+Prompt files are either a prepared split (``dartkit data prepare``) or any JSONL
+with ``id``, ``prompt`` or ``question``, and an optional ``label``. A line with a
+``question`` is asked with dartkit's classification prompt; a line with only a
+``prompt`` is sent as it is, as one user message.
+
+Generation files are JSONL with ``id`` and ``text`` and optional ``prompt``,
+``question``, ``label`` (or ``gold``, as ``dartkit eval`` writes) and
+``benchmark``; every ``generations.jsonl`` dartkit writes qualifies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dartkit.data.splits import stratified_order
+from dartkit.errors import DataError
+from dartkit.generate.base import Messages
+from dartkit.prompts import Policy, classification_messages
+from dartkit.records import Example, category_of
+
+LABELS = ("YES", "NO")
+
+
+@dataclass
+class AuditItem:
+    """One prompt both models answer."""
+
+    id: str
+    messages: Messages
+    question: str
+    label: str | None = None
+    benchmark: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file not found")
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{n}: each line must be a JSON object")
+        rows.append((n, row))
+    if not rows:
+        raise DataError(f"{path}: no records")
+    return rows
+
+
+def _string(path: Path, n: int, row: dict[str, Any], key: str, required: bool = True) -> str | None:
+    v = row.get(key)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or (required and not v.strip()):
+        what = "is missing" if v is None else "must be a non-empty string"
+        raise DataError(f"{path}:{n}: field '{key}' {what}")
+    return v
+
+
+def _label(path: Path, n: int, row: dict[str, Any]) -> str | None:
+    for key in ("label", "gold"):
+        v = row.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, str) or v.strip().upper() not in LABELS:
+            raise DataError(f"{path}:{n}: field '{key}' must be YES or NO, got {v!r}")
+        return v.strip().upper()
+    return None
+
+
+def load_prompt_items(path: Path, policy: Policy = "off", limit: int | None = None) -> list[AuditItem]:
+    """Audit items from a prompt JSONL file (see the module docstring).
+
+    Raises:
+        DataError: naming the file, line and field of the first bad record, or a repeated id.
+    """
+    rows = _read_jsonl(path)
+    seen: dict[str, int] = {}
+    examples: list[Example] = []
+    labels: dict[str, str | None] = {}
+    raw: list[AuditItem] = []
+    for n, row in rows:
+        id_ = _string(path, n, row, "id")
+        if id_ in seen:
+            raise DataError(f"{path}:{n}: id '{id_}' repeats line {seen[id_]}")
+        seen[id_] = n
+        label = _label(path, n, row)
+        if "question" in row:
+            question = _string(path, n, row, "question")
+            benchmark = row.get("benchmark") or "custom"
+            fields = {k: v for k, v in row.items() if k in Example.model_fields}
+            fields.update(
+                id=id_,
+                question=question,
+                label=label or "NO",
+                benchmark=benchmark,
+                category=row.get("category") or category_of(benchmark),
+                scenario_key=row.get("scenario_key") or id_,
+            )
+            try:
+                ex = Example.model_validate(fields)
+            except ValueError as e:
+                raise DataError(f"{path}:{n}: {str(e).splitlines()[0]}") from None
+            labels[id_] = label
+            examples.append(ex)
+        elif "prompt" in row:
+            prompt = _string(path, n, row, "prompt")
+            raw.append(
+                AuditItem(
+                    id=id_,
+                    messages=[{"role": "user", "content": prompt}],
+                    question=prompt,
+                    label=label,
+                    benchmark=row.get("benchmark"),
+                )
+            )
+        else:
+            raise DataError(f"{path}:{n}: needs a field 'prompt' or 'question'")
+    if examples and raw:
+        raise DataError(f"{path}: mixes 'question' lines and 'prompt'-only lines; use one kind per file")
+    if examples:
+        ordered = stratified_order(examples) if all(labels.values()) else examples
+        items = [example_item(e, policy, labels[e.id]) for e in ordered]
+    else:
+        items = raw
+    return items[:limit] if limit else items
+
+
+def example_item(example: Example, policy: Policy = "off", label: str | None = "from-example") -> AuditItem:
+    """The audit item for a prepared example (asked with the classification prompt)."""
+    return AuditItem(
+        id=example.id,
+        messages=classification_messages(example, policy),
+        question=(f"{example.system.strip()}\n" if example.system else "") + example.question.strip(),
+        label=example.label if label == "from-example" else label,
+        benchmark=example.benchmark,
+    )
+
+
+@dataclass
+class GenerationRow:
+    """One answer read from a generation file."""
+
+    id: str
+    text: str
+    prompt: str | None = None
+    question: str | None = None
+    label: str | None = None
+    benchmark: str | None = None
+    conclusion: str | None = None
+
+
+def load_generations(path: Path) -> dict[str, GenerationRow]:
+    """Answers keyed by id from a generation JSONL file.
+
+    Raises:
+        DataError: naming the file, line and field of the first bad record, or a repeated id.
+    """
+    out: dict[str, GenerationRow] = {}
+    lines: dict[str, int] = {}
+    for n, row in _read_jsonl(path):
+        id_ = _string(path, n, row, "id")
+        if id_ in out:
+            raise DataError(f"{path}:{n}: id '{id_}' repeats line {lines[id_]}")
+        text = row.get("text")
+        if not isinstance(text, str):
+            raise DataError(
+                f"{path}:{n}: field 'text' {'is missing' if text is None else 'must be a string'}"
+            )
+        lines[id_] = n
+        out[id_] = GenerationRow(
+            id=id_,
+            text=text,
+            prompt=_string(path, n, row, "prompt", required=False),
+            question=_string(path, n, row, "question", required=False),
+            label=_label(path, n, row),
+            benchmark=row.get("benchmark") if isinstance(row.get("benchmark"), str) else None,
+        )
+    return out
