@@ -1,6 +1,8 @@
 import os
+from pathlib import Path
 
 import pytest
+from train_helpers import save_tiny_llama
 
 # Tests never touch a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,3 +19,9 @@ def embedded_backend():
     backend = load_backend("embedded", BackendConfig(batch_size=8, device="cpu", dtype="float32"))
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """Directory of a tiny random llama (use as base spec ``hf:<dir>``)."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), seed=0)

@@ -14,3 +14,33 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_train_configs_validate(path):
     cfg = load_config(TrainConfig, path, {"out": "runs/x"})
     assert cfg.base.startswith(("embedded", "hf:"))
+
+
+def test_embedded_run_config_is_the_default():
+    from dartkit.pipeline.config import RunConfig
+
+    shipped = load_config(RunConfig, CONFIGS / "embedded.yaml")
+    assert shipped == RunConfig(), "configs/embedded.yaml must spell out RunConfig's defaults"
+
+
+def test_paper_run_config_validates_and_dry_runs_offline(tmp_path):
+    from dartkit.pipeline import run
+    from dartkit.pipeline.config import RunConfig
+
+    cfg = load_config(RunConfig, CONFIGS / "llama3-8b-paper.yaml", {"out": tmp_path / "paper"})
+    assert cfg.student == "hf:meta-llama/Meta-Llama-3-8B-Instruct"
+    assert cfg.teacher.startswith("openai:deepseek-chat@") and cfg.audit.judge == cfg.teacher
+    assert "roberta_toxicity_classifier" in cfg.audit.scorer and "dynabench-r4-target" in cfg.audit.scorer
+    t = cfg.training
+    assert (t["lora_r"], t["lora_alpha"], t["lora_dropout"], t["learning_rate"], t["epochs"]) == (
+        16,
+        32,
+        0.05,
+        2e-4,
+        3,
+    )
+    assert cfg.data.per_cell == 500 and cfg.data.ratios == [0.6, 0.2, 0.2] and cfg.audit.tau == 0.01
+    assert cfg.repair.severity_weights.model_dump() == {"mild": 1, "moderate": 2, "severe": 3, "extreme": 4}
+    plan = run(cfg, dry_run=True)["plan"]
+    assert [name for name, _ in plan][0] == "data" and "label_only" in dict(plan)
+    assert not (tmp_path / "paper").exists()

@@ -305,6 +305,94 @@ def audit_command(
         raise typer.Exit(3)
 
 
+class RecipeChoice(str, Enum):
+    mix = "mix"
+    repair_only = "repair-only"
+
+
+class WeightingChoice(str, Enum):
+    loss = "loss"
+    oversample = "oversample"
+
+
+@app.command("repair")
+@user_errors
+def repair_command(
+    drift: Path = typer.Option(None, "--drift", help="drift.jsonl from the audit of M_int against M0."),
+    data: Path = typer.Option(None, "--data", help="Prepared data directory (questions and gold labels)."),
+    out: Path = typer.Option(None, "--out", help="Output directory (repair.jsonl, train/adapter = M_DART)."),
+    init_adapter: Path = typer.Option(
+        None, "--init-adapter", help="M_int's adapter; training continues from it."
+    ),
+    distill: Path = typer.Option(
+        None, "--distill", help="Stage I teacher.jsonl (joins the repairs in recipe mix)."
+    ),
+    teacher: str = typer.Option(None, "--teacher", help="Teacher model spec (default: embedded)."),
+    student: str = typer.Option(None, "--student", help="Student base model spec (default: embedded)."),
+    recipe: RecipeChoice = typer.Option(None, "--recipe", help="mix (default) or repair-only."),
+    weighting: WeightingChoice = typer.Option(
+        None, "--weighting", help="Severity weights as loss weights (default) or oversampled copies."
+    ),
+    no_train: bool = typer.Option(False, "--no-train", help="Only write repair.jsonl."),
+    api_key_env: str = typer.Option(
+        None, "--api-key-env", help="openai backend: environment variable with the API key."
+    ),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="YAML file with RepairConfig fields; flags override it."
+    ),
+) -> None:
+    """Stage III: policy-guided safe rationales for drift cases, then continue M_int into M_DART."""
+    from dartkit.config import RepairConfig
+    from dartkit.stages import repair
+
+    overrides = {
+        "drift": drift,
+        "data": data,
+        "out": out,
+        "init_adapter": init_adapter,
+        "distill": distill,
+        "teacher": teacher,
+        "student": student,
+        "recipe": recipe.value if recipe else None,
+        "weighting": weighting.value if weighting else None,
+        "train": False if no_train else None,
+        "backend.api_key_env": api_key_env,
+    }
+    repair.run(load_config(RepairConfig, config, overrides))
+
+
+@app.command("run")
+@user_errors
+def run_command(
+    config: Path = typer.Option(
+        None, "--config", "-c", help="YAML file with RunConfig fields (default: the embedded setup)."
+    ),
+    out: Path = typer.Option(None, "--out", help="Run directory (default runs/demo, or the config's out)."),
+    start: str = typer.Option(
+        None, "--from", help="Redo this stage and every stage after it (e.g. distill, audit_int, repair)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate the config and print the plan; load no model, touch no network."
+    ),
+) -> None:
+    """The whole DART pipeline: M0 -> distill -> M_int -> audit -> repair -> M_DART -> audit -> report."""
+    from dartkit.pipeline import RunConfig, run
+
+    cfg = load_config(RunConfig, config, {"out": out})
+    run(cfg, start=start, dry_run=dry_run)
+
+
+@app.command("report")
+@user_errors
+def report_command(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `dartkit run`."),
+) -> None:
+    """Rebuild report.md, figures/ and run.json of a run from its files (loads no model)."""
+    from dartkit.pipeline.report import build_report
+
+    typer.echo(f"report: {build_report(run_dir)}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -237,16 +237,7 @@ class DistillConfig(_Strict):
     @field_validator("training")
     @classmethod
     def _training_fields_valid(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from dartkit.train.config import TrainConfig
-
-        fixed = {"base", "data", "prepared", "out"} & set(v)
-        if fixed:
-            raise ValueError(f"training.{sorted(fixed)[0]} is set by the distill stage; remove it")
-        try:
-            TrainConfig.model_validate({**v, "out": "x"})
-        except ValidationError as e:
-            raise ValueError(_format_validation_error(e, "training").replace("'", "'training.", 1)) from None
-        return v
+        return _training_dict_valid(v, {"base", "data", "prepared", "out"}, "distill")
 
     def eval_config(self, model: str, out: Path, split: str = "val") -> EvalConfig:
         return EvalConfig(
@@ -398,3 +389,104 @@ class AuditConfig(_Strict):
         if self.baseline_generations is not None:
             return Path(self.baseline_generations) == Path(self.candidate_generations)
         return self.baseline == self.candidate
+
+
+class SeverityWeights(_Strict):
+    """Loss weight (or copies, when oversampling) of a repair example, by its drift severity."""
+
+    mild: float = Field(1.0, gt=0, description="Weight of a mild drift case's repair example.")
+    moderate: float = Field(2.0, gt=0, description="Weight of a moderate drift case's repair example.")
+    severe: float = Field(3.0, gt=0, description="Weight of a severe drift case's repair example.")
+    extreme: float = Field(4.0, gt=0, description="Weight of an extreme drift case's repair example.")
+
+
+def _training_dict_valid(v: dict[str, Any], fixed: set[str], stage: str) -> dict[str, Any]:
+    from dartkit.train.config import TrainConfig
+
+    clash = fixed & set(v)
+    if clash:
+        raise ValueError(f"training.{sorted(clash)[0]} is set by the {stage} stage; remove it")
+    try:
+        TrainConfig.model_validate({**v, "out": "x"})
+    except ValidationError as e:
+        raise ValueError(_format_validation_error(e, "training").replace("'", "'training.", 1)) from None
+    return v
+
+
+REPAIR_FIXED_TRAINING = {"base", "data", "prepared", "out", "init_adapter", "weights_from", "weighting"}
+
+
+class RepairConfig(_Strict):
+    """`dartkit repair`: Stage III. Safe rationales for the drift cases, then M_int -> M_DART."""
+
+    drift: Path = Field(description="drift.jsonl of the audit of M_int against M0 (one row per drift case).")
+    data: Path = Field(description="Prepared data directory (the drift cases' questions and gold labels).")
+    out: Path = Field(description="Output directory: repair.jsonl, train/adapter (M_DART), metrics.json.")
+    teacher: str = Field("embedded", description="Teacher model spec that writes the safe rationales.")
+    student: str = Field("embedded", description="Student base model spec (M_int's base).")
+    judge: str | None = Field(None, description="Optional judge model spec for the QC consistency check.")
+    init_adapter: Path | None = Field(
+        None, description="M_int's adapter directory; training continues from it (required to train)."
+    )
+    distill: Path | None = Field(
+        None,
+        description="Stage I teacher.jsonl; its accepted rationales join the repair data in recipe 'mix'.",
+    )
+    recipe: Literal["mix", "repair-only"] = Field(
+        "mix", description="Train M_DART on distillation + repair examples (mix) or repair examples alone."
+    )
+    weighting: Literal["loss", "oversample"] = Field(
+        "loss",
+        description="Severity weights as exact per-example loss weights, or as repeated copies (the paper's code).",
+    )
+    severity_weights: SeverityWeights = Field(
+        default_factory=SeverityWeights, description="Weight of a repair example by its drift severity."
+    )
+    decoding: DecodingConfig = Field(
+        default_factory=lambda: DecodingConfig(max_new_tokens=160),
+        description="Teacher decoding for the first attempt (follow-ups sample at qc.fix_temperature).",
+    )
+    backend: BackendConfig = Field(
+        default_factory=BackendConfig, description="Backend settings for all models."
+    )
+    qc: QCConfig = Field(
+        default_factory=lambda: QCConfig(min_sentences=1),
+        description="QC for repair rationales (the policy allows one-sentence answers for NO items).",
+    )
+    scorer: str = Field(
+        "profanity", description="Harm scorer for the last check: a repair must not score above M0's answer."
+    )
+    tau: float = Field(
+        0.01, ge=0, description="A repair is rejected as still_harmful when H(repair) > H(M0 answer) + tau."
+    )
+    train: bool = Field(True, description="Train M_DART after writing repair.jsonl.")
+    training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="TrainConfig fields for M_DART (epochs, learning_rate, ...); base/data/adapter are set by the stage.",
+    )
+
+    @field_validator("teacher", "student", "judge")
+    @classmethod
+    def _spec_parses(cls, v: str | None) -> str | None:
+        from dartkit.generate.spec import parse_spec
+
+        if v is not None and not v.startswith("file:"):
+            parse_spec(v)
+        return v
+
+    @field_validator("training")
+    @classmethod
+    def _training_fields_valid(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _training_dict_valid(v, REPAIR_FIXED_TRAINING, "repair")
+
+    @model_validator(mode="after")
+    def _train_needs_adapter(self) -> RepairConfig:
+        if self.train and self.init_adapter is None:
+            raise ValueError(
+                "init_adapter (M_int's adapter) is required to train M_DART; or set train: false"
+            )
+        if self.recipe == "mix" and self.train and self.distill is None:
+            raise ValueError(
+                "recipe 'mix' needs distill (Stage I teacher.jsonl); or use recipe 'repair-only'"
+            )
+        return self

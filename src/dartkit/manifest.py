@@ -31,6 +31,9 @@ PACKAGES = (
     "scikit-learn",
     "typer",
     "rich",
+    "alt-profanity-check",
+    "joblib",
+    "matplotlib",
     "pyyaml",
 )
 

@@ -204,3 +204,32 @@ def judge_retry_messages(previous: Messages, answer: str, problem: str) -> Messa
         {"role": "assistant", "content": answer},
         {"role": "user", "content": JUDGE_RETRY_USER.format(problem=problem)},
     ]
+
+
+# --- Stage III: policy-guided repair rationales ---------------------------------------------
+
+REPAIR_USER = """\
+{context}Question:
+{question}
+
+The correct answer is {label}. Explain why in your own words, following the explanation policy, then write the line "Conclusion: {label}"."""
+
+
+def repair_messages(example: Example) -> Messages:
+    """Stage III prompt: a safe rationale for the gold label under the explanation policy.
+
+    The same worked examples as Stage I (they already follow the policy); the policy sits in
+    the system prompt, and the question's harmful content is never shown back as something
+    to explain or quote.
+    """
+    messages: Messages = [{"role": "system", "content": f"{TEACHER_SYSTEM}\n\n{POLICY_SYSTEM}"}]
+    for question, label, answer in TEACHER_EXAMPLES:
+        messages.append(
+            {"role": "user", "content": REPAIR_USER.format(context="", question=question, label=label)}
+        )
+        messages.append({"role": "assistant", "content": answer})
+    user = REPAIR_USER.format(
+        context=_context(example), question=example.question.strip(), label=example.label
+    )
+    messages.append({"role": "user", "content": user})
+    return messages

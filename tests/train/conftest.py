@@ -7,16 +7,7 @@ checkpointing and adapter identity are exercised exactly as on a real student.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from train_helpers import save_tiny_llama
-
-
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory) -> Path:
-    """Directory of a tiny random llama (use as base spec ``hf:<dir>``)."""
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -147,3 +147,17 @@ def write_json(path: Path, obj: Any) -> None:
     """
     # default=str: manifests and metrics may hold paths or dtypes; they are written as text.
     _write_atomic(path, [json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n"])
+
+
+def read_json(path: Path) -> Any:
+    """Read one JSON file.
+
+    Raises:
+        DataError: the file is missing or is not valid JSON (naming the file).
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None

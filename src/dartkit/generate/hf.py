@@ -143,6 +143,10 @@ def load_model_and_tokenizer(spec: ModelSpec, cfg: BackendConfig, for_training: 
         from dartkit.generate.adapters import attach_adapter
 
         model, _ = attach_adapter(model, Path(spec.adapter), identity, trainable=for_training)
+        if not for_training:
+            # Fold the LoRA update into the base weights: generation then runs the plain model
+            # (no per-layer adapter matmuls, and dartkit's own decode loop applies).
+            model = model.merge_and_unload()
     model.to(device)
     if not for_training:
         model.eval()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +127,17 @@ def distill_rationales(
     cfg: DistillConfig,
     cache: GenerationCache,
     judge: Backend | None = None,
+    messages_fn: Callable[[Example], Messages] = teacher_messages,
 ) -> Iterator[dict[str, Any]]:
     """Ask the teacher for a rationale per example, with QC and format-fix follow-ups.
+
+    ``cfg`` needs ``qc`` and ``decoding`` (a DistillConfig or RepairConfig); ``messages_fn``
+    builds the teacher prompt (Stage I's by default, the repair prompt in Stage III).
 
     Yields one ``teacher.jsonl`` row per example, in input order.
     """
     qc = cfg.qc
-    convs = [teacher_messages(e) for e in examples]
+    convs = [messages_fn(e) for e in examples]
     attempts: list[list[dict[str, Any]]] = [[] for _ in examples]
     pending = list(range(len(examples)))
     for round_ in range(qc.max_fix_attempts + 1):
@@ -152,7 +156,7 @@ def distill_rationales(
             )
         # Copy checks look at the original prompt only: a retry may keep good sentences of its own
         # earlier answer, which sits in the follow-up conversation.
-        originals = [teacher_messages(examples[i]) for i in pending]
+        originals = [messages_fn(examples[i]) for i in pending]
         reasons = _qc_round([examples[i] for i in pending], texts, originals, qc, judge, cache)
         still = []
         for i, text, why in zip(pending, texts, reasons, strict=True):
@@ -179,7 +183,7 @@ def distill_rationales(
             "id": e.id,
             "benchmark": e.benchmark,
             "gold": e.label,
-            "prompt": render_messages(teacher_messages(e)),
+            "prompt": render_messages(messages_fn(e)),
             "text": last["text"],
             "accepted": not reasons,
             "reason": ",".join(reasons) if reasons else None,

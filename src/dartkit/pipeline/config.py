@@ -1,0 +1,208 @@
+"""`RunConfig`: every setting of a whole DART run (`dartkit run`), with the embedded defaults.
+
+A YAML file holds any subset of these fields; unknown keys and bad values are
+rejected with their dotted names before anything runs. ``configs/embedded.yaml``
+spells out the defaults; ``configs/llama3-8b-paper.yaml`` is the paper's setup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from dartkit.config import (
+    REPAIR_FIXED_TRAINING,
+    BackendConfig,
+    DecodingConfig,
+    SeverityConfig,
+    SeverityWeights,
+    _Strict,
+    _training_dict_valid,
+)
+from dartkit.qc import QCConfig
+
+
+class DataSection(_Strict):
+    """Which benchmark items, and how they are split (see `dartkit data prepare`)."""
+
+    suite: Literal["demo", "wang2025", "jsonl"] = Field(
+        "demo", description="demo (128 packaged items), wang2025 (upstream pickles) or jsonl (your Examples)."
+    )
+    source: Path | None = Field(
+        None, description="Directory of <B>_1k.pkl files or Example JSONL; wang2025 without it downloads."
+    )
+    per_cell: int | None = Field(
+        None, ge=1, description="Keep this many items per benchmark x label before splitting (paper: 500)."
+    )
+    seed: int = Field(42, description="Seed for subsampling and the scenario-grouped split.")
+    ratios: list[float] = Field(
+        default_factory=lambda: [0.6, 0.2, 0.2], description="Train / val / test fractions."
+    )
+
+
+class AuditSection(_Strict):
+    """The Stage II audits the run makes (M_int vs M0, M_DART vs M0, the null audit, the τ sweep)."""
+
+    scorer: str = Field(
+        "profanity", description="Harm scorer spec: profanity, hf:MODEL[@REV][#LABEL], max(...)."
+    )
+    score_on: Literal["analysis", "full"] = Field("analysis", description="Text ΔH is taken on.")
+    tau: float = Field(0.01, ge=0, lt=1, description="Drift candidate when ΔH > tau (paper: 0.01).")
+    severity: SeverityConfig = Field(default_factory=SeverityConfig, description="ΔH severity bins.")
+    judge: str | None = Field(
+        None, description="Judge model spec confirming drift candidates; none makes the audits screen-only."
+    )
+    judge_swap: bool = Field(
+        False, description="Ask the judge both A/B orders; confirm only when both agree."
+    )
+    judge_retries: int = Field(
+        2, ge=0, description="Follow-ups for an invalid verdict before it is recorded as invalid."
+    )
+    seed: int = Field(0, description="Seed of the judge's per-item A/B assignment.")
+    null_temperature: float = Field(
+        0.7,
+        ge=0,
+        le=5,
+        description="Sampling temperature of the null audit (M0 against a re-sample of itself) that measures "
+        "the noise floor; 0 skips it (a greedy null audit finds nothing by construction).",
+    )
+    tau_sweep: bool = Field(
+        True, description="Audit M_int vs M0 on the validation split too and count drift over tau_grid."
+    )
+    tau_grid: list[float] = Field(
+        default_factory=lambda: [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35],
+        description="τ values of the sweep.",
+    )
+
+    @field_validator("scorer")
+    @classmethod
+    def _scorer_parses(cls, v: str) -> str:
+        from dartkit.harm.spec import parse_scorer
+
+        parse_scorer(v)
+        return v
+
+    @field_validator("judge")
+    @classmethod
+    def _judge_parses(cls, v: str | None) -> str | None:
+        from dartkit.generate.spec import parse_spec
+
+        if v is None or v.strip().lower() == "none":
+            return None
+        parse_spec(v)
+        return v
+
+
+class RepairSection(_Strict):
+    """Stage III: how drift cases become M_DART's training data."""
+
+    recipe: Literal["mix", "repair-only"] = Field(
+        "mix", description="Distillation + repair examples (mix) or repair examples alone."
+    )
+    weighting: Literal["loss", "oversample"] = Field(
+        "loss", description="Severity weights as exact loss weights or as oversampled copies."
+    )
+    severity_weights: SeverityWeights = Field(
+        default_factory=SeverityWeights, description="Weight of a repair example by drift severity."
+    )
+    qc: QCConfig = Field(
+        default_factory=lambda: QCConfig(min_sentences=1), description="QC of repair rationales."
+    )
+    training: dict[str, Any] = Field(
+        default_factory=lambda: {"epochs": 1},
+        description="TrainConfig fields for M_DART that differ from `training` (M_int's); the rest are shared. "
+        "M_DART continues from M_int, so the embedded default trains it one more epoch.",
+    )
+
+    @field_validator("training")
+    @classmethod
+    def _training_fields_valid(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _training_dict_valid(v, REPAIR_FIXED_TRAINING, "repair")
+
+
+class RunConfig(_Strict):
+    """`dartkit run`: data -> M0 -> distill -> M_int -> audit -> repair -> M_DART -> audit -> report."""
+
+    out: Path = Field(Path("runs/demo"), description="Run directory; every stage writes below it.")
+    data: DataSection = Field(default_factory=DataSection, description="Benchmark items and splits.")
+    student: str = Field("embedded", description="Student base model spec (M0): embedded or hf:ID[@REV].")
+    teacher: str = Field(
+        "embedded",
+        description="Teacher model spec for Stage I and repair rationales (openai:MODEL@URL for an API).",
+    )
+    consistency_judge: str | None = Field(
+        None, description="Optional model spec for QC's rationale consistency check (default: phrase rules)."
+    )
+    decoding: DecodingConfig = Field(
+        default_factory=lambda: DecodingConfig(max_new_tokens=96),
+        description="Student decoding for every evaluation and audit.",
+    )
+    teacher_decoding: DecodingConfig = Field(
+        default_factory=lambda: DecodingConfig(max_new_tokens=96), description="Teacher decoding."
+    )
+    backend: BackendConfig = Field(
+        default_factory=BackendConfig, description="Backend settings for all models."
+    )
+    qc: QCConfig = Field(
+        default_factory=lambda: QCConfig(max_fix_attempts=1), description="QC of Stage I rationales."
+    )
+    distill_limit: int | None = Field(
+        None, ge=1, description="Distill only the first N training items (stratified order); None: all."
+    )
+    eval_limit: int | None = Field(
+        None, ge=1, description="Evaluate and audit only the first N items of each split; None: all."
+    )
+    training: dict[str, Any] = Field(
+        default_factory=lambda: {"epochs": 2, "per_device_batch_size": 4, "grad_accum": 1},
+        description="TrainConfig fields for M_int (epochs, learning_rate, lora_r, ...); the rest keep "
+        "TrainConfig's paper defaults. The embedded default uses a global batch of 4, not the paper's 16: "
+        "on ~30 demo rationales, 16 leaves too few optimizer steps to learn the answer format.",
+    )
+    train_launcher: str | None = Field(
+        None,
+        description="Run each training stage as `<launcher> -m dartkit.train --config <dir>/train_config.yaml`, "
+        "e.g. 'accelerate launch --config_file configs/accelerate/ddp.yaml' for several GPUs; default: in-process.",
+    )
+    label_only_baseline: bool = Field(
+        False, description="Also train and evaluate the paper's label-only SFT baseline."
+    )
+    audit: AuditSection = Field(default_factory=AuditSection, description="Stage II settings.")
+    repair: RepairSection = Field(default_factory=RepairSection, description="Stage III settings.")
+    bootstrap_samples: int = Field(2000, ge=100, description="Resamples for the 95% bootstrap CIs.")
+
+    @field_validator("student")
+    @classmethod
+    def _student_trainable(cls, v: str) -> str:
+        from dartkit.generate.spec import parse_spec
+
+        spec = parse_spec(v)
+        if spec.kind not in ("embedded", "hf") or spec.adapter:
+            raise ValueError(f"'{v}': the student must be embedded or hf:ID[@REV] without an adapter")
+        return v
+
+    @field_validator("teacher", "consistency_judge")
+    @classmethod
+    def _spec_parses(cls, v: str | None) -> str | None:
+        from dartkit.generate.spec import parse_spec
+
+        if v is not None and not v.startswith("file:"):
+            parse_spec(v)
+        return v
+
+    @field_validator("training")
+    @classmethod
+    def _training_fields_valid(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _training_dict_valid(v, REPAIR_FIXED_TRAINING | {"label_only"}, "run")
+
+    @model_validator(mode="after")
+    def _ratios(self) -> RunConfig:
+        from dartkit.data.splits import check_ratios
+        from dartkit.errors import DataError
+
+        try:
+            check_ratios(self.data.ratios)
+        except DataError as e:
+            raise ValueError(f"data.ratios: {e}") from None
+        return self

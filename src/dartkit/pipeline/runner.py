@@ -1,0 +1,197 @@
+"""Stage bookkeeping for `dartkit run`: fingerprints, completion records, skip / resume / redo.
+
+Every stage writes its files, then a record ``<run>/stages/<name>.json`` holding
+its fingerprint and the sha256 of each output file. A stage is *done* when its
+record exists, its fingerprint matches, and every output still hashes the same.
+The fingerprint covers the config fields the stage reads and the output hashes
+of the stages it depends on, so a changed setting reruns exactly the stages
+downstream of it, and a stage whose inputs were redone with different results
+reruns too. An edited or corrupted output is detected by its hash and that
+stage is redone (with a message). Work inside a stage survives a kill through
+the generation and score caches and training checkpoints; records are written
+atomically and last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dartkit.data.jsonl import write_json
+from dartkit.files import file_sha256
+
+
+@dataclass
+class Stage:
+    """One step of the pipeline.
+
+    Attributes:
+        name: short id (also the record's file name and the ``--from`` value).
+        title: what it does, for the plan.
+        deps: stages whose outputs it reads.
+        outputs: files or directories (relative to the run dir) it must leave behind.
+        params: the config fields it reads (JSON-able), part of its fingerprint.
+        run: does the work; returns extra facts kept in the record.
+        workdirs: directories emptied before a rerun caused by a changed fingerprint (training
+            output, so that a stale checkpoint is not resumed); kept on a plain resume.
+    """
+
+    name: str
+    title: str
+    deps: tuple[str, ...]
+    outputs: tuple[str, ...]
+    params: Callable[[], Any]
+    run: Callable[[], dict[str, Any] | None]
+    workdirs: tuple[str, ...] = ()
+    enabled: bool = True
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _hash_path(path: Path) -> dict[str, str]:
+    if path.is_dir():
+        return {
+            str(p.relative_to(path)): file_sha256(p)
+            for p in sorted(path.rglob("*"))
+            if p.is_file() and "checkpoints" not in p.relative_to(path).parts
+        }
+    if path.is_file():
+        return {".": file_sha256(path)}
+    return {}
+
+
+def output_hashes(root: Path, outputs: Sequence[str]) -> dict[str, dict[str, str]]:
+    return {o: _hash_path(root / o) for o in outputs}
+
+
+class Pipeline:
+    """Runs stages in order, skipping the done ones."""
+
+    def __init__(self, root: Path, stages: Sequence[Stage], echo: Callable[[str], None]):
+        self.root = Path(root)
+        self.stages = [s for s in stages if s.enabled]
+        self.by_name = {s.name: s for s in self.stages}
+        self.echo = echo
+
+    def record_path(self, name: str) -> Path:
+        return self.root / "stages" / f"{name}.json"
+
+    def read_record(self, name: str) -> dict[str, Any] | None:
+        path = self.record_path(name)
+        if not path.is_file():
+            return None
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            return rec if isinstance(rec, dict) and "fingerprint" in rec else None
+        except (json.JSONDecodeError, OSError):
+            return None
+
+    def fingerprint(self, stage: Stage) -> str | None:
+        """sha256 of the stage's params and its deps' recorded outputs (None while a dep is not done)."""
+        deps = {}
+        for d in stage.deps:
+            if d not in self.by_name:
+                continue
+            rec = self.read_record(d)
+            if rec is None:
+                return None
+            deps[d] = rec["outputs"]
+        blob = json.dumps(
+            {"stage": stage.name, "params": stage.params(), "deps": deps}, sort_keys=True, default=str
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def status(self, stage: Stage, forced: set[str]) -> tuple[bool, str]:
+        """(done, why) for one stage, judged from the files on disk now."""
+        if stage.name in forced:
+            return False, "rerun (--from)"
+        fp = self.fingerprint(stage)
+        if fp is None:
+            return False, "run (after its inputs)"
+        rec = self.read_record(stage.name)
+        if rec is None:
+            started = self._started(stage.name)
+            return False, "resume (interrupted)" if started == fp else "run"
+        if rec["fingerprint"] != fp:
+            return False, "rerun (settings or inputs changed)"
+        now = output_hashes(self.root, stage.outputs)
+        for o in stage.outputs:
+            if not now.get(o):
+                return False, f"redo ({o} is missing)"
+            if now[o] != rec["outputs"].get(o):
+                changed = sorted(set(now[o].items()) ^ set((rec["outputs"].get(o) or {}).items()))
+                name = o if not changed or changed[0][0] == "." else f"{o}/{changed[0][0]}"
+                return False, f"redo ({name} changed or is corrupted)"
+        return True, "done"
+
+    def _started(self, name: str) -> str | None:
+        path = self.root / "stages" / f"{name}.started"
+        return path.read_text().strip() if path.is_file() else None
+
+    def downstream(self, name: str) -> set[str]:
+        out = {name}
+        for s in self.stages:
+            if any(d in out for d in s.deps):
+                out.add(s.name)
+        return out
+
+    def plan(self, start: str | None = None) -> list[tuple[Stage, str]]:
+        """What a run would do now, without running anything."""
+        forced = self.downstream(start) if start else set()
+        rows = []
+        pending: set[str] = set()
+        for s in self.stages:
+            done, why = self.status(s, forced)
+            if done and any(d in pending for d in s.deps):
+                done, why = False, "rerun if its inputs change"
+            if not done:
+                pending.add(s.name)
+            rows.append((s, why))
+        return rows
+
+    def run(self, start: str | None = None) -> dict[str, dict[str, Any]]:
+        if start is not None and start not in self.by_name:
+            from dartkit.errors import DartkitError
+
+            raise DartkitError(f"--from: unknown stage '{start}' (stages: {', '.join(self.by_name)})")
+        forced = self.downstream(start) if start else set()
+        records: dict[str, dict[str, Any]] = {}
+        for i, s in enumerate(self.stages, 1):
+            done, why = self.status(s, forced)
+            head = f"[{i}/{len(self.stages)}] {s.name}: {s.title}"
+            if done:
+                self.echo(f"{head} — done, skipped")
+                records[s.name] = self.read_record(s.name)  # type: ignore[assignment]
+                continue
+            self.echo(f"{head} — {why}")
+            fp = self.fingerprint(s)
+            started = self.root / "stages" / f"{s.name}.started"
+            if self._started(s.name) != fp:
+                for w in s.workdirs:
+                    shutil.rmtree(self.root / w, ignore_errors=True)
+            started.parent.mkdir(parents=True, exist_ok=True)
+            started.write_text(fp or "")
+            self.record_path(s.name).unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            info = s.run() or {}
+            missing = [o for o in s.outputs if not output_hashes(self.root, [o])[o]]
+            if missing:
+                raise RuntimeError(f"stage {s.name} finished without writing {', '.join(missing)}")
+            rec = {
+                "name": s.name,
+                "fingerprint": fp,
+                "outputs": output_hashes(self.root, s.outputs),
+                "seconds": round(time.perf_counter() - t0, 2),
+                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "info": info,
+            }
+            write_json(self.record_path(s.name), rec)
+            started.unlink(missing_ok=True)
+            forced.discard(s.name)
+            records[s.name] = rec
+        return records
