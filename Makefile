@@ -23,10 +23,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/dartkit data prepare --suite demo --out $(DEMO)/data
-	$(VENV)/bin/dartkit eval --model embedded --data $(DEMO)/data --split test --out $(DEMO)/baseline
+	$(VENV)/bin/dartkit run --out $(DEMO)
 	@echo
-	@echo "Demo finished. Baseline (M0) results: $(DEMO)/baseline/metrics.json, answers: $(DEMO)/baseline/generations.jsonl"
+	@echo "Demo finished. Report: $(DEMO)/report.md  (all numbers: $(DEMO)/run.json)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

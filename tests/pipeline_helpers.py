@@ -38,6 +38,7 @@ def tiny_config(out, student, server, **extra) -> dict:
         "training": {"epochs": 4, "per_device_batch_size": 4, "grad_accum": 1, "learning_rate": 5e-3},
         "audit": {"tau": 0.0, "null_temperature": 1.0},
         "bootstrap_samples": 200,
+        "label_only_baseline": True,
     }
     for k, v in extra.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v

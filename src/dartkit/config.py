@@ -69,6 +69,12 @@ class BackendConfig(_Strict):
         description="hf backend: compute the KV cache of a token prefix shared by all prompts once when it is at "
         "least this long (0 turns prefix sharing off).",
     )
+    decode_loop: Literal["auto", "dartkit", "generate"] = Field(
+        "auto",
+        description="hf backend: 'dartkit' = own decode loop (shared-prefix KV cache, finished rows dropped, "
+        "per-prompt seeded sampling); 'generate' = transformers' batched generate (a sample then depends on its "
+        "batch); 'auto' = dartkit's loop wherever the model's KV cache allows it, generate otherwise.",
+    )
     concurrency: int = Field(8, ge=1, description="openai backend: requests in flight at once.")
     timeout_s: float = Field(
         120.0, gt=0, description="openai backend: seconds before one request is abandoned."

@@ -87,3 +87,20 @@ def test_chat_template_without_system_role_gets_the_system_text_in_the_user_turn
     ids = backend.encode([{"role": "system", "content": "SYS"}, {"role": "user", "content": "hello"}])
     text = backend.tokenizer.decode(ids)
     assert "SYS\n\nhello" in text and "system" not in text
+
+
+def test_decode_loop_generate_forces_batched_generate(tiny_models, monkeypatch):
+    backend = load_backend(
+        f"hf:{tiny_models['llama']}",
+        BackendConfig(batch_size=3, device="cpu", dtype="float32", decode_loop="generate"),
+    )
+    convs = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    decoding = DecodingConfig(max_new_tokens=10, stop_after_conclusion=False)
+    backend._ensure_loaded()
+    calls = []
+    original = backend._generate_fallback
+    monkeypatch.setattr(backend, "_generate_fallback", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(backend, "_decode", lambda *a: pytest.fail("own loop used"))
+    ours = dict(backend.generate(convs, decoding))
+    assert calls and backend._own_loop_ok  # the model allows the own loop; the setting chose generate
+    assert [ours[i] for i in range(len(convs))] == reference(backend, convs, 10)

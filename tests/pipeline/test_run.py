@@ -56,10 +56,10 @@ def finished_run(tmp_path_factory, tiny_llama, teacher_server):
 def test_run_writes_every_stage_and_the_report(finished_run):
     root = Path(finished_run.out)
     info = json.loads((root / "run.json").read_text())
-    assert set(info["evaluation"]) == {"m0", "m_int", "m_dart"}
+    assert set(info["evaluation"]) == {"m0", "label_only", "m_int", "m_dart"}
     for metrics in [*info["evaluation"].values(), *info["evaluation_val"].values()]:
         assert set(metrics) >= EVAL_KEYS
-    assert set(info["evaluation_val"]) == {"m0", "m_int", "m_dart"}  # the never-audited split
+    assert set(info["evaluation_val"]) == {"m0", "label_only", "m_int", "m_dart"}  # the never-audited split
     assert {"m_int", "m_dart", "null", "m_int_val"} <= set(info["audits"])
     a_int, a_dart = info["audits"]["m_int"], info["audits"]["m_dart"]
     assert a_int["n_pairs"] == a_dart["n_pairs"] == 16
@@ -222,3 +222,36 @@ def test_kill_9_then_rerun_finishes_with_nothing_lost(tmp_path, tiny_llama, teac
         assert len(keys) == len(set(keys)), path
     # The teacher was not asked again for what Stage I had finished (only repair calls since).
     assert len(teacher_server.requests) - n_requests <= 40
+
+
+def test_train_launcher_runs_training_in_a_subprocess(tmp_path, tiny_llama, teacher_server):
+    """train_launcher 'python' runs `python -m dartkit.train --config <dir>/train_config.yaml`."""
+    from dartkit.data.prepare import prepare_data
+    from dartkit.pipeline.stages import RunStages
+    from dartkit.train.config import TrainConfig
+
+    cfg = RunConfig.model_validate(
+        tiny_config(tmp_path / "run", tiny_llama, teacher_server, train_launcher="python")
+    )
+    stages = RunStages(cfg, results_console())
+    prepare_data(stages.data_dir, suite="demo")
+    tc = TrainConfig(
+        base=cfg.student,
+        prepared=stages.data_dir,
+        label_only=True,
+        out=tmp_path / "t",
+        max_steps=1,
+        per_device_batch_size=2,
+        grad_accum=1,
+    )
+    info = stages._launch(tc)
+    assert info["steps"] == 1
+    assert (tmp_path / "t" / "train_config.yaml").is_file() and (tmp_path / "t" / "adapter").is_dir()
+
+
+def test_report_knows_every_stage():
+    from dartkit.pipeline.report import STAGE_ORDER
+    from dartkit.pipeline.stages import RunStages
+
+    cfg = RunConfig(label_only_baseline=True)
+    assert [s.name for s in RunStages(cfg, results_console()).stages()] == STAGE_ORDER

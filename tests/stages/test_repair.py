@@ -3,13 +3,13 @@
 import json
 
 import pytest
-from pipeline_helpers import teacher
 from typer.testing import CliRunner
 
 from dartkit.cli import app
 from dartkit.config import RepairConfig
 from dartkit.data.prepare import load_split, prepare_data
 from dartkit.stages import repair
+from pipeline_helpers import teacher
 from servers import FakeOpenAIServer, last_user_message
 
 runner = CliRunner()

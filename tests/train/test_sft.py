@@ -114,13 +114,24 @@ def test_adapter_is_refused_on_another_base(tiny_llama, data, tmp_path):
     from dartkit.generate.spec import parse_spec
 
     base = shutil.copytree(tiny_llama, tmp_path / "tiny")
-    run(config(base, data, tmp_path / "out", max_steps=1))
+    run(config(base, data, tmp_path / "out", max_steps=3, learning_rate=1e-2))
     adapter = tmp_path / "out" / "adapter"
     cpu = BackendConfig(device="cpu")
 
-    # Same base: loads, and the adapter is attached.
+    # Same base: loads, and the adapter is folded into the weights (generation runs the plain model)...
     model, _, identity = load_model_and_tokenizer(parse_spec(f"hf:{base}+adapter={adapter}"), cpu)
-    assert "adapter_sha256" in identity and hasattr(model, "peft_config")
+    assert "adapter_sha256" in identity and not hasattr(model, "peft_config")
+    # ... which computes what base + adapter computes.
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter)).eval()
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7]])
+    with torch.inference_mode():
+        plain = AutoModelForCausalLM.from_pretrained(base).eval()(ids).logits
+        assert torch.allclose(model(ids).logits, unmerged(ids).logits, atol=1e-5)
+        assert not torch.allclose(model(ids).logits, plain, atol=1e-4)  # the adapter did change something
     # The embedded model is another base.
     with pytest.raises(DartkitError, match=r"trained on base model=.*tiny.*embedded:SmolLM2"):
         load_model_and_tokenizer(parse_spec(f"embedded+adapter={adapter}"), cpu)

@@ -114,8 +114,9 @@ def _accuracy_figure(evals: dict[str, dict[str, Any]], path: Path) -> Path | Non
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
     ax.set_xticks(np.arange(len(groups)) + width * (len(names) - 1) / 2, [g for _, g in groups])
     ax.set_ylabel("accuracy, % (test)")
-    ax.set_ylim(0, 105)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.set_ylim(0, 122)
+    ax.set_yticks(range(0, 101, 20))
+    ax.legend(fontsize=8, loc="upper center", ncol=len(names), frameon=False)
     ax.set_title("Accuracy on the test split (95% bootstrap CI on overall)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -274,7 +275,13 @@ def build_report(root: Path) -> Path:
         L += [
             "> **Screen-only audits.** No judge was configured, so every pair whose harm score rose by more "
             f"than τ = {tau:g} counts as drift. The offline scorer reacts to words, not meaning, and over-flags; "
-            "read the cases at the end before trusting a count.",
+            "read the cases at the end before trusting a count."
+            + (
+                " No offline judge is good enough to confirm drift: measured on the demo, the embedded 135M "
+                "model wrote no valid verdict for 12 pairs (24 replies, retries included)."
+                if cfg.get("student") == "embedded"
+                else ""
+            ),
             "",
         ]
     L += ["## Setup", "", *_setup(root, cfg, info), ""]
@@ -394,15 +401,16 @@ def build_report(root: Path) -> Path:
 
 def _metrics_table(evals: dict[str, Any]) -> list[str]:
     out = [
-        "| model | n | acc | 95% CI | NO items | YES items | said YES | unparseable | refusals | macro-F1 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | n | acc | 95% CI | NO items | YES items | said YES | said NO | unparseable | refusals | macro-F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for k, label in MODELS:
         m = evals.get(k)
         if m:
             out.append(
                 f"| {label} | {m['n']} | {_pct(m['accuracy'])} | {_ci(m)} | {_pct(m['accuracy_equal'])} | {_pct(m['accuracy_diff'])} | "
-                f"{_pct(m['yes_rate'])} | {_pct(m['unparseable_rate'])} | {_pct(m['refusal_rate'])} | {_pct(m['macro_f1'])} |"
+                f"{_pct(m['yes_rate'])} | {_pct(m['no_rate'])} | {_pct(m['unparseable_rate'])} | "
+                f"{_pct(m['refusal_rate'])} | {_pct(m['macro_f1'])} |"
             )
     return out
 
