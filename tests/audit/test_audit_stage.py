@@ -184,7 +184,7 @@ def test_cli_fail_on_drift_gate(gen_files, tmp_path):
     ("content", "message"),
     [
         ('{"id": "a", "text": "x"}\n{"id": "b"}\n', r"base.jsonl:2: field 'text' is missing"),
-        ('{"id": "a", "text": "x"}\nnot json\n', r"base.jsonl:2: not valid JSON"),
+        ('{"id": "a", "text": "x"}\nnot json\n', r"base.jsonl:2: malformed JSON"),
         ('{"id": "a", "text": "x", "label": "MAYBE"}\n', r"base.jsonl:1: field 'label' must be YES or NO"),
         ('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', r"base.jsonl:2: id 'a' repeats line 1"),
         ('{"text": "x"}\n', r"base.jsonl:1: field 'id' is missing"),

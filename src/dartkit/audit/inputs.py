@@ -12,11 +12,11 @@ Generation files are JSONL with ``id`` and ``text`` and optional ``prompt``,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dartkit.data.jsonl import iter_json_lines, read_text
 from dartkit.data.splits import stratified_order
 from dartkit.errors import DataError
 from dartkit.generate.base import Messages
@@ -39,19 +39,7 @@ class AuditItem:
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    if not Path(path).is_file():
-        raise DataError(f"{path}: file not found")
-    rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{n}: each line must be a JSON object")
-        rows.append((n, row))
+    rows = list(iter_json_lines(read_text(Path(path)), str(path)))
     if not rows:
         raise DataError(f"{path}: no records")
     return rows

@@ -29,6 +29,7 @@ from dartkit.config import AuditConfig, DistillConfig, EvalConfig, RepairConfig
 from dartkit.data.jsonl import read_json
 from dartkit.errors import DartkitError
 from dartkit.pipeline.config import RunConfig
+from dartkit.pipeline.report import STAGE_ORDER
 from dartkit.pipeline.runner import Stage
 
 SPLITS = ("test", "val")
@@ -417,20 +418,7 @@ class RunStages:
             Stage(
                 "report",
                 "report.md, figures, run.json",
-                (
-                    "data",
-                    "eval_m0",
-                    "label_only",
-                    "distill",
-                    "train_int",
-                    "eval_int",
-                    "audit_int",
-                    "null_audit",
-                    "repair",
-                    "train_dart",
-                    "eval_dart",
-                    "audit_dart",
-                ),
+                tuple(STAGE_ORDER[:-1]),  # reads every stage's outputs
                 ("report.md", "run.json"),
                 lambda: {"report_version": 1},
                 self.report,

@@ -16,7 +16,6 @@ examples weighted by severity (recipe ``mix``), or on the repair examples alone
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from dartkit.config import ConfigError, RepairConfig, dump_config
-from dartkit.data.jsonl import write_json, write_jsonl
+from dartkit.data.jsonl import iter_json_lines, read_text, write_json, write_jsonl
 from dartkit.errors import DataError
 from dartkit.generate import load_backend
 from dartkit.generate.cache import GenerationCache
@@ -45,13 +44,7 @@ def read_drift_cases(path: Path) -> list[dict[str, Any]]:
     if not Path(path).is_file():
         raise DataError(f"{path}: drift file not found (run the audit first)")
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    for n, row in iter_json_lines(read_text(Path(path)), str(path)):
         for key in ("id", "severity"):
             if not isinstance(row.get(key), str):
                 raise DataError(f"{path}:{n}: field '{key}' is missing or not a string")
