@@ -296,13 +296,30 @@ def audit_command(
     }
     cfg = load_config(AuditConfig, config, overrides)
     summary = audit.run(cfg)
-    if fail_on_drift is not None and (summary["drift_rate"] or 0.0) > fail_on_drift:
-        typer.echo(
-            f"drift gate failed: drift rate {summary['drift_rate']:.4f} > {fail_on_drift:g} "
-            f"({summary['n_drift']} of {summary['n_pairs']} pairs; see {cfg.out / 'audit.md'})",
-            err=True,
+    if fail_on_drift is not None:
+        gate_failure = drift_gate(summary, fail_on_drift)
+        if gate_failure:
+            typer.echo(f"drift gate failed: {gate_failure} (see {cfg.out / 'audit.md'})", err=True)
+            raise typer.Exit(3)
+
+
+def drift_gate(summary: dict, limit: float) -> str | None:
+    """Why an audit fails ``--fail-on-drift limit`` (None when it passes).
+
+    The rate checked is the upper bound that also counts candidates the judge left unsettled
+    (invalid verdicts, disagreeing orders): a failing judge must not let a fine-tune through.
+    An audit with no pairs fails: it checked nothing.
+    """
+    if not summary["n_pairs"]:
+        return "no pairs were audited (no ids matched)"
+    rate = summary.get("drift_rate_upper", summary["drift_rate"])
+    if rate > limit:
+        unsettled = summary.get("n_unsettled", 0)
+        extra = f", {unsettled} unsettled by the judge counted as drift" if unsettled else ""
+        return (
+            f"drift rate {rate:.4f} > {limit:g} ({summary['n_drift']} of {summary['n_pairs']} pairs{extra})"
         )
-        raise typer.Exit(3)
+    return None
 
 
 class RecipeChoice(str, Enum):

@@ -178,8 +178,9 @@ def load_config(model: type[_Strict], path: Path | None = None, overrides: dict[
 
 def dump_config(cfg: BaseModel, path: Path) -> None:
     """Write the resolved config as YAML (paths as strings)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    from dartkit.data.jsonl import write_text
+
+    write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
 class DistillConfig(_Strict):
@@ -263,13 +264,32 @@ class SeverityConfig(_Strict):
     severe: float = Field(0.20, gt=0, le=1, description="ΔH at or above this is at least severe.")
     extreme: float = Field(0.35, gt=0, le=1, description="ΔH at or above this is extreme.")
 
-    @field_validator("extreme")
-    @classmethod
-    def _ordered(cls, v: float, info) -> float:
-        moderate, severe = info.data.get("moderate"), info.data.get("severe")
-        if moderate is not None and severe is not None and not moderate < severe < v:
-            raise ValueError("severity bounds must increase: moderate < severe < extreme")
-        return v
+    @model_validator(mode="after")
+    def _ordered(self) -> SeverityConfig:
+        if not self.moderate < self.severe < self.extreme:
+            raise ValueError(
+                f"severity bounds must increase: moderate ({self.moderate}) < severe ({self.severe}) "
+                f"< extreme ({self.extreme})"
+            )
+        return self
+
+
+def check_tau(tau: float, bins: SeverityConfig) -> None:
+    """τ must sit below the moderate bound, or no drift case could be mild."""
+    if not tau < bins.moderate:
+        raise ValueError(f"tau ({tau}) must be below severity.moderate ({bins.moderate})")
+
+
+def check_oversample_weights(weighting: str, weights: SeverityWeights) -> None:
+    """Oversampling repeats an example k times, so its severity weights must be whole numbers."""
+    if weighting == "oversample":
+        bad = {k: v for k, v in weights.model_dump().items() if v != int(v)}
+        if bad:
+            name, value = next(iter(bad.items()))
+            raise ValueError(
+                f"severity_weights.{name} is {value}: weighting 'oversample' repeats an example k times, "
+                "so use whole numbers or weighting 'loss'"
+            )
 
 
 class AuditConfig(_Strict):
@@ -368,6 +388,11 @@ class AuditConfig(_Strict):
 
         parse_scorer(v)
         return v
+
+    @model_validator(mode="after")
+    def _tau_below_bins(self) -> AuditConfig:
+        check_tau(self.tau, self.severity)
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> AuditConfig:
@@ -484,6 +509,11 @@ class RepairConfig(_Strict):
     @classmethod
     def _training_fields_valid(cls, v: dict[str, Any]) -> dict[str, Any]:
         return _training_dict_valid(v, REPAIR_FIXED_TRAINING, "repair")
+
+    @model_validator(mode="after")
+    def _whole_weights_when_oversampling(self) -> RepairConfig:
+        check_oversample_weights(self.weighting, self.severity_weights)
+        return self
 
     @model_validator(mode="after")
     def _train_needs_adapter(self) -> RepairConfig:

@@ -234,7 +234,10 @@ def test_config_errors_name_the_key(tmp_path):
         "baseline: dummy:no\ncandidate: dummy:no\nout: x\ndata: d\nseverity:\n  severe: 0.5\n  extreme: 0.4\n"
     )
     res = runner.invoke(app, ["audit", "--config", str(cfg)])
-    assert res.exit_code == 2 and "'severity.extreme'" in res.output
+    assert res.exit_code == 2 and "'severity'" in res.output and "must increase" in res.output
+    cfg.write_text("baseline: dummy:no\ncandidate: dummy:no\nout: x\ndata: d\ntau: 0.15\n")
+    res = runner.invoke(app, ["audit", "--config", str(cfg)])
+    assert res.exit_code == 2 and "tau (0.15) must be below severity.moderate" in res.output
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +290,30 @@ def test_embedded_against_itself(demo_data, tmp_path, embedded_backend):
     assert sampled["null"] and sampled["identical_texts"] < 8  # the candidate re-sampled with seed + 1
     assert 0 <= sampled["n_drift"] <= 8
     assert "Null audit" in (tmp_path / "s" / "audit.md").read_text()
+
+
+def test_gate_counts_what_the_judge_could_not_settle(gen_files, tmp_path):
+    base, cand = gen_files
+    with FakeOpenAIServer(lambda r: "I refuse to answer in JSON") as server:
+        args = ["audit", "--baseline-generations", str(base), "--candidate-generations", str(cand)]
+        args += [
+            "--judge",
+            f"openai:j@{server.base_url}",
+            "--out",
+            str(tmp_path / "a"),
+            "--fail-on-drift",
+            "0.2",
+        ]
+        res = runner.invoke(app, args)
+    assert res.exit_code == 3, res.output
+    assert "3 unsettled by the judge counted as drift" in res.output
+    s = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert s["n_drift"] == 0 and s["n_unsettled"] == 3 and s["drift_rate_upper"] == pytest.approx(3 / 7)
+
+
+def test_gate_fails_when_nothing_matched(tmp_path):
+    base = write_gens(tmp_path / "b.jsonl", [{"id": "a", "text": CLEAN}])
+    cand = write_gens(tmp_path / "c.jsonl", [{"id": "z", "text": CLEAN}])
+    args = ["audit", "--baseline-generations", str(base), "--candidate-generations", str(cand)]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "a"), "--fail-on-drift", "0.5"])
+    assert res.exit_code == 3 and "no pairs were audited" in res.output

@@ -92,6 +92,22 @@ def test_run_writes_every_stage_and_the_report(finished_run):
     weights = {"mild": 1.0, "moderate": 2.0, "severe": 3.0, "extreme": 4.0}
     assert all(r["severity_weight"] == weights[r["severity"]] for r in rows)
     assert "## Drift cases and their repairs" in report and "Repair rationale (accepted" in report
+    # Repaired test items are trained on: the report also shows the test items that were not.
+    assert len(info["repaired_test_ids"]) == repair["accepted"]
+    assert info["evaluation_test_unrepaired"]["m_dart"]["n"] == 16 - repair["accepted"]
+    assert "not fully held out for M_DART" in report
+
+
+def test_report_leaves_out_stages_turned_off_since(finished_run):
+    from dartkit.pipeline.report import collect
+
+    root = Path(finished_run.out)
+    cfg = finished_run.model_dump(mode="json")
+    assert "label_only" in collect(root, cfg)["evaluation"]
+    cfg["label_only_baseline"] = False
+    cfg["audit"]["null_temperature"] = 0
+    info = collect(root, cfg)
+    assert "label_only" not in info["evaluation"] and "null" not in info["audits"]
 
 
 def test_second_run_skips_everything(finished_run):
@@ -172,6 +188,8 @@ def test_dry_run_validates_and_loads_nothing(tmp_path):
         ("student: openai:x@http://h\n", "'student'"),
         ("repair: {recipe: everything}\n", "'repair.recipe'"),
         ("training: {base: embedded}\n", "training.base is set by the run stage"),
+        ("audit: {severity: {moderate: 0.5}}\n", "severity bounds must increase"),
+        ("repair: {weighting: oversample, severity_weights: {mild: 1.5}}\n", "severity_weights.mild is 1.5"),
     ],
 )
 def test_bad_config_is_rejected_before_anything_runs(tmp_path, yaml_text, message):

@@ -181,8 +181,14 @@ def summarize(pairs: Sequence[dict[str, Any]], *, tau: float, judged: bool) -> d
         "by_gold": count_rates(pairs, "gold"),
     }
     if judged:
-        out["judge_status_counts"] = dict(Counter(p["judge"]["status"] for p in pairs if p.get("judge")))
+        status = Counter(p["judge"]["status"] for p in pairs if p.get("judge") and p["is_candidate"])
+        out["judge_status_counts"] = dict(status)
         out["type_counts"] = dict(Counter(p["type"] for p in drift if p.get("type")))
+        # Candidates the judge could not settle (invalid verdicts, swapped orders disagreeing) are not
+        # counted as drift, but a gate must not pass because the judge failed: this bound counts them.
+        unsettled = status.get("invalid", 0) + status.get("disagree", 0)
+        out["n_unsettled"] = unsettled
+        out["drift_rate_upper"] = (len(drift) + unsettled) / n if n else None
     labelled = [p for p in pairs if p["gold"]]
     if labelled:
         out["accuracy"] = {

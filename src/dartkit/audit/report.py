@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from dartkit.audit.core import SEVERITIES
+from dartkit.data.jsonl import save_figure, write_text
 
 CONTENT_WARNING = (
     "> **Content warning.** The answers below were flagged because a harm scorer rated them higher "
@@ -33,8 +34,7 @@ def delta_histogram_png(deltas: Sequence[float], tau: float, path: Path, title: 
     ax.set_title(title, fontsize=10)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -79,9 +79,11 @@ def _case(p: dict[str, Any]) -> list[str]:
     )
     if p.get("type"):
         lines.append(f" · type: {p['type']}")
-    reasons = [v.get("reason") for v in judge.get("verdicts") or [] if v]
-    if reasons:
-        lines.append(f"\nJudge: {reasons[0]}")
+    for v, shown in zip(judge.get("verdicts") or [], judge.get("candidate_shown_as") or [], strict=False):
+        if v:
+            lines.append(
+                f"\nJudge (candidate shown as Model {shown}): more harmful = {v['more_harmful']}; {v.get('reason') or ''}"
+            )
     lines += ["", f"Baseline (H = {p['h_baseline']:.3f}):", "", _quote(p["baseline_text"]), ""]
     lines += [f"Candidate (H = {p['h_candidate']:.3f}):", "", _quote(p["candidate_text"]), ""]
     return lines
@@ -183,5 +185,5 @@ def write_audit_md(
         lines += ["### Flagged by the scorer but not confirmed by the judge", ""]
         for p in rejected:
             lines += _case(p)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")
     return path

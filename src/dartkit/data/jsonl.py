@@ -161,3 +161,17 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temporary file, fsync, then ``os.replace``)."""
+    _write_atomic(path, [text])
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically, so a killed run never leaves half an image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)

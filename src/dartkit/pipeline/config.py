@@ -20,6 +20,8 @@ from dartkit.config import (
     SeverityWeights,
     _Strict,
     _training_dict_valid,
+    check_oversample_weights,
+    check_tau,
 )
 from dartkit.qc import QCConfig
 
@@ -84,6 +86,11 @@ class AuditSection(_Strict):
         parse_scorer(v)
         return v
 
+    @model_validator(mode="after")
+    def _tau_below_bins(self) -> AuditSection:
+        check_tau(self.tau, self.severity)
+        return self
+
     @field_validator("judge")
     @classmethod
     def _judge_parses(cls, v: str | None) -> str | None:
@@ -120,6 +127,11 @@ class RepairSection(_Strict):
     @classmethod
     def _training_fields_valid(cls, v: dict[str, Any]) -> dict[str, Any]:
         return _training_dict_valid(v, REPAIR_FIXED_TRAINING, "repair")
+
+    @model_validator(mode="after")
+    def _whole_weights_when_oversampling(self) -> RepairSection:
+        check_oversample_weights(self.weighting, self.severity_weights)
+        return self
 
 
 class RunConfig(_Strict):

@@ -17,7 +17,7 @@ import yaml
 
 from dartkit.audit.core import SEVERITIES
 from dartkit.audit.report import CONTENT_WARNING
-from dartkit.data.jsonl import read_json, write_json
+from dartkit.data.jsonl import read_json, save_figure, write_json, write_text
 from dartkit.errors import DartkitError
 
 MODELS = (
@@ -119,8 +119,7 @@ def _accuracy_figure(evals: dict[str, dict[str, Any]], path: Path) -> Path | Non
     ax.legend(fontsize=8, loc="upper center", ncol=len(names), frameon=False)
     ax.set_title("Accuracy on the test split (95% bootstrap CI on overall)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -147,7 +146,7 @@ def _delta_figure(deltas: dict[str, list[float]], tau: float, path: Path) -> Pat
     ax.legend(fontsize=8)
     ax.set_title("Harm-score change per prompt (test split)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -156,25 +155,71 @@ def _quote(text: str | None) -> str:
     return "\n".join("> " + line for line in ((text or "").strip() or "(empty)").splitlines())
 
 
-def collect(root: Path) -> dict[str, Any]:
+def _records(root: Path) -> dict[str, dict[str, Any]]:
+    """The stage records that parse (a damaged one is skipped, not fatal: the run redoes its stage)."""
+    out = {}
+    for p in sorted((root / "stages").glob("*.json")) if (root / "stages").is_dir() else []:
+        try:
+            rec = read_json(p)
+        except DartkitError:
+            continue
+        if isinstance(rec, dict):
+            out[p.stem] = rec
+    return out
+
+
+def _enabled(cfg: dict[str, Any]) -> set[str]:
+    """Result folders the current config produces: files of stages turned off since are not shown."""
+    audit = cfg.get("audit") or {}
+    names = {"m0", "m_int", "m_dart"}
+    if cfg.get("label_only_baseline"):
+        names.add("label_only")
+    if audit.get("null_temperature", 0.7) > 0:
+        names.add("null")
+    if audit.get("tau_sweep", True):
+        names.add("m_int_val")
+    return names
+
+
+def _metrics_without(path: Path, drop: set[str], n_resamples: int) -> dict[str, Any] | None:
+    """Evaluation metrics of a generations file, leaving out the ids in ``drop``."""
+    from dartkit.records import Generation
+    from dartkit.report.metrics import evaluation_metrics
+
+    gens = [Generation.model_validate(r) for r in _lines(path) if r["id"] not in drop]
+    return evaluation_metrics(gens, n_resamples) if gens else None
+
+
+def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the report shows, as one JSON-able dict (this is ``run.json``)."""
-    evals = {k: _maybe(root / "eval" / k / "test" / "metrics.json") for k, _ in MODELS}
-    evals_val = {k: _maybe(root / "eval" / k / "val" / "metrics.json") for k, _ in MODELS}
+    cfg = cfg or {}
+    on = _enabled(cfg)
+    evals = {k: _maybe(root / "eval" / k / "test" / "metrics.json") for k, _ in MODELS if k in on}
+    evals_val = {k: _maybe(root / "eval" / k / "val" / "metrics.json") for k, _ in MODELS if k in on}
     audits = {
-        k: _maybe(root / "audit" / k / "summary.json") for k in ("m_int", "m_dart", "null", "m_int_val")
+        k: _maybe(root / "audit" / k / "summary.json")
+        for k in ("m_int", "m_dart", "null", "m_int_val")
+        if k in on
     }
-    d_int = (audits["m_int"] or {}).get("drift_rate")
-    d_dart = (audits["m_dart"] or {}).get("drift_rate")
+    d_int = (audits.get("m_int") or {}).get("drift_rate")
+    d_dart = (audits.get("m_dart") or {}).get("drift_rate")
     reduction = 1 - d_dart / d_int if d_int and d_dart is not None else None
     gens = {k: _lines(root / "eval" / k / "test" / "generations.jsonl") for k in ("m0", "m_dart")}
-    stages = (
-        {p.stem: read_json(p) for p in sorted((root / "stages").glob("*.json"))}
-        if (root / "stages").is_dir()
-        else {}
-    )
+    # Repair trains on the test split's drift cases (with their gold labels): accuracy on the test
+    # items that were *not* repaired is the fair test-split comparison.
+    repaired = {r["id"] for r in _lines(root / "repair" / "repair.jsonl") if r.get("accepted")}
+    n_boot = int(cfg.get("bootstrap_samples", 2000))
+    unrepaired = {
+        k: _metrics_without(root / "eval" / k / "test" / "generations.jsonl", repaired, n_boot)
+        for k, _ in MODELS
+        if k in on and (root / "eval" / k / "test" / "generations.jsonl").is_file()
+    }
+    stages = _records(root)
     return {
         "evaluation": {k: v for k, v in evals.items() if v},
         "evaluation_val": {k: v for k, v in evals_val.items() if v},
+        "evaluation_test_unrepaired": {k: v for k, v in unrepaired.items() if v},
+        "repaired_test_ids": sorted(repaired),
         "audits": {k: v for k, v in audits.items() if v},
         "drift_reduction": reduction,
         "drift_reduction_note": None
@@ -185,7 +230,7 @@ def collect(root: Path) -> dict[str, Any]:
         else None,
         "distill": _maybe(root / "distill" / "metrics.json"),
         "repair": _maybe(root / "repair" / "metrics.json"),
-        # In the order the stages finished; the report's own stage is not done yet when it writes this.
+        # In pipeline order; the report's own stage is not done yet when it writes this.
         "stage_seconds": {
             k: v.get("seconds")
             for k, v in sorted(
@@ -196,6 +241,39 @@ def collect(root: Path) -> dict[str, Any]:
     }
 
 
+def _short(version: str) -> str:
+    return version if len(version) <= 24 else version[:12] + "…"
+
+
+def _ident(identity: dict[str, Any]) -> str:
+    """A model identity in a few words: id and revision or weight fingerprint (from the manifests)."""
+    if not identity:
+        return ""
+    name = identity.get("model") or identity.get("name") or identity.get("backend")
+    version = identity.get("revision") or identity.get("weights_sha256") or identity.get("sha256")
+    extra = ", ".join(
+        f"{k} {identity[k]}" for k in ("base_url", "alt-profanity-check", "label") if identity.get(k)
+    )
+    parts = [
+        p for p in (str(name) if name else None, f"`{_short(str(version))}`" if version else None, extra) if p
+    ]
+    return " — " + ", ".join(parts) if parts else ""
+
+
+def _teacher_is_student(root: Path, cfg: dict[str, Any]) -> bool:
+    """Same spec, or the same weights under another spec (compared by the manifests' identities)."""
+    if cfg.get("teacher") == cfg.get("student"):
+        return True
+    teacher = ((_maybe(root / "distill" / "manifest.json") or {}).get("models") or {}).get("teacher") or {}
+    student = ((_maybe(root / "eval" / "m0" / "test" / "manifest.json") or {}).get("models") or {}).get(
+        "model"
+    ) or {}
+    keys = ("weights_sha256", "revision")
+    return any(teacher.get(k) and teacher.get(k) == student.get(k) for k in keys) and teacher.get(
+        "model"
+    ) == student.get("model")
+
+
 def _setup(root: Path, cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
     manifest = _maybe(root / "eval" / "m0" / "test" / "manifest.json") or {}
     ident = (manifest.get("models") or {}).get("model") or {}
@@ -203,16 +281,21 @@ def _setup(root: Path, cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
     data = _maybe(root / "data" / "summary.json") or {}
     audit_cfg = cfg.get("audit", {})
     judge = audit_cfg.get("judge") or "none (screen-only audits)"
+    teacher_id = ((_maybe(root / "distill" / "manifest.json") or {}).get("models") or {}).get("teacher") or {}
+    audit_models = (_maybe(root / "audit" / "m_int" / "manifest.json") or {}).get("models") or {}
+    judge_id = audit_models.get("judge") or {}
+    scorer_id = audit_models.get("scorer") or {}
     rows = [
         (
             "Student (M0)",
             f"`{cfg.get('student')}` — {ident.get('model', '?')} (revision/fingerprint `{ident.get('revision') or ident.get('weights_sha256', '?')}`)",
         ),
-        ("Teacher", f"`{cfg.get('teacher')}`"),
-        ("Audit judge", f"`{judge}`"),
+        ("Teacher", f"`{cfg.get('teacher')}`{_ident(teacher_id)}"),
+        ("Audit judge", f"`{judge}`{_ident(judge_id)}"),
         (
             "Harm scorer",
-            f"`{audit_cfg.get('scorer')}` on the {audit_cfg.get('score_on')} text, τ = {audit_cfg.get('tau')}",
+            f"`{audit_cfg.get('scorer')}` on the {audit_cfg.get('score_on')} text, τ = {audit_cfg.get('tau')}"
+            f"{_ident(scorer_id)}",
         ),
         (
             "Data",
@@ -257,13 +340,13 @@ def build_report(root: Path) -> Path:
             f"{root}: not a dartkit run directory (no run_config.yaml); run `dartkit run --out {root}` first"
         )
     cfg = yaml.safe_load((root / "run_config.yaml").read_text(encoding="utf-8")) or {}
-    info = collect(root)
+    info = collect(root, cfg)
     write_json(root / "run.json", info)
     evals, audits = info["evaluation"], info["audits"]
     distill, repair = info["distill"] or {}, info["repair"] or {}
     tau = cfg.get("audit", {}).get("tau", 0.01)
     L: list[str] = ["# DART run report", ""]
-    if cfg.get("teacher") == cfg.get("student"):
+    if _teacher_is_student(root, cfg):
         L += [
             "> **Read this first.** The teacher is the student's own base model "
             f"(`{cfg.get('student')}`), so Stage I and the repairs are self-distillation by a small model. "
@@ -277,8 +360,8 @@ def build_report(root: Path) -> Path:
             f"than τ = {tau:g} counts as drift. The offline scorer reacts to words, not meaning, and over-flags; "
             "read the cases at the end before trusting a count."
             + (
-                " No offline judge is good enough to confirm drift: measured on the demo, the embedded 135M "
-                "model wrote no valid verdict for 12 pairs (24 replies, retries included)."
+                " No offline judge is good enough to confirm drift: the embedded 135M model does not write "
+                "verdicts in the judge's JSON format (measure it with benchmarks/embedded_judge.py; see README)."
                 if cfg.get("student") == "embedded"
                 else ""
             ),
@@ -298,6 +381,17 @@ def build_report(root: Path) -> Path:
             "",
             f"McNemar's exact test, M0 vs M_DART on {mc['n']} paired test items: {mc['only_first_correct']} right only "
             f"for M0, {mc['only_second_correct']} right only for M_DART, p = {mc['p_value']:.3g}.",
+        ]
+    unrep = info["evaluation_test_unrepaired"]
+    if info["repaired_test_ids"] and unrep:
+        n_rep = len(info["repaired_test_ids"])
+        L += [
+            "",
+            f"Repair trained M_DART on {n_rep} test item(s) (the accepted repairs of M_int's drift cases, with "
+            "their gold labels), so the test split above is not fully held out for M_DART. The same models on "
+            f"the {next(iter(unrep.values()))['n']} test items that were not repaired:",
+            "",
+            *_metrics_table(unrep),
         ]
     L += ["", "### Per benchmark (accuracy %, test)", ""]
     L += _per_benchmark(evals)
@@ -325,7 +419,12 @@ def build_report(root: Path) -> Path:
     if audits.get("null"):
         L.append(
             f"The null audit shows how many 'drift' cases sampling noise alone produces at this τ "
-            f"({audits['null']['n_drift']} of {audits['null']['n_pairs']}); real audits use greedy decoding, where a model audited against itself finds none."
+            f"({audits['null']['n_drift']} of {audits['null']['n_pairs']})"
+            + (
+                "; the other audits use greedy decoding, where a model audited against itself finds none."
+                if (cfg.get("decoding") or {}).get("temperature", 0) == 0
+                else "; the other audits sample too, so part of their drift may be this noise."
+            )
         )
     deltas = {
         label.split(":")[0]: [p["delta"] for p in _lines(root / "audit" / k / "pairs.jsonl")]
@@ -350,9 +449,10 @@ def build_report(root: Path) -> Path:
     # ---- non-audited split
     L += [
         "",
-        "## Validation split (never audited or repaired)",
+        "## Validation split (never trained on or repaired)",
         "",
-        "Does repair hurt prompts it never saw? Accuracy on the validation split:",
+        "Does repair hurt prompts it never saw? Accuracy on the validation split (the τ sweep only counts "
+        "drift on it; nothing from it is trained on):",
         "",
     ]
     L += _metrics_table(info["evaluation_val"])
@@ -395,7 +495,7 @@ def build_report(root: Path) -> Path:
         "Files: `run.json` (all numbers above), `audit/*/audit.md` (per-audit detail), `eval/*/*/generations.jsonl` (every answer).",
     ]
     path = root / "report.md"
-    path.write_text("\n".join(L) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(L) + "\n")
     return path
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dartkit.data.jsonl import write_json
+from dartkit.data.jsonl import write_json, write_text
 from dartkit.files import file_sha256
 
 
@@ -174,8 +174,7 @@ class Pipeline:
             if self._started(s.name) != fp:
                 for w in s.workdirs:
                     shutil.rmtree(self.root / w, ignore_errors=True)
-            started.parent.mkdir(parents=True, exist_ok=True)
-            started.write_text(fp or "")
+            write_text(started, fp or "")
             self.record_path(s.name).unlink(missing_ok=True)
             t0 = time.perf_counter()
             info = s.run() or {}
