@@ -134,3 +134,34 @@ def test_a_template_without_an_end_of_turn_token_gets_eos(tokenizer):
     assert len(prompt) + len(answer) == len(enc.input_ids)
     assert answer[-1] == tok.eos_token_id
     assert tok.decode(answer[:-1]).strip() == "Conclusion: NO"
+
+
+def test_a_template_without_system_role_trains_on_the_prompt_generation_uses(tokenizer):
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    record = TrainRecord(
+        id="x",
+        messages=[{"role": "system", "content": "SYS"}, {"role": "user", "content": "hello"}],
+        target="Fine.\nConclusion: NO",
+    )
+    enc = encode_record(tok, record, max_length=512)
+    text = tok.decode(enc.input_ids)
+    assert "SYS\n\nhello" in text and "system" not in text
+    answer = [t for t, label in zip(enc.input_ids, enc.labels, strict=True) if label != -100]
+    assert tok.decode(answer).startswith("Fine.\nConclusion: NO")
+
+
+def test_a_model_without_chat_template_is_a_clear_error(tokenizer):
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = None
+    record = TrainRecord(id="x", messages=[{"role": "user", "content": "hi"}], target="Conclusion: NO")
+    with pytest.raises(DartkitError, match="has no chat template"):
+        encode_record(tok, record, max_length=512)

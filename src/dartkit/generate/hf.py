@@ -210,20 +210,10 @@ class HFBackend:
         return dict(self._identity)
 
     def encode(self, messages: Messages) -> list[int]:
-        if self.tokenizer.chat_template is None:
-            raise DartkitError(
-                f"model '{self.spec}' has no chat template; use an instruction-tuned (chat) model"
-            )
-        try:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        except Exception as e:  # jinja2 TemplateError: e.g. Gemma-2 and Mistral v0.1 reject a system turn
-            if not (messages and messages[0]["role"] == "system" and len(messages) > 1):
-                raise DartkitError(f"model '{self.spec}': its chat template failed: {e}") from None
-            merged = [
-                {"role": "user", "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"},
-                *messages[2:],
-            ]
-            return self.encode(merged)
+        from dartkit.generate.chat import fit_to_template
+
+        fitted = fit_to_template(self.tokenizer, messages, self.spec)
+        ids = self.tokenizer.apply_chat_template(fitted, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from dartkit.errors import DartkitError
+from dartkit.generate.chat import fit_to_template
 from dartkit.train.data import TrainRecord
 
 IGNORE_INDEX = -100
@@ -67,16 +68,15 @@ def encode_record(tokenizer, record: TrainRecord, max_length: int) -> EncodedExa
             conversation, or renders the target differently from its text (e.g. it
             inserts reasoning tags); training on such spans would teach the wrong thing.
     """
-    conversation = [*record.messages, {"role": "assistant", "content": record.target}]
-    prompt = _chat_ids(tokenizer, record.messages, add_generation_prompt=True)
+    messages = fit_to_template(tokenizer, record.messages, getattr(tokenizer, "name_or_path", "student"))
+    conversation = [*messages, {"role": "assistant", "content": record.target}]
+    prompt = _chat_ids(tokenizer, messages, add_generation_prompt=True)
     full = _chat_ids(tokenizer, conversation, add_generation_prompt=False)
     where = record.source or f"id {record.id!r}"
     if full[: len(prompt)] == prompt:
         answer = full[len(prompt) :]
     else:
-        prompt_text = tokenizer.apply_chat_template(
-            record.messages, add_generation_prompt=True, tokenize=False
-        )
+        prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         full_text = tokenizer.apply_chat_template(conversation, tokenize=False)
         if not full_text.startswith(prompt_text):
             raise DartkitError(
