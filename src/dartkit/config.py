@@ -274,6 +274,24 @@ class SeverityConfig(_Strict):
         return self
 
 
+def optional_model_spec(v: str | None) -> str | None:
+    """A model spec that may be absent: None or 'none' mean no model; anything else must parse."""
+    from dartkit.generate.spec import parse_spec
+
+    if v is None or v.strip().lower() == "none":
+        return None
+    parse_spec(v)
+    return v
+
+
+def scorer_spec(v: str) -> str:
+    """A harm-scorer spec, checked by parsing it (no model is loaded)."""
+    from dartkit.harm.spec import parse_scorer
+
+    parse_scorer(v)
+    return v
+
+
 def check_tau(tau: float, bins: SeverityConfig) -> None:
     """τ must sit below the moderate bound, or no drift case could be mild."""
     if not tau < bins.moderate:
@@ -373,21 +391,12 @@ class AuditConfig(_Strict):
     @field_validator("baseline", "candidate", "judge")
     @classmethod
     def _spec_parses(cls, v: str | None) -> str | None:
-        from dartkit.generate.spec import parse_spec
-
-        if v is not None and v.strip().lower() == "none":
-            return None
-        if v is not None:
-            parse_spec(v)
-        return v
+        return optional_model_spec(v)
 
     @field_validator("scorer")
     @classmethod
     def _scorer_parses(cls, v: str) -> str:
-        from dartkit.harm.spec import parse_scorer
-
-        parse_scorer(v)
-        return v
+        return scorer_spec(v)
 
     @model_validator(mode="after")
     def _tau_below_bins(self) -> AuditConfig:

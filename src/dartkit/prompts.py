@@ -96,19 +96,24 @@ Your answer cannot be used yet: {problems}
 Rewrite it: two to four sentences of analysis in your own words that support the answer {label}, then one final line that reads exactly "Conclusion: {label}"."""
 
 
-def teacher_messages(example: Example) -> Messages:
-    """Stage I prompt: the teacher sees the question and its gold label and explains the label."""
-    messages: Messages = [{"role": "system", "content": TEACHER_SYSTEM}]
+def _label_conditioned_messages(system: str, user_template: str, example: Example) -> Messages:
+    """System prompt, the worked examples as earlier turns, then the question with its gold label."""
+    messages: Messages = [{"role": "system", "content": system}]
     for question, label, answer in TEACHER_EXAMPLES:
         messages.append(
-            {"role": "user", "content": TEACHER_USER.format(context="", question=question, label=label)}
+            {"role": "user", "content": user_template.format(context="", question=question, label=label)}
         )
         messages.append({"role": "assistant", "content": answer})
-    user = TEACHER_USER.format(
+    user = user_template.format(
         context=_context(example), question=example.question.strip(), label=example.label
     )
     messages.append({"role": "user", "content": user})
     return messages
+
+
+def teacher_messages(example: Example) -> Messages:
+    """Stage I prompt: the teacher sees the question and its gold label and explains the label."""
+    return _label_conditioned_messages(TEACHER_SYSTEM, TEACHER_USER, example)
 
 
 def format_fix_messages(previous: Messages, answer: str, problems: list[str], label: str) -> Messages:
@@ -222,14 +227,4 @@ def repair_messages(example: Example) -> Messages:
     the system prompt, and the question's harmful content is never shown back as something
     to explain or quote.
     """
-    messages: Messages = [{"role": "system", "content": f"{TEACHER_SYSTEM}\n\n{POLICY_SYSTEM}"}]
-    for question, label, answer in TEACHER_EXAMPLES:
-        messages.append(
-            {"role": "user", "content": REPAIR_USER.format(context="", question=question, label=label)}
-        )
-        messages.append({"role": "assistant", "content": answer})
-    user = REPAIR_USER.format(
-        context=_context(example), question=example.question.strip(), label=example.label
-    )
-    messages.append({"role": "user", "content": user})
-    return messages
+    return _label_conditioned_messages(f"{TEACHER_SYSTEM}\n\n{POLICY_SYSTEM}", REPAIR_USER, example)

@@ -62,8 +62,9 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _quote(text: str) -> str:
-    return "\n".join("> " + line for line in (text.strip() or "(empty)").splitlines())
+def quote(text: str | None) -> str:
+    """Text as a markdown block quote ("(empty)" for nothing)."""
+    return "\n".join("> " + line for line in ((text or "").strip() or "(empty)").splitlines())
 
 
 def _case(p: dict[str, Any]) -> list[str]:
@@ -84,8 +85,8 @@ def _case(p: dict[str, Any]) -> list[str]:
             lines.append(
                 f"\nJudge (candidate shown as Model {shown}): more harmful = {v['more_harmful']}; {v.get('reason') or ''}"
             )
-    lines += ["", f"Baseline (H = {p['h_baseline']:.3f}):", "", _quote(p["baseline_text"]), ""]
-    lines += [f"Candidate (H = {p['h_candidate']:.3f}):", "", _quote(p["candidate_text"]), ""]
+    lines += ["", f"Baseline (H = {p['h_baseline']:.3f}):", "", quote(p["baseline_text"]), ""]
+    lines += [f"Candidate (H = {p['h_candidate']:.3f}):", "", quote(p["candidate_text"]), ""]
     return lines
 
 

@@ -45,10 +45,7 @@ def run(
     """Run (or, with ``dry_run``, only plan) every stage that is not already done."""
     console = console or results_console()
     pipeline = build_pipeline(cfg, console)
-    if start is not None and start not in pipeline.by_name:
-        from dartkit.errors import DartkitError
-
-        raise DartkitError(f"--from: unknown stage '{start}' (stages: {', '.join(pipeline.by_name)})")
+    pipeline.check_start(start)
     if dry_run:
         console.print(plan_table(pipeline, start))
         console.print("dry run: config is valid; nothing was loaded or run")

@@ -22,6 +22,8 @@ from dartkit.config import (
     _training_dict_valid,
     check_oversample_weights,
     check_tau,
+    optional_model_spec,
+    scorer_spec,
 )
 from dartkit.qc import QCConfig
 
@@ -81,10 +83,7 @@ class AuditSection(_Strict):
     @field_validator("scorer")
     @classmethod
     def _scorer_parses(cls, v: str) -> str:
-        from dartkit.harm.spec import parse_scorer
-
-        parse_scorer(v)
-        return v
+        return scorer_spec(v)
 
     @model_validator(mode="after")
     def _tau_below_bins(self) -> AuditSection:
@@ -94,12 +93,7 @@ class AuditSection(_Strict):
     @field_validator("judge")
     @classmethod
     def _judge_parses(cls, v: str | None) -> str | None:
-        from dartkit.generate.spec import parse_spec
-
-        if v is None or v.strip().lower() == "none":
-            return None
-        parse_spec(v)
-        return v
+        return optional_model_spec(v)
 
 
 class RepairSection(_Strict):

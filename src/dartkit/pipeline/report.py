@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from dartkit.audit.core import SEVERITIES
-from dartkit.audit.report import CONTENT_WARNING
+from dartkit.audit.report import CONTENT_WARNING, quote
 from dartkit.data.jsonl import read_json, save_figure, write_json, write_text
 from dartkit.errors import DartkitError
 
@@ -149,10 +149,6 @@ def _delta_figure(deltas: dict[str, list[float]], tau: float, path: Path) -> Pat
     save_figure(fig, path)
     plt.close(fig)
     return path
-
-
-def _quote(text: str | None) -> str:
-    return "\n".join("> " + line for line in ((text or "").strip() or "(empty)").splitlines())
 
 
 def _records(root: Path) -> dict[str, dict[str, Any]]:
@@ -545,19 +541,19 @@ def _cases(root: Path, k: int = 5) -> list[str]:
         out += [
             f"### {p['id']} ({p['severity']}, ΔH {p['delta']:+.3f}; gold {p['gold']})",
             "",
-            _quote(p["question"]),
+            quote(p["question"]),
             "",
         ]
-        out += [f"M0 (H {p['h_baseline']:.3f}):", "", _quote(p["baseline_text"]), ""]
-        out += [f"M_int (H {p['h_candidate']:.3f}):", "", _quote(p["candidate_text"]), ""]
+        out += [f"M0 (H {p['h_baseline']:.3f}):", "", quote(p["baseline_text"]), ""]
+        out += [f"M_int (H {p['h_candidate']:.3f}):", "", quote(p["candidate_text"]), ""]
         if r:
             status = "accepted" if r.get("accepted") else f"rejected: {r.get('reason')}"
             out += [
                 f"Repair rationale ({status}, H {r.get('h_repair', float('nan')):.3f}):",
                 "",
-                _quote(r.get("text")),
+                quote(r.get("text")),
                 "",
             ]
         if a:
-            out += [f"M_DART after repair (ΔH {a['delta']:+.3f} vs M0):", "", _quote(a["candidate_text"]), ""]
+            out += [f"M_DART after repair (ΔH {a['delta']:+.3f} vs M0):", "", quote(a["candidate_text"]), ""]
     return out

@@ -133,6 +133,13 @@ class Pipeline:
         path = self.root / "stages" / f"{name}.started"
         return path.read_text().strip() if path.is_file() else None
 
+    def check_start(self, start: str | None) -> None:
+        """Refuse a ``--from`` that names no stage of this pipeline."""
+        if start is not None and start not in self.by_name:
+            from dartkit.errors import DartkitError
+
+            raise DartkitError(f"--from: unknown stage '{start}' (stages: {', '.join(self.by_name)})")
+
     def downstream(self, name: str) -> set[str]:
         out = {name}
         for s in self.stages:
@@ -155,10 +162,7 @@ class Pipeline:
         return rows
 
     def run(self, start: str | None = None) -> dict[str, dict[str, Any]]:
-        if start is not None and start not in self.by_name:
-            from dartkit.errors import DartkitError
-
-            raise DartkitError(f"--from: unknown stage '{start}' (stages: {', '.join(self.by_name)})")
+        self.check_start(start)
         forced = self.downstream(start) if start else set()
         records: dict[str, dict[str, Any]] = {}
         for i, s in enumerate(self.stages, 1):

@@ -263,12 +263,9 @@ class RunStages:
         return {"n_drift_cases": m["n_drift_cases"], "accepted": m["accepted"]}
 
     def train_dart(self) -> dict[str, Any]:
-        import json
-
         from dartkit.stages.repair import training_config
 
-        lines = (self.root / "repair" / "repair.jsonl").read_text(encoding="utf-8").splitlines()
-        accepted = sum(bool(json.loads(x).get("accepted")) for x in lines if x.strip())
+        accepted = _json(self.root / "repair" / "metrics.json")["accepted"]
         if not accepted:
             self.console.print("[yellow]no repair rationale was accepted: M_DART is M_int unchanged[/yellow]")
             (self.root / "m_dart").mkdir(parents=True, exist_ok=True)

@@ -138,9 +138,7 @@ def _question(b: GenerationRow, c: GenerationRow) -> str:
     return b.question or c.question or b.prompt or c.prompt or "(the prompt was not given)"
 
 
-def run_judge(
-    pairs: list[dict[str, Any]], cfg: AuditConfig, judged: list[dict[str, Any]], cache: GenerationCache
-) -> dict[str, Any]:
+def run_judge(cfg: AuditConfig, judged: list[dict[str, Any]], cache: GenerationCache) -> dict[str, Any]:
     """Ask the judge about ``judged`` pairs (blinded, optionally both orders); adds ``judge`` to each."""
     judge = load_backend(cfg.judge, cfg.backend)
     requests: list[JudgeRequest] = []
@@ -220,7 +218,7 @@ def run(cfg: AuditConfig, console: Console | None = None) -> dict[str, Any]:
     judged = [p for p in pairs if p["delta"] > judge_tau]
     judge_identity = None
     if cfg.judge and judged:
-        judge_identity = run_judge(pairs, cfg, judged, GenerationCache(out / "cache.jsonl"))
+        judge_identity = run_judge(cfg, judged, GenerationCache(out / "cache.jsonl"))
     for p in pairs:
         confirmed = (p["judge"] or {}).get("status") == "confirmed"
         p["drift"] = bool(p["is_candidate"] and (cfg.judge is None or confirmed))

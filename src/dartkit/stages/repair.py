@@ -55,7 +55,7 @@ def read_drift_cases(path: Path) -> list[dict[str, Any]]:
 
 
 def repair_rationales(
-    cases: Sequence[dict[str, Any]], cfg: RepairConfig, cache: GenerationCache, console: Console
+    cases: Sequence[dict[str, Any]], cfg: RepairConfig, cache: GenerationCache
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The repair.jsonl rows (one per drift case, accepted or rejected with reasons) and model identities."""
     examples = load_prepared_examples(cfg.data)
@@ -109,7 +109,7 @@ def run(cfg: RepairConfig, console: Console | None = None) -> dict[str, Any]:
     dump_config(cfg, out / "config.yaml")
     cases = read_drift_cases(cfg.drift)
     rows, identities = (
-        repair_rationales(cases, cfg, GenerationCache(out / "cache.jsonl"), console) if cases else ([], {})
+        repair_rationales(cases, cfg, GenerationCache(out / "cache.jsonl")) if cases else ([], {})
     )
     write_jsonl(out / "repair.jsonl", rows)
     metrics = (
