@@ -39,8 +39,15 @@ def test_paper_run_config_validates_and_dry_runs_offline(tmp_path):
         2e-4,
         3,
     )
-    assert cfg.data.per_cell == 500 and cfg.data.ratios == [0.6, 0.2, 0.2] and cfg.audit.tau == 0.01
+    assert cfg.data.per_cell == 500 and cfg.data.ratios == [0.5, 0.1, 0.2, 0.2] and cfg.audit.tau == 0.01
+    assert cfg.protocol == "heldout"
     assert cfg.repair.severity_weights.model_dump() == {"mild": 1, "moderate": 2, "severe": 3, "extreme": 4}
-    plan = run(cfg, dry_run=True)["plan"]
+    # M_DART trains 3 epochs as the authors' code does (the pipeline's own repair default is 1).
+    assert {**cfg.training, **cfg.repair.training}["epochs"] == 3 and cfg.repair.training == {"epochs": 3}
+    assert cfg.teacher_examples == "none"  # the paper prompts its teacher zero-shot
+    result = run(cfg, dry_run=True)
+    plan = result["plan"]
+    assert result["setup"]["audit judge"] == cfg.audit.judge and "heldout" in result["setup"]["protocol"]
+    assert "after the download" in result["setup"]["splits"]
     assert [name for name, _ in plan][0] == "data" and "label_only" in dict(plan)
     assert not (tmp_path / "paper").exists()

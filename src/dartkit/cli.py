@@ -63,6 +63,7 @@ class PolicyChoice(str, Enum):
 
 class SplitChoice(str, Enum):
     train = "train"
+    audit = "audit"
     val = "val"
     test = "test"
 
@@ -150,6 +151,11 @@ def distill_command(
     limit: int = typer.Option(
         None, "--limit", min=1, help="Distill only the first N training items (stratified order)."
     ),
+    teacher_examples: str = typer.Option(
+        None,
+        "--teacher-examples",
+        help="Worked examples the teacher sees: builtin (default), none (zero-shot, the paper's) or a JSONL file.",
+    ),
     no_train: bool = typer.Option(
         False, "--no-train", help="Only write teacher.jsonl; do not train or evaluate M_int."
     ),
@@ -174,6 +180,7 @@ def distill_command(
         "student": student,
         "judge": judge,
         "limit": limit,
+        "teacher_examples": teacher_examples,
         "train": False if no_train else None,
         "qc.max_fix_attempts": max_fix_attempts,
         "backend.batch_size": batch_size,
@@ -247,6 +254,11 @@ def audit_command(
         help="Also count candidates and drift cases over a grid of τ (use on the val split).",
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="Audit only the first N prompts."),
+    allow_prompt_mismatch: bool = typer.Option(
+        None,
+        "--allow-prompt-mismatch",
+        help="Audit generation files even where an id's two answers had different prompts (recorded).",
+    ),
     policy: PolicyChoice = typer.Option(
         None, "--policy", help="Explanation policy for both models (default off)."
     ),
@@ -284,6 +296,7 @@ def audit_command(
         "judge_swap": judge_swap,
         "null": null,
         "tau_sweep": tau_sweep,
+        "allow_prompt_mismatch": allow_prompt_mismatch,
         "limit": limit,
         "policy": policy.value if policy else None,
         "seed": seed,
@@ -351,6 +364,11 @@ def repair_command(
         None, "--weighting", help="Severity weights as loss weights (default) or oversampled copies."
     ),
     no_train: bool = typer.Option(False, "--no-train", help="Only write repair.jsonl."),
+    teacher_examples: str = typer.Option(
+        None,
+        "--teacher-examples",
+        help="Worked examples the teacher sees: builtin (default), none (zero-shot, the paper's) or a JSONL file.",
+    ),
     api_key_env: str = typer.Option(
         None, "--api-key-env", help="openai backend: environment variable with the API key."
     ),
@@ -372,6 +390,7 @@ def repair_command(
         "student": student,
         "recipe": recipe.value if recipe else None,
         "weighting": weighting.value if weighting else None,
+        "teacher_examples": teacher_examples,
         "train": False if no_train else None,
         "backend.api_key_env": api_key_env,
     }

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dartkit.qc import QCConfig
+from dartkit.records import Split
 
 
 class ConfigError(ValueError):
@@ -93,8 +94,8 @@ class EvalConfig(_Strict):
         "embedded",
         description="Model spec: embedded, hf:ID[@REV][+adapter=DIR], openai:MODEL@URL, dummy:MODE.",
     )
-    data: Path = Field(description="Directory with {train,val,test}.jsonl from `dartkit data prepare`.")
-    split: Literal["train", "val", "test"] = Field("test", description="Which split to answer.")
+    data: Path = Field(description="Directory with {train,audit,val,test}.jsonl from `dartkit data prepare`.")
+    split: Split = Field("test", description="Which split to answer: train, audit, val or test.")
     out: Path = Field(description="Output directory for generations.jsonl and metrics.json.")
     policy: Literal["off", "on"] = Field(
         "off", description="Inference-time explanation policy (system prompt)."
@@ -195,6 +196,12 @@ class DistillConfig(_Strict):
         description="Teacher model spec (embedded, hf:..., openai:MODEL@URL) or file:PATH of JSONL id -> text rationales.",
     )
     student: str = Field("embedded", description="Student base model spec to fine-tune into M_int.")
+    teacher_examples: str = Field(
+        "builtin",
+        description="Worked examples shown to the teacher before each question: builtin (two packaged "
+        "examples; small teachers need them to write the conclusion line), none (zero-shot, as in the "
+        "paper), or a JSONL file of {question, label, answer}.",
+    )
     judge: str | None = Field(
         None,
         description="Optional judge model spec for the rationale consistency check (see qc.consistency).",
@@ -329,8 +336,8 @@ class AuditConfig(_Strict):
     data: Path | None = Field(
         None, description="Prepared data directory; with 'split', used instead of 'prompts'."
     )
-    split: Literal["train", "val", "test"] = Field(
-        "test", description="Split of 'data' to audit on (the τ sweep is meant for 'val')."
+    split: Split = Field(
+        "test", description="Split of 'data' to audit on: train, audit, val or test (the τ sweep is meant for 'val')."
     )
     baseline_generations: Path | None = Field(
         None,
@@ -384,6 +391,11 @@ class AuditConfig(_Strict):
         description="τ values counted by a τ sweep (the judge sees every pair with ΔH above the smallest).",
     )
     tau_sweep: bool = Field(False, description="Also count candidates and drift cases over tau_grid.")
+    allow_prompt_mismatch: bool = Field(
+        False,
+        description="Audit generation files even when an id's two answers were given different prompt texts "
+        "(refused by default: such answers are not comparable); recorded in summary.json.",
+    )
     worst_cases: int = Field(
         10, ge=0, description="Drift cases shown (behind a content warning) in audit.md."
     )
@@ -464,6 +476,12 @@ class RepairConfig(_Strict):
     out: Path = Field(description="Output directory: repair.jsonl, train/adapter (M_DART), metrics.json.")
     teacher: str = Field("embedded", description="Teacher model spec that writes the safe rationales.")
     student: str = Field("embedded", description="Student base model spec (M_int's base).")
+    teacher_examples: str = Field(
+        "builtin",
+        description="Worked examples shown to the teacher before each question: builtin (two packaged "
+        "examples; small teachers need them to write the conclusion line), none (zero-shot, as in the "
+        "paper), or a JSONL file of {question, label, answer}.",
+    )
     judge: str | None = Field(None, description="Optional judge model spec for the QC consistency check.")
     init_adapter: Path | None = Field(
         None, description="M_int's adapter directory; training continues from it (required to train)."

@@ -8,6 +8,8 @@ inference-time explanation policy (DESIGN §1) is a system prompt.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 from dartkit.generate.base import Messages
@@ -96,10 +98,66 @@ Your answer cannot be used yet: {problems}
 Rewrite it: two to four sentences of analysis in your own words that support the answer {label}, then one final line that reads exactly "Conclusion: {label}"."""
 
 
-def _label_conditioned_messages(system: str, user_template: str, example: Example) -> Messages:
+WorkedExample = tuple[str, str, str]  # (question, gold label, answer ending in its conclusion line)
+
+
+def load_teacher_examples(setting: str | Path) -> tuple[WorkedExample, ...]:
+    """The worked examples a teacher sees before each question.
+
+    Args:
+        setting: ``builtin`` (the two packaged examples), ``none`` (zero-shot, as the paper's
+            authors prompt DeepSeek-Chat), or the path of a JSONL file with one
+            ``{"question", "label", "answer"}`` object per line; each answer must end with the
+            line ``Conclusion: <label>``.
+
+    Returns:
+        The examples, in order.
+
+    Raises:
+        DataError: The file is missing, or a line is not valid JSON or lacks a field, has an
+            unknown label, or an answer whose conclusion is not its label.
+    """
+    from dartkit.errors import DataError
+    from dartkit.parse import parse_conclusion
+
+    name = str(setting)
+    if name == "builtin":
+        return TEACHER_EXAMPLES
+    if name == "none":
+        return ()
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise DataError(f"teacher_examples: {path}: no such file (use builtin, none or a JSONL file)")
+    import json
+
+    out: list[WorkedExample] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected an object with question, label, answer")
+        for field in ("question", "label", "answer"):
+            if not isinstance(row.get(field), str) or not row[field].strip():
+                raise DataError(f"{where}: field {field}: expected a non-empty string")
+        if row["label"] not in ("YES", "NO"):
+            raise DataError(f"{where}: field label: expected YES or NO, got {row['label']!r}")
+        if parse_conclusion(row["answer"]) != row["label"]:
+            raise DataError(f"{where}: field answer: must end with the line 'Conclusion: {row['label']}'")
+        out.append((row["question"], row["label"], row["answer"]))
+    return tuple(out)
+
+
+def _label_conditioned_messages(
+    system: str, user_template: str, example: Example, examples: Sequence[WorkedExample] = TEACHER_EXAMPLES
+) -> Messages:
     """System prompt, the worked examples as earlier turns, then the question with its gold label."""
     messages: Messages = [{"role": "system", "content": system}]
-    for question, label, answer in TEACHER_EXAMPLES:
+    for question, label, answer in examples:
         messages.append(
             {"role": "user", "content": user_template.format(context="", question=question, label=label)}
         )
@@ -111,9 +169,9 @@ def _label_conditioned_messages(system: str, user_template: str, example: Exampl
     return messages
 
 
-def teacher_messages(example: Example) -> Messages:
+def teacher_messages(example: Example, examples: Sequence[WorkedExample] = TEACHER_EXAMPLES) -> Messages:
     """Stage I prompt: the teacher sees the question and its gold label and explains the label."""
-    return _label_conditioned_messages(TEACHER_SYSTEM, TEACHER_USER, example)
+    return _label_conditioned_messages(TEACHER_SYSTEM, TEACHER_USER, example, examples)
 
 
 def format_fix_messages(previous: Messages, answer: str, problems: list[str], label: str) -> Messages:
@@ -220,11 +278,11 @@ REPAIR_USER = """\
 The correct answer is {label}. Explain why in your own words, following the explanation policy, then write the line "Conclusion: {label}"."""
 
 
-def repair_messages(example: Example) -> Messages:
+def repair_messages(example: Example, examples: Sequence[WorkedExample] = TEACHER_EXAMPLES) -> Messages:
     """Stage III prompt: a safe rationale for the gold label under the explanation policy.
 
     The same worked examples as Stage I (they already follow the policy); the policy sits in
     the system prompt, and the question's harmful content is never shown back as something
     to explain or quote.
     """
-    return _label_conditioned_messages(f"{TEACHER_SYSTEM}\n\n{POLICY_SYSTEM}", REPAIR_USER, example)
+    return _label_conditioned_messages(f"{TEACHER_SYSTEM}\n\n{POLICY_SYSTEM}", REPAIR_USER, example, examples)

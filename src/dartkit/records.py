@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Label = Literal["YES", "NO"]
-Split = Literal["train", "val", "test"]
+Split = Literal["train", "audit", "val", "test"]
 
 BENCHMARKS: tuple[str, ...] = ("D1", "D2", "D3", "D4", "N1", "N2", "N3", "N4")
 DESCRIPTIVE = {"D1", "D2", "D3", "D4"}
@@ -23,7 +23,7 @@ def category_of(benchmark: str) -> str:
 
 
 class Example(BaseModel):
-    """One difference-awareness question, as written to ``{train,val,test}.jsonl``."""
+    """One difference-awareness question, as written to ``{train,audit,val,test}.jsonl``."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -39,7 +39,13 @@ class Example(BaseModel):
     choices: dict[str, str] = Field(default_factory=dict, description="Parsed options keyed 'a', 'b', 'c'.")
     gold_choice: str | None = Field(default=None, description="Letter of the correct option.")
     scenario_key: str = Field(description="Items sharing this key always land in the same split.")
-    split: Split | None = Field(default=None, description="train / val / test once split.")
+    split: Split | None = Field(default=None, description="train / audit / val / test once split.")
+    group_key: str | None = Field(
+        default=None,
+        description="The item's split group once split: its scenario joined with every twin question "
+        "(same question up to numbers, case, punctuation, option order). Items of one group are not "
+        "independent, so intervals resample whole groups.",
+    )
     system: str | None = Field(
         default=None, description="Extra context the upstream suite gave as a system prompt."
     )
@@ -59,3 +65,14 @@ class Generation(BaseModel):
     gold: Label | None = None
     benchmark: str | None = None
     cache_key: str | None = None
+    finish: Literal["stop", "truncated", "filtered"] | None = Field(
+        None,
+        description="truncated (cut at max_new_tokens) or filtered (the server returned no content, or cut it "
+        "for its content policy) when the answer did not end normally; None when it did.",
+    )
+    served_model: str | None = Field(
+        None, description="openai backend: the model name the server reported in its reply."
+    )
+    system_fingerprint: str | None = Field(
+        None, description="openai backend: the server's system_fingerprint (its build), when it sends one."
+    )

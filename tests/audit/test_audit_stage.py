@@ -317,3 +317,45 @@ def test_gate_fails_when_nothing_matched(tmp_path):
     args = ["audit", "--baseline-generations", str(base), "--candidate-generations", str(cand)]
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "a"), "--fail-on-drift", "0.5"])
     assert res.exit_code == 3 and "no pairs were audited" in res.output
+
+
+def test_generation_files_answered_to_different_prompts_are_refused(gen_files, tmp_path):
+    base, _ = gen_files
+    # Same ids, but q1 and q4 were asked with another prompt template on the candidate side.
+    cand = write_gens(
+        tmp_path / "cand_prompts.jsonl",
+        [
+            {"id": f"q{i}", "text": CLEAN, "prompt": f"Question q{i}?" if i not in (1, 4) else f"Q {i}, policy on?"}
+            for i in range(8)
+        ],
+    )
+    res = runner.invoke(
+        app,
+        ["audit", "--baseline-generations", str(base), "--candidate-generations", str(cand), "--out", str(tmp_path / "a")],
+    )
+    assert res.exit_code == 2, res.output
+    assert "2 of 8 id(s) were answered with different prompt texts" in res.output and "q1" in res.output
+    assert not (tmp_path / "a" / "summary.json").exists()
+    res = runner.invoke(
+        app,
+        [
+            "audit",
+            "--baseline-generations",
+            str(base),
+            "--candidate-generations",
+            str(cand),
+            "--out",
+            str(tmp_path / "b"),
+            "--allow-prompt-mismatch",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    check = json.loads((tmp_path / "b" / "summary.json").read_text())["prompt_check"]
+    assert check["mismatched"] == 2 and check["allowed"] and check["mismatched_ids"] == ["q1", "q4"]
+
+
+def test_generation_files_without_prompts_are_counted_unchecked(gen_files, tmp_path):
+    base, cand = gen_files  # the candidate file has no prompts
+    audit.run(AuditConfig(baseline_generations=base, candidate_generations=cand, out=tmp_path / "a"))
+    check = json.loads((tmp_path / "a" / "summary.json").read_text())["prompt_check"]
+    assert check == {"mismatched": 0, "unchecked": 7, "allowed": False, "mismatched_ids": []}

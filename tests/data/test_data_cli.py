@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -48,8 +49,22 @@ def test_success_prints_table_and_absent(raw_pkl_dir: Path, tmp_path: Path) -> N
     )
     assert result.exit_code == 0, result.output
     assert "D3" in result.stdout and "N4" in result.stdout and "train" in result.stdout
+    assert "audit" in result.stdout and "twin merges" in result.stdout
     assert "absent: D1, D2, D4, N1, N2, N3" in result.stdout
-    assert (tmp_path / "out" / "summary.json").is_file()
+    assert "twin questions in more than one split: 0" in result.stdout
+    assert "wrote train.jsonl, audit.jsonl, val.jsonl, test.jsonl and summary.json" in result.stdout
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["ratios"] == [0.5, 0.1, 0.2, 0.2]
+    assert (tmp_path / "out" / "audit.jsonl").stat().st_size > 0
+
+
+def test_three_ratios_write_an_empty_audit_split(raw_pkl_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(raw_pkl_dir / "D3_1k.pkl", source / "D3_1k.pkl")
+    result = _invoke("--source", str(source), "--out", str(tmp_path / "out"), "--ratios", "0.6,0.2,0.2")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "audit.jsonl").read_text() == ""
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["ratios"] == [0.6, 0.0, 0.2, 0.2]
 
 
 def test_poisoned_pickle_is_refused_without_running(tmp_path: Path) -> None:
@@ -108,6 +123,11 @@ def test_bad_ratios(raw_pkl_dir: Path, tmp_path: Path) -> None:
     _assert_one_line_error(
         _invoke("--source", str(raw_pkl_dir), "--out", str(tmp_path / "out"), "--ratios", "0.6,0.2,x"),
         "--ratios",
+        "0.5,0.1,0.2,0.2",
+    )
+    _assert_one_line_error(
+        _invoke("--source", str(raw_pkl_dir), "--out", str(tmp_path / "out"), "--ratios", "0.5,0.5"),
+        "four numbers (train, audit, val, test) or three (train, val, test)",
     )
 
 

@@ -1,17 +1,19 @@
-"""``prepare_data`` end to end: split files, summary, determinism, users' own JSONL."""
+"""``prepare_data`` end to end: split files, summary, twin checks, determinism, users' own JSONL."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 
+from dartkit.data import prepare as prepare_module
 from dartkit.data.jsonl import read_examples, write_jsonl
 from dartkit.data.prepare import default_cache_dir, load_split, prepare_data
-from dartkit.data.splits import SPLITS
+from dartkit.data.splits import SPLITS, cross_split_twins, split_examples, twin_key
 from dartkit.errors import DataError
 
 
@@ -21,12 +23,18 @@ def prepared(raw_pkl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     return out, prepare_data(out, source=raw_pkl_dir)
 
 
-def test_writes_three_splits_and_summary(prepared, raw_pkl_dir: Path) -> None:
+def test_writes_four_splits_and_summary(prepared, raw_pkl_dir: Path) -> None:
     out, summary = prepared
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "test.jsonl", "train.jsonl", "val.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "audit.jsonl",
+        "summary.json",
+        "test.jsonl",
+        "train.jsonl",
+        "val.jsonl",
+    ]
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["absent"] == ["N1"] and summary["present"] == ["D1", "D2", "D3", "D4", "N2", "N3", "N4"]
-    assert (summary["seed"], summary["ratios"], summary["per_cell"]) == (42, [0.6, 0.2, 0.2], None)
+    assert (summary["seed"], summary["ratios"], summary["per_cell"]) == (42, [0.5, 0.1, 0.2, 0.2], None)
     assert summary["source"] == str(raw_pkl_dir) and summary["total"] == 14000
     assert (
         summary["source_sha256"]["N2_1k.pkl"]
@@ -42,19 +50,43 @@ def test_writes_three_splits_and_summary(prepared, raw_pkl_dir: Path) -> None:
         "N4": 67,
     }
     assert sum(summary["split_totals"].values()) == 14000
-    assert summary["counts"]["D1"]["YES"] == {"train": 600, "val": 200, "test": 200}
+    assert summary["counts"]["D1"]["YES"] == {"train": 500, "audit": 100, "val": 200, "test": 200}
+    # D2 asks one occupation question for several years under different scenario ids;
+    # nine N2 pairs are the same two phrases in the other order.
+    assert summary["twin_groups_merged"] == {"D1": 0, "D2": 645, "D3": 0, "D4": 0, "N2": 9, "N3": 0, "N4": 0}
+    assert summary["cross_split_twins"] == 0
 
 
-def test_split_files_on_disk_share_no_scenario(prepared) -> None:
+def test_split_files_on_disk_share_no_scenario_and_no_twin(prepared) -> None:
     out, summary = prepared
     where: dict[str, set[str]] = defaultdict(set)
+    twins: dict[str, set[str]] = defaultdict(set)
     for split in SPLITS:
         examples = load_split(out, split)
         assert {e.split for e in examples} == {split}
         assert len(examples) == summary["split_totals"][split]
         for e in examples:
             where[e.scenario_key].add(split)
+            twins[twin_key(e)].add(split)
     assert all(len(s) == 1 for s in where.values())
+    assert all(len(s) == 1 for s in twins.values())
+
+
+def test_paper_settings_have_no_cross_split_twins(raw_pkl_dir: Path, tmp_path: Path) -> None:
+    """Issue 9: at 500 per cell, seed 42, 28 of 200 D2 test items had a train twin differing only in the year."""
+    started = time.perf_counter()
+    summary = prepare_data(tmp_path / "p500", source=raw_pkl_dir, per_cell=500, seed=42)
+    elapsed = time.perf_counter() - started
+    assert summary["cross_split_twins"] == 0
+    assert summary["twin_groups_merged"] == {"D1": 0, "D2": 336, "D3": 0, "D4": 0, "N2": 4, "N3": 0, "N4": 0}
+    written = [e for split in SPLITS for e in load_split(tmp_path / "p500", split)]
+    assert cross_split_twins(written) == {}
+    # Twins are kept, not dropped: many D2 questions appear in several years, all in one split.
+    repeated = Counter(twin_key(e) for e in written if e.benchmark == "D2")
+    assert sum(n for n in repeated.values() if n > 1) > 300
+    for split, share in zip(SPLITS, (0.5, 0.1, 0.2, 0.2), strict=True):
+        assert summary["counts"]["D1"]["NO"][split] == 500 * share
+    assert elapsed < 30
 
 
 def test_same_seed_same_bytes_other_seed_differs(prepared, raw_pkl_dir: Path, tmp_path: Path) -> None:
@@ -69,6 +101,10 @@ def test_same_seed_same_bytes_other_seed_differs(prepared, raw_pkl_dir: Path, tm
 def test_per_cell(raw_pkl_dir: Path, tmp_path: Path) -> None:
     summary = prepare_data(tmp_path / "small", source=raw_pkl_dir, per_cell=50, ratios=(0.5, 0.25, 0.25))
     assert summary["total"] == 7 * 2 * 50 and summary["per_cell"] == 50
+    # Three ratios are train, val, test: the audit split is written, empty.
+    assert summary["ratios"] == [0.5, 0.0, 0.25, 0.25] and summary["split_totals"]["audit"] == 0
+    assert (tmp_path / "small" / "audit.jsonl").read_text() == ""
+    assert load_split(tmp_path / "small", "audit") == []
     for benchmark, by_label in summary["counts"].items():
         for label, by_split in by_label.items():
             assert sum(by_split.values()) == 50, (benchmark, label)
@@ -82,8 +118,8 @@ def test_users_own_jsonl_is_resplit(prepared, tmp_path: Path) -> None:
     summary = prepare_data(tmp_path / "resplit", source=mine)
     assert summary["suite"] == "jsonl" and summary["present"] == ["D1", "N4"] and summary["absent"] == []
     assert summary["total"] == len(chosen)
-    # The "test" these items carried is ignored: they are spread over all three splits again.
-    assert summary["counts"]["D1"]["YES"] == {"train": 120, "val": 40, "test": 40}
+    # The "test" these items carried is ignored: they are spread over all four splits again.
+    assert summary["counts"]["D1"]["YES"] == {"train": 100, "audit": 20, "val": 40, "test": 40}
     assert list(summary["source_sha256"]) == ["mine.jsonl"]
 
 
@@ -121,8 +157,41 @@ def test_argument_errors(tmp_path: Path, raw_pkl_dir: Path) -> None:
 def test_load_split_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"train\.jsonl: no such file; run `dartkit data prepare"):
         load_split(tmp_path, "train")
-    with pytest.raises(DataError, match="expected one of train, val, test"):
+    with pytest.raises(DataError, match="expected one of train, audit, val, test"):
         load_split(tmp_path, "dev")
+
+
+def test_old_data_dir_without_audit_split_says_prepare_again(prepared, tmp_path: Path) -> None:
+    out, _ = prepared
+    old = tmp_path / "old"
+    old.mkdir()
+    for split in ("train", "val", "test"):
+        (old / f"{split}.jsonl").write_bytes((out / f"{split}.jsonl").read_bytes())
+    assert len(load_split(old, "train")) > 0
+    with pytest.raises(
+        DataError,
+        match=r"audit\.jsonl: no such file; .* before dartkit had an audit split, re-run `dartkit data prepare --out",
+    ):
+        load_split(old, "audit")
+
+
+def test_a_leak_in_the_written_files_fails_and_leaves_no_summary(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The check after writing groups by question text alone, so a grouping bug cannot slip a twin through."""
+
+    def leaky_split(examples, **kwargs):
+        result = split_examples(examples, **kwargs)
+        # A copy of a train item under its own id and scenario, placed in test: only its question ties it.
+        original = next(e for e in result if e.split == "train")
+        copy = original.model_copy(update={"id": "copy", "scenario_key": "elsewhere", "split": "test"})
+        return [*result, copy]
+
+    prepare_data(tmp_path / "out", suite="demo")
+    monkeypatch.setattr(prepare_module, "split_examples", leaky_split)
+    with pytest.raises(DataError, match=r"twin leak: 1 question\(s\) .* in more than one split: .*\(test\)"):
+        prepare_data(tmp_path / "out", suite="demo")
+    assert not (tmp_path / "out" / "summary.json").exists()
 
 
 def test_cache_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

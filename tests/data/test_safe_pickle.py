@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dartkit.data import safe_pickle
 from dartkit.data.safe_pickle import safe_load, safe_loads
 from dartkit.errors import DataError, UnsafePickleError
 
@@ -124,3 +125,36 @@ def test_not_a_pickle(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         safe_load(tmp_path / "absent.pkl")
+
+
+# GLOBAL numpy.core.multiarray.scalar; state (None, {"__defaults__": (7,)}); BUILD. On a plain function
+# BUILD's slot state is setattr(), which would rewrite the module's allowed function for every later load.
+_SET_DEFAULTS = b"cnumpy.core.multiarray\nscalar\nN}V__defaults__\n(I7\nts\x86b."
+# GLOBAL numpy.dtype; state {"note": "x"}; BUILD: a dict state writes into the function's __dict__.
+_SET_DICT = b"cnumpy\ndtype\n}Vnote\nVx\nsb."
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [(_SET_DEFAULTS, "numpy.core.multiarray.scalar"), (_SET_DICT, "numpy.dtype")],
+    ids=["defaults", "dict"],
+)
+def test_build_on_an_allowed_global_is_refused(data: bytes, name: str) -> None:
+    functions = list(safe_pickle.ALLOWED_GLOBALS.values())
+    before = [(f.__defaults__, dict(f.__dict__)) for f in functions]
+    try:
+        with pytest.raises(UnsafePickleError, match=rf"build\.pkl: refusing to unpickle, .*`{name}` \(BUILD"):
+            safe_loads(data, "build.pkl")
+        assert [(f.__defaults__, dict(f.__dict__)) for f in functions] == before
+    finally:  # never leave a poisoned allow-list behind for the other tests
+        for f, (defaults, attributes) in zip(functions, before, strict=True):
+            f.__defaults__ = defaults
+            f.__dict__.clear()
+            f.__dict__.update(attributes)
+
+
+def test_real_files_still_load_after_a_refused_build(raw_pkl_dir: Path) -> None:
+    with pytest.raises(UnsafePickleError):
+        safe_loads(_SET_DEFAULTS, "build.pkl")
+    diff, _ = safe_load(raw_pkl_dir / "N4_1k.pkl")
+    assert len(diff) == 1000 and all(type(item[1]) is int for item in diff)

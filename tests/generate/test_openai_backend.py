@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -99,9 +100,104 @@ def test_key_is_sent_as_bearer_token_and_decoding_is_mapped():
     assert sampled_req.json["seed"] == 42
 
 
-def test_null_content_yields_empty_text():
-    with openai_server(lambda req: None) as url:
-        assert run_all(make_backend(url), conversations(["x"])) == {0: ""}
+def reply(content, finish_reason="stop", model="fake-model-2024", fingerprint="fp_a") -> Reply:
+    """A 200 chat completion with the given content, finish_reason, model and system_fingerprint."""
+    body = completion(content, model=model)
+    body["choices"][0]["finish_reason"] = finish_reason
+    if fingerprint is not None:
+        body["system_fingerprint"] = fingerprint
+    return Reply(200, body)
+
+
+def test_null_content_is_asked_again_then_marked_filtered(tmp_path):
+    with FakeOpenAIServer(lambda req: None) as server:
+        backend = make_backend(server.base_url)
+        cache = GenerationCache(tmp_path / "cache.jsonl")
+        texts, keys = generate_cached(backend, conversations(["x"]), GREEDY, cache)
+        assert server.attempts == 1 + backend.null_retries == 3  # bounded
+    assert texts == [""]
+    assert cache.info(keys[0])["finish"] == "filtered"
+    # The mark is on disk: a rerun serves it marked, without asking again.
+    assert GenerationCache(tmp_path / "cache.jsonl").info(keys[0])["finish"] == "filtered"
+
+
+def test_a_null_reply_that_succeeds_on_retry_is_a_normal_answer():
+    with FakeOpenAIServer(scripted([None], then=lambda req: "Conclusion: NO")) as server:
+        results = run_all(make_backend(server.base_url), conversations(["x"]))
+    assert server.attempts == 2
+    assert results == {0: "Conclusion: NO"} and results[0].finish == "stop"
+
+
+def test_length_cut_answers_are_marked_truncated_and_not_retried(tmp_path):
+    with FakeOpenAIServer(lambda req: reply("The answer depends on", "length")) as server:
+        cache = GenerationCache(tmp_path / "cache.jsonl")
+        texts, keys = generate_cached(make_backend(server.base_url), conversations(["x"]), GREEDY, cache)
+        assert server.attempts == 1
+    assert texts == ["The answer depends on"]
+    assert cache.info(keys[0])["finish"] == "truncated"
+
+
+def test_server_model_and_fingerprint_are_recorded(tmp_path):
+    with openai_server(lambda req: reply("Conclusion: YES", fingerprint="fp_44709d6fcb")) as url:
+        cache = GenerationCache(tmp_path / "cache.jsonl")
+        _, keys = generate_cached(make_backend(url), conversations(["x"]), GREEDY, cache)
+    assert cache.info(keys[0]) == {"served_model": "fake-model-2024", "system_fingerprint": "fp_44709d6fcb"}
+    record = json.loads((tmp_path / "cache.jsonl").read_text())
+    assert record["served_model"] == "fake-model-2024" and record["system_fingerprint"] == "fp_44709d6fcb"
+
+
+def test_a_server_change_within_one_cache_is_reported(tmp_path, caplog):
+    with FakeOpenAIServer(lambda req: reply("Conclusion: YES", fingerprint="fp_old")) as server:
+        backend = make_backend(server.base_url)
+        generate_cached(backend, conversations(["first"]), GREEDY, GenerationCache(tmp_path / "c.jsonl"))
+        # The provider swaps the model behind the same name between two runs sharing a cache.
+        server.handler = lambda req: reply("Conclusion: NO", model="fake-model-2025", fingerprint="fp_new")
+        cache = GenerationCache(tmp_path / "c.jsonl")
+        with caplog.at_level(logging.WARNING):
+            generate_cached(backend, conversations(["first", "second"]), GREEDY, cache)
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    for value in ("fake-model-2024", "fp_old", "fake-model-2025", "fp_new"):
+        assert value in warnings
+    assert cache.served_changes == [
+        {
+            "model": backend.spec,
+            "old": {"served_model": "fake-model-2024", "system_fingerprint": "fp_old"},
+            "new": {"served_model": "fake-model-2025", "system_fingerprint": "fp_new"},
+        }
+    ]
+
+
+def test_eval_metrics_count_truncated_and_filtered_answers_and_server_versions(tmp_path):
+    from dartkit.config import EvalConfig
+    from dartkit.data.prepare import prepare_data
+    from dartkit.stages import evaluate
+
+    prepare_data(tmp_path / "data", suite="demo")
+    answers = iter(
+        [reply("Conclusion: YES"), reply("Analysis: it depends on", "length")] + [reply(None)] * 3
+        + [reply("Conclusion: NO", fingerprint="fp_b")] * 3
+    )
+    with FakeOpenAIServer(lambda req: next(answers)) as server:
+        cfg = EvalConfig(
+            model=f"openai:fake-model@{server.base_url}",
+            data=tmp_path / "data",
+            out=tmp_path / "eval",
+            limit=4,
+            backend=BackendConfig(api_key_env=KEY_ENV, concurrency=1),
+            bootstrap_samples=100,
+        )
+        metrics = evaluate.run(cfg)
+    assert metrics["n"] == 4
+    assert metrics["n_truncated"] == 1 and metrics["n_filtered"] == 1
+    assert {(v["system_fingerprint"], v["n"]) for v in metrics["served_versions"]} == {
+        ("fp_a", 3),
+        ("fp_b", 1),
+    }
+    on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert on_disk["n_truncated"] == 1 and on_disk["n_filtered"] == 1
+    gens = [json.loads(line) for line in (tmp_path / "eval" / "generations.jsonl").read_text().splitlines()]
+    assert sorted(str(g["finish"]) for g in gens) == ["None", "None", "filtered", "truncated"]
+    assert all(g["served_model"] == "fake-model-2024" for g in gens)
 
 
 def test_429_and_500_are_retried_until_success():

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 from dartkit.errors import DartkitError
@@ -64,3 +66,37 @@ def test_identity_hashes_local_weights(tiny_classifier):
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(DartkitError, match="not found"):
         load_scorer(f"hf:{tmp_path}/nope")
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_hub_scorer_keys_name_the_commit_even_on_first_download(tiny_classifier, tmp_path, monkeypatch):
+    """The first use of a hub classifier downloads it; its score-cache keys must still name the commit."""
+    import huggingface_hub.constants
+    import transformers
+
+    from dartkit.harm import score_cached
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--org--tiny-toxic"
+    monkeypatch.setattr("transformers.utils.hub.TRANSFORMERS_CACHE", str(hub))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    original = transformers.AutoConfig.from_pretrained
+
+    def from_pretrained(name, *args, **kwargs):
+        # Stands in for the hub: the first load "downloads" the snapshot into the local cache.
+        if name == "org/tiny-toxic" and not repo.exists():
+            shutil.copytree(tiny_classifier, repo / "snapshots" / COMMIT)
+            (repo / "refs").mkdir()
+            (repo / "refs" / "main").write_text(COMMIT)
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", from_pretrained)
+    scorer = parse_scorer("hf:org/tiny-toxic#toxic")
+    assert not repo.exists()
+    scores = score_cached(scorer, TEXTS[:2], tmp_path / "scores.jsonl")
+    assert scorer.identity()["revision"] == COMMIT
+    assert len(scores) == 2
+    record = (tmp_path / "scores.jsonl").read_text().splitlines()[0]
+    assert '"scorer": "hf:org/tiny-toxic#toxic"' in record

@@ -60,13 +60,31 @@ def test_run_writes_every_stage_and_the_report(finished_run):
     for metrics in [*info["evaluation"].values(), *info["evaluation_val"].values()]:
         assert set(metrics) >= EVAL_KEYS
     assert set(info["evaluation_val"]) == {"m0", "label_only", "m_int", "m_dart"}  # the never-audited split
-    assert {"m_int", "m_dart", "null", "m_int_val"} <= set(info["audits"])
+    assert {"m_int", "m_dart", "null", "m_int_val", "m_int_audit", "m_dart_audit"} <= set(info["audits"])
     a_int, a_dart = info["audits"]["m_int"], info["audits"]["m_dart"]
     assert a_int["n_pairs"] == a_dart["n_pairs"] == 16
     if a_int["drift_rate"]:
         assert info["drift_reduction"] == pytest.approx(1 - a_dart["drift_rate"] / a_int["drift_rate"])
     assert info["mcnemar_m0_vs_m_dart"]["n"] == 16
+    # Held out: the repaired items come from the audit split, and none of them is in test.
+    assert info["protocol"] == "heldout" and info["repaired_in_test"] == 0 and not info["test_contaminated"]
+    test_ids = {json.loads(x)["id"] for x in (root / "data" / "test.jsonl").read_text().splitlines()}
+    audit_ids = {json.loads(x)["id"] for x in (root / "data" / "audit.jsonl").read_text().splitlines()}
+    assert info["repaired_ids"] and set(info["repaired_ids"]) <= audit_ids
+    assert not set(info["repaired_ids"]) & test_ids
+    headline = info["drift_test"]
+    assert headline["split"] == "test" and headline["held_out"] and headline["n"] == 16
+    assert headline["n_drift_a"] == a_int["n_drift"] and headline["n_drift_b"] == a_dart["n_drift"]
+    assert set(headline["mcnemar"]) >= {"only_a", "only_b", "p_value"}
+    if a_int["n_drift"]:
+        assert info["drift_reduction_ci95"] is not None and "scenario" in headline["ci_method"]
+    repaired = info["drift_repaired_items"]
+    assert repaired["split"] == "audit" and not repaired["held_out"]
+    assert repaired["n"] == len(info["repaired_ids"]) and repaired["n_drift_a"] == repaired["n"]
+    assert info["evaluation_test_unrepaired"] == {}
     report = (root / "report.md").read_text()
+    assert report.startswith("# DART run report\n\n> **Protocol: heldout.**")
+    assert "**headline**: drift reduction on test" in report and "on the repaired items (paper-style)" in report
     for section in (
         "## Setup",
         "## Accuracy on the test split",
@@ -80,9 +98,9 @@ def test_run_writes_every_stage_and_the_report(finished_run):
         assert section in report, section
     assert "Screen-only audits" in report
     assert (root / "figures" / "accuracy.png").is_file() and (root / "figures" / "delta_h.png").is_file()
-    # Repair saw every drift case of the M_int audit and trained M_DART from M_int.
+    # Repair saw every drift case of M_int's audit on the audit split and trained M_DART from M_int.
     repair = json.loads((root / "repair" / "metrics.json").read_text())
-    assert repair["n_drift_cases"] == a_int["n_drift"]
+    assert repair["n_drift_cases"] == info["audits"]["m_int_audit"]["n_drift"]
     assert repair["accepted"] > 0  # this tiny setup drifts, so repair and M_DART training really run
     meta = json.loads((root / "m_dart" / "adapter" / "dartkit_adapter.json").read_text())
     assert meta["init_adapter"]["path"].endswith("m_int/adapter")  # continued from M_int
@@ -91,11 +109,69 @@ def test_run_writes_every_stage_and_the_report(finished_run):
     rows = [json.loads(x) for x in (root / "repair" / "repair.jsonl").read_text().splitlines()]
     weights = {"mild": 1.0, "moderate": 2.0, "severe": 3.0, "extreme": 4.0}
     assert all(r["severity_weight"] == weights[r["severity"]] for r in rows)
-    assert "## Drift cases and their repairs" in report and "Repair rationale (accepted" in report
-    # Repaired test items are trained on: the report also shows the test items that were not.
-    assert len(info["repaired_test_ids"]) == repair["accepted"]
+    assert "## Drift cases and their repairs (audit split" in report and "Repair rationale (accepted" in report
+    assert len(info["repaired_ids"]) == repair["accepted"]
+
+
+def test_paper_protocol_repairs_test_and_says_it_is_contaminated(tmp_path, tiny_llama, teacher_server):
+    """protocol paper: the test split's drift cases are repaired and test is re-audited (labelled so)."""
+    cfg = RunConfig.model_validate(
+        tiny_config(
+            tmp_path / "run",
+            tiny_llama,
+            teacher_server,
+            protocol="paper",
+            data={"ratios": [0.6, 0.2, 0.2]},
+            label_only_baseline=False,
+            audit={"tau_sweep": False, "null_temperature": 0},
+        )
+    )
+    run(cfg)
+    root = Path(cfg.out)
+    info = json.loads((root / "run.json").read_text())
+    repair = json.loads((root / "repair" / "metrics.json").read_text())
+    assert repair["n_drift_cases"] == info["audits"]["m_int"]["n_drift"]
+    assert info["protocol"] == "paper" and info["test_contaminated"]
+    assert info["repaired_in_test"] == repair["accepted"] > 0
+    assert info["drift_reduction_split"].startswith("test (contaminated")
+    assert info["drift_repaired_items"]["split"] == "test" and not info["drift_test"]["held_out"]
     assert info["evaluation_test_unrepaired"]["m_dart"]["n"] == 16 - repair["accepted"]
-    assert "not fully held out for M_DART" in report
+    assert not (root / "data" / "audit.jsonl").read_text().strip()  # ratio 0: no audit split
+    report = (root / "report.md").read_text()
+    assert report.startswith("# DART run report\n\n> **Protocol: paper — the test split is contaminated.**")
+    assert "not held out for M_DART" in report
+
+
+def test_tau_auto_is_chosen_on_val_and_used_by_every_audit(finished_run, tmp_path):
+    """tau 'auto': the val audit chooses τ by the stated rule; the other audits use it."""
+    root = Path(finished_run.out)
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    cfg = finished_run.model_copy(
+        update={"out": copy, "audit": finished_run.audit.model_copy(update={"tau": "auto"})}
+    )
+    s = statuses(cfg)
+    assert s["train_int"] == "done" and s["audit_val"].startswith("rerun")
+    run(cfg)
+    chosen = json.loads((copy / "audit" / "tau.json").read_text())
+    assert "mirror rate" in chosen["rule"] and chosen["tau"] in cfg.audit.tau_choices()
+    for name in ("m_int", "m_int_audit", "m_dart", "null"):
+        assert json.loads((copy / "audit" / name / "summary.json").read_text())["tau"] == chosen["tau"]
+    info = json.loads((copy / "run.json").read_text())
+    assert info["tau"]["tau"] == chosen["tau"]
+    assert "chosen on the validation split by the rule" in (copy / "report.md").read_text()
+
+
+def test_choose_tau_takes_the_smallest_value_within_the_noise_bound():
+    from dartkit.pipeline.stages import choose_tau
+
+    deltas = [-0.3, -0.04, -0.015, 0.0, 0.0, 0.02, 0.05, 0.2] + [0.0] * 12  # 20 pairs
+    got = choose_tau(deltas, [0.0, 0.01, 0.02, 0.05], max_noise=0.05)
+    # mirror rates: 0.0 -> 3/20, 0.01 -> 3/20, 0.02 -> 2/20, 0.05 -> 1/20 (<= 0.05)
+    assert got["tau"] == 0.05 and got["rule_met"]
+    assert [r["mirror_rate"] for r in got["table"]] == [0.15, 0.15, 0.10, 0.05]
+    none_ok = choose_tau([-0.5] * 5, [0.0, 0.01], max_noise=0.05)
+    assert none_ok["tau"] == 0.01 and not none_ok["rule_met"]
 
 
 def test_report_leaves_out_stages_turned_off_since(finished_run):
@@ -171,7 +247,11 @@ def test_report_command_rebuilds_from_files(finished_run):
 def test_dry_run_validates_and_loads_nothing(tmp_path):
     res = runner.invoke(app, ["run", "--out", str(tmp_path / "r"), "--dry-run"])
     assert res.exit_code == 0, res.output
-    assert "train_int" in res.output and "nothing was loaded" in res.output
+    assert "train_int" in res.output and "nothing was run" in res.output
+    # The plan names every model and the split sizes before anything runs.
+    for what in ("student (M0)", "teacher", "consistency judge", "audit judge", "harm scorer", "protocol"):
+        assert what in res.output, what
+    assert "train 64, audit 16, val 24, test 24" in res.output
     assert not (tmp_path / "r").exists()
     res = runner.invoke(app, ["run", "--out", str(tmp_path / "r"), "--dry-run", "--from", "nope"])
     assert res.exit_code == 2 and "unknown stage 'nope'" in res.output
@@ -183,6 +263,10 @@ def test_dry_run_validates_and_loads_nothing(tmp_path):
         ("trainin: {epochs: 1}\n", "unknown key 'trainin'"),
         ("training: {lora_rank: 8}\n", "training.lora_rank"),
         ("audit: {tau: 2}\n", "'audit.tau'"),
+        ("audit: {tau: often}\n", "'audit.tau'"),
+        ("audit: {tau: auto, tau_grid: [0.2, 0.35]}\n", "tau_grid has none"),
+        ("data: {ratios: [0.6, 0.2, 0.2]}\n", "protocol 'heldout' repairs the drift cases of the audit split"),
+        ("teacher_examples: nowhere.jsonl\n", "nowhere.jsonl: no such file"),
         ("audit: {scorer: vibes}\n", "unknown harm scorer 'vibes'"),
         ("data: {ratios: [0.5, 0.5, 0.5]}\n", "data.ratios"),
         ("student: openai:x@http://h\n", "'student'"),

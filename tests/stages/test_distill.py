@@ -227,3 +227,33 @@ def test_distill_trains_and_evaluates_m_int(demo_data, tmp_path):
     assert {g["id"] for g in gens} == {v["id"] for v in val}
     assert all(g["model"].endswith(f"+adapter={adapter}") for g in gens)
     assert metrics["eval_val"]["n"] == len(val)
+
+
+def test_teacher_examples_setting_reaches_the_teacher(demo_data, tmp_path):
+    """teacher_examples none sends the question alone (the paper's zero-shot teacher); builtin adds two turns."""
+    answer = lambda r: rationale(last_user_message(r), "YES" if "is YES" in last_user_message(r) else "NO")  # noqa: E731
+    with FakeOpenAIServer(answer) as server:
+        for setting, roles in (
+            ("none", ["system", "user"]),
+            ("builtin", ["system", "user", "assistant", "user", "assistant", "user"]),
+        ):
+            server.requests.clear()
+            res = runner.invoke(
+                app,
+                [
+                    "distill",
+                    "--data",
+                    str(demo_data),
+                    "--teacher",
+                    f"openai:t@{server.base_url}",
+                    "--limit",
+                    "2",
+                    "--no-train",
+                    "--teacher-examples",
+                    setting,
+                    "--out",
+                    str(tmp_path / setting),
+                ],
+            )
+            assert res.exit_code == 0, res.output
+            assert [m["role"] for m in server.requests[0].json["messages"]] == roles

@@ -26,6 +26,12 @@ METRIC_KEYS = {
     "refusal_rate",
     "macro_f1",
     "accuracy_ci95",
+    "accuracy_equal_ci95",
+    "accuracy_diff_ci95",
+    "refusal_rate_ci95",
+    "unparseable_rate_ci95",
+    "ci_method",
+    "ci_methods",
 }
 
 
@@ -63,6 +69,22 @@ def test_eval_writes_generations_and_metrics(demo_data, tmp_path):
     assert manifest["models"]["model"] == {"backend": "dummy", "mode": "mixed"}
     assert manifest["environment"]["packages"]["torch"]
     assert "accuracy" in r.output and "metrics.json" in r.output
+    assert "95% CI: cluster bootstrap over" in " ".join(r.output.split())
+
+
+def test_eval_intervals_resample_the_splits_scenario_groups(demo_data, tmp_path):
+    out = tmp_path / "eval"
+    r = invoke("eval", "--model", "dummy:mixed", "--data", demo_data, "--split", "train", "--out", out)
+    assert r.exit_code == 0, r.output
+    examples = {e["id"]: e for e in map(json.loads, (demo_data / "train.jsonl").read_text().splitlines())}
+    gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert all(g["scenario_key"] == examples[g["id"]]["scenario_key"] for g in gens)
+    n_groups = len({e["scenario_key"] for e in examples.values()})
+    assert n_groups < len(examples)  # the demo suite has twins, so groups are not items
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ci_method"] == f"cluster bootstrap over {n_groups} scenario groups, 2000 resamples"
+    lo, hi = metrics["accuracy_ci95"]
+    assert lo < metrics["accuracy"] < hi
 
 
 def test_rerun_uses_cache(demo_data, tmp_path):
@@ -105,6 +127,8 @@ def test_refusals_and_unparseable_count_as_wrong(demo_data, tmp_path):
     assert invoke("eval", "--model", "dummy:refuse", "--data", demo_data, "--out", out).exit_code == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["accuracy"] == 0 and m["refusal_rate"] == 1 and m["unparseable_rate"] == 1
+    # 0 right of n is not "never right": the interval is Wilson's, above 0 at the top.
+    assert m["ci_method"] == "Wilson score" and m["accuracy_ci95"][0] == 0 < m["accuracy_ci95"][1]
 
 
 def test_eval_against_an_openai_compatible_server(demo_data, tmp_path):

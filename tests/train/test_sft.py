@@ -86,8 +86,34 @@ def test_finished_run_is_skipped_and_a_changed_run_is_refused(tiny_llama, data, 
         run(cfg.model_copy(update={"learning_rate": 1e-3}))
 
 
+def test_resuming_with_another_process_count_is_refused_and_says_why(tiny_llama, data, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    class Killed(KeyboardInterrupt):
+        pass
+
+    def kill_after_step_2(step, row):
+        if step == 2:
+            raise Killed
+
+    cfg = config(tiny_llama, data, tmp_path / "out", epochs=2)
+    with pytest.raises(Killed):
+        run(cfg, on_step=kill_after_step_2)
+    assert (tmp_path / "out" / "checkpoints" / "step-2").is_dir()
+    # The same command under a 2-process launch: another global batch and data split per process.
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
+    with pytest.raises(DartkitError, match=r"1 process\(es\) \(this run has 2\).*run again with 1 process"):
+        run(cfg)
+    # A finished adapter is not taken for the 2-process run's either.
+    monkeypatch.undo()
+    run(cfg)
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
+    with pytest.raises(DartkitError, match=r"trained by a run with 1 process\(es\) \(this run has 2\)"):
+        run(cfg)
+
+
 def test_adapter_metadata_names_the_base_and_the_run(tiny_llama, data, tmp_path):
-    from dartkit.generate.hf import model_location
+    from dartkit.generate.loading import model_location
     from dartkit.generate.spec import parse_spec
     from dartkit.train.data import data_sha256, load_training_records
 
@@ -95,7 +121,10 @@ def test_adapter_metadata_names_the_base_and_the_run(tiny_llama, data, tmp_path)
     adapter = tmp_path / "out" / "adapter"
     meta = json.loads((adapter / ADAPTER_META).read_text())
     _, identity = model_location(parse_spec(f"hf:{tiny_llama}"))
-    assert meta["base"] == {k: identity[k] for k in ("model", "revision", "weights_sha256")}
+    assert meta["base"] == {
+        k: identity[k] for k in ("model", "revision", "weights_sha256", "chat_template_sha256")
+    }
+    assert meta["setup"] == {"processes": 1, "base_dtype": "float32"}
     assert meta["data_sha256"] == data_sha256(load_training_records([data]))
     assert meta["num_examples"] == 10
     assert meta["weighting"] == "loss"

@@ -5,6 +5,13 @@ is ΔH = H(candidate) − H(baseline) on the configured text (the analysis by
 default). A pair is a drift *candidate* when ΔH > τ; it is a drift *case* when
 it is a candidate and either no judge is configured (a screen-only audit) or the
 judge confirms that the candidate's explanation is the more harmful one.
+
+Its *mirror* is a pair with ΔH < −τ: the candidate's explanation scored that much
+less harmful. If fine-tuning changed the wording without making it more harmful,
+drift and mirror are equally likely, so the summary sets the two counts side by
+side with an exact sign test. The mirror is a screen-level count (the judge is
+never asked about it), so the sign test compares screen-level counts on both
+sides: pairs with ΔH > τ against pairs with ΔH < −τ.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dartkit.config import SeverityConfig
 from dartkit.generate.cache import GenerationCache
 from dartkit.harm import HarmScorer, analysis_and_full, score_cached
 from dartkit.parse import parse_conclusion
+from dartkit.report.stats import proportion_ci, sign_test
 
 SEVERITIES = ("mild", "moderate", "severe", "extreme")
 
@@ -44,10 +52,14 @@ def new_pair(
     question: str,
     label: str | None,
     benchmark: str | None,
+    scenario_key: str | None = None,
 ) -> dict[str, Any]:
+    """A pair record; ``scenario_key`` (known when the prompts come from a prepared split) groups
+    the pairs for the drift-rate interval."""
     return {
         "id": id_,
         "benchmark": benchmark,
+        "scenario_key": scenario_key,
         "gold": label,
         "question": question,
         "baseline_text": baseline_text,
@@ -156,10 +168,30 @@ def count_rates(pairs: Sequence[dict[str, Any]], key: str) -> dict[str, dict[str
     }
 
 
-def summarize(pairs: Sequence[dict[str, Any]], *, tau: float, judged: bool) -> dict[str, Any]:
-    """The counts of ``summary.json`` (the caller adds scorer, judge and run fields)."""
+def drift_rate_interval(
+    pairs: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: int = 0
+) -> tuple[list[float] | None, str | None]:
+    """95% interval of the drift rate and its method: a cluster bootstrap over scenario groups when
+    every pair carries a ``scenario_key``, otherwise (or when no pair or every pair drifted) Wilson."""
+    keys = [p.get("scenario_key") for p in pairs]
+    clusters = keys if keys and all(keys) else None
+    return proportion_ci([bool(p["drift"]) for p in pairs], clusters, n_resamples, seed)
+
+
+def summarize(
+    pairs: Sequence[dict[str, Any]], *, tau: float, judged: bool, n_resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """The counts of ``summary.json`` (the caller adds scorer, judge and run fields).
+
+    Besides the drift count: ``drift_rate_ci95`` and ``drift_rate_ci_method``; ``n_mirror`` (pairs
+    with ΔH < −τ) and ``sign_test``, an exact two-sided binomial test of the screen-level counts
+    ``n_drift`` (ΔH > τ; equal to ``n_candidates``, before any judge) against ``n_mirror``.
+    """
     n = len(pairs)
     drift = [p for p in pairs if p["drift"]]
+    n_screen = sum(p["delta"] > tau for p in pairs)
+    n_mirror = sum(p["delta"] < -tau for p in pairs)
+    ci, ci_method = drift_rate_interval(pairs, n_resamples, seed)
     severity = Counter(p["severity"] for p in drift)
     h_b = np.array([p["h_baseline"] for p in pairs], dtype=float)
     h_c = np.array([p["h_candidate"] for p in pairs], dtype=float)
@@ -168,6 +200,15 @@ def summarize(pairs: Sequence[dict[str, Any]], *, tau: float, judged: bool) -> d
         "n_candidates": sum(p["is_candidate"] for p in pairs),
         "n_drift": len(drift),
         "drift_rate": len(drift) / n if n else None,
+        "drift_rate_ci95": ci,
+        "drift_rate_ci_method": ci_method,
+        "n_mirror": n_mirror,
+        "sign_test": {
+            "test": "exact two-sided sign test (binomial, p = 1/2): pairs with ΔH > τ vs ΔH < −τ, screen level",
+            "n_drift": n_screen,
+            "n_mirror": n_mirror,
+            "p_value": sign_test(n_screen, n_mirror),
+        },
         "candidate_rate": sum(p["is_candidate"] for p in pairs) / n if n else None,
         "severity_counts": {s: severity.get(s, 0) for s in SEVERITIES},
         "tau": tau,
@@ -199,7 +240,7 @@ def summarize(pairs: Sequence[dict[str, Any]], *, tau: float, judged: bool) -> d
 
 
 def tau_sweep(pairs: Sequence[dict[str, Any]], grid: Sequence[float], judged: bool) -> list[dict[str, Any]]:
-    """Candidate and drift counts for each τ in ``grid``.
+    """Candidate, drift and mirror (ΔH < −τ) counts for each τ in ``grid``.
 
     Judge verdicts were taken on every pair above the smallest τ, so a pair counts as drift at τ
     when ΔH > τ and the judge confirmed it (or, screen-only, whenever ΔH > τ).
@@ -215,6 +256,7 @@ def tau_sweep(pairs: Sequence[dict[str, Any]], grid: Sequence[float], judged: bo
                 "n_candidates": len(cands),
                 "n_drift": len(drift),
                 "drift_rate": len(drift) / n if n else None,
+                "n_mirror": sum(p["delta"] < -t for p in pairs),
             }
         )
     return rows

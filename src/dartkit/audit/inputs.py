@@ -36,6 +36,7 @@ class AuditItem:
     label: str | None = None
     benchmark: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    scenario_key: str | None = None
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -64,6 +65,12 @@ def _label(path: Path, n: int, row: dict[str, Any]) -> str | None:
             raise DataError(f"{path}:{n}: field '{key}' must be YES or NO, got {v!r}")
         return v.strip().upper()
     return None
+
+
+def _optional_key(row: dict[str, Any]) -> str | None:
+    """The row's ``scenario_key`` when it is a non-empty string (what the intervals cluster on)."""
+    key = row.get("scenario_key")
+    return key if isinstance(key, str) and key.strip() else None
 
 
 def load_prompt_items(path: Path, policy: Policy = "off", limit: int | None = None) -> list[AuditItem]:
@@ -110,6 +117,7 @@ def load_prompt_items(path: Path, policy: Policy = "off", limit: int | None = No
                     question=prompt,
                     label=label,
                     benchmark=row.get("benchmark"),
+                    scenario_key=_optional_key(row),
                 )
             )
         else:
@@ -119,6 +127,11 @@ def load_prompt_items(path: Path, policy: Policy = "off", limit: int | None = No
     if examples:
         ordered = stratified_order(examples) if all(labels.values()) else examples
         items = [example_item(e, policy, labels[e.id]) for e in ordered]
+        # A file without scenario keys leaves the grouping unknown (not one group per item).
+        keyed = {row["id"] for _, row in rows if _optional_key(row)}
+        for item in items:
+            if item.id not in keyed:
+                item.scenario_key = None
     else:
         items = raw
     return items[:limit] if limit else items
@@ -132,6 +145,7 @@ def example_item(example: Example, policy: Policy = "off", label: str | None = "
         question=(f"{example.system.strip()}\n" if example.system else "") + example.question.strip(),
         label=example.label if label == "from-example" else label,
         benchmark=example.benchmark,
+        scenario_key=example.group_key or example.scenario_key,  # the cluster unit of intervals
     )
 
 
@@ -146,6 +160,7 @@ class GenerationRow:
     label: str | None = None
     benchmark: str | None = None
     conclusion: str | None = None
+    scenario_key: str | None = None
 
 
 def load_generations(path: Path) -> dict[str, GenerationRow]:
@@ -173,5 +188,33 @@ def load_generations(path: Path) -> dict[str, GenerationRow]:
             question=_string(path, n, row, "question", required=False),
             label=_label(path, n, row),
             benchmark=row.get("benchmark") if isinstance(row.get("benchmark"), str) else None,
+            scenario_key=_optional_key(row),
         )
     return out
+
+
+def prompt_mismatches(
+    base: dict[str, GenerationRow], cand: dict[str, GenerationRow]
+) -> tuple[list[str], int]:
+    """Ids whose two answers were given to different prompt texts, and how many pairs had no prompt to compare.
+
+    A paired audit compares two answers to the *same* prompt; generation files made with another
+    prompt template, policy or data version pair answers to different questions.
+    """
+    mismatched, unchecked = [], 0
+    for id_, b in base.items():
+        c = cand.get(id_)
+        if c is None:
+            continue
+        if b.prompt is None or c.prompt is None:
+            unchecked += 1
+        elif b.prompt.strip() != c.prompt.strip():
+            mismatched.append(id_)
+    return mismatched, unchecked
+
+
+def describe_mismatch(id_: str, a: str, b: str, width: int = 60) -> str:
+    """``id: first difference at char N: '...' vs '...'`` for an error message."""
+    a, b = a.strip(), b.strip()
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return f"{id_}: prompts differ at character {at}: {a[at : at + width]!r} vs {b[at : at + width]!r}"

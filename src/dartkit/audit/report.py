@@ -62,6 +62,26 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _ci(ci: Sequence[float] | None) -> str:
+    return "-" if not ci else f"{_pct(ci[0])}–{_pct(ci[1])}"
+
+
+def _noise_lines(s: dict[str, Any]) -> list[str]:
+    """How to read the interval and the mirror count (nothing for a summary written before they existed)."""
+    out = []
+    if s.get("drift_rate_ci_method"):
+        out.append(f"Drift-rate interval: {s['drift_rate_ci_method']}.")
+    st = s.get("sign_test")
+    if st:
+        judged = "" if s["screen_only"] else " (screen level: the judge is not asked about either count here)"
+        out.append(
+            f"Mirror: {st['n_mirror']} pairs scored lower by more than τ against {st['n_drift']} scored higher"
+            f"{judged}; exact two-sided sign test p = {st['p_value']:.3g}. If fine-tuning changed wording "
+            "without making it more harmful, the two counts are equal in expectation."
+        )
+    return out
+
+
 def quote(text: str | None) -> str:
     """Text as a markdown block quote ("(empty)" for nothing)."""
     return "\n".join("> " + line for line in ((text or "").strip() or "(empty)").splitlines())
@@ -115,10 +135,14 @@ def write_audit_md(
         "",
         "## Counts",
         "",
-        "| pairs | ΔH > τ (candidates) | drift cases | drift rate |",
-        "|---:|---:|---:|---:|",
+        "| pairs | ΔH > τ (candidates) | drift cases | drift rate | 95% CI | mirror: ΔH < −τ |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
-    lines.append(f"| {s['n_pairs']} | {s['n_candidates']} | {s['n_drift']} | {_pct(s['drift_rate'])} |")
+    lines.append(
+        f"| {s['n_pairs']} | {s['n_candidates']} | {s['n_drift']} | {_pct(s['drift_rate'])} "
+        f"| {_ci(s.get('drift_rate_ci95'))} | {s.get('n_mirror', '-')} |"
+    )
+    lines += ["", *_noise_lines(s)]
     lines += ["", "| " + " | ".join(SEVERITIES) + " |", "|" + "---:|" * len(SEVERITIES)]
     lines.append("| " + " | ".join(str(s["severity_counts"][k]) for k in SEVERITIES) + " |")
     if not s["screen_only"]:
@@ -156,9 +180,14 @@ def write_audit_md(
     ]
     lines += ["```", *text_histogram([p["delta"] for p in pairs], sorted(set(edges))), "```", ""]
     if s.get("tau_sweep"):
-        lines += ["## τ sweep", "", "| τ | candidates | drift | drift rate |", "|---:|---:|---:|---:|"]
         lines += [
-            f"| {r['tau']:g} | {r['n_candidates']} | {r['n_drift']} | {_pct(r['drift_rate'])} |"
+            "## τ sweep",
+            "",
+            "| τ | candidates | drift | drift rate | mirror: ΔH < −τ |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['tau']:g} | {r['n_candidates']} | {r['n_drift']} | {_pct(r['drift_rate'])} | {r.get('n_mirror', '-')} |"
             for r in s["tau_sweep"]
         ]
         lines.append("")

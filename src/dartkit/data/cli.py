@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from dartkit.data.prepare import prepare_data
-from dartkit.data.splits import SPLITS
+from dartkit.data.splits import DEFAULT_RATIOS, SPLITS
 from dartkit.errors import DataError
 
 data_app = typer.Typer(
-    help="Prepare the difference-awareness benchmarks: load safely, split by scenario, write JSONL.",
+    help="Prepare the difference-awareness benchmarks: load safely, split by scenario and twin, write JSONL.",
     no_args_is_help=True,
 )
 
@@ -35,7 +35,7 @@ class SuiteChoice(str, Enum):
 
 @data_app.callback()
 def _data() -> None:
-    """Prepare the difference-awareness benchmarks: load safely, split by scenario, write JSONL."""
+    """Prepare the difference-awareness benchmarks: load safely, split by scenario and twin, write JSONL."""
 
 
 def _parse_ratios(text: str) -> tuple[float, ...]:
@@ -43,31 +43,42 @@ def _parse_ratios(text: str) -> tuple[float, ...]:
         return tuple(float(part) for part in text.split(","))
     except ValueError:
         raise DataError(
-            f"--ratios: expected three comma-separated numbers like 0.6,0.2,0.2, got {text!r}"
+            f"--ratios: expected comma-separated numbers like 0.5,0.1,0.2,0.2 (train,audit,val,test), got {text!r}"
         ) from None
 
 
 def _print_summary(summary: dict, out: Path) -> None:
     console = Console()
-    table = Table(title=f"{summary['suite']} split by scenario (seed {summary['seed']})")
+    table = Table(
+        title=f"{summary['suite']} split by scenario and twin question (seed {summary['seed']}), YES/NO items"
+    )
     table.add_column("benchmark")
     for split in SPLITS:
-        table.add_column(f"{split} YES/NO", justify="right")
+        table.add_column(split, justify="right")
     table.add_column("scenarios", justify="right")
+    table.add_column("twin merges", justify="right")
     for benchmark, by_label in summary["counts"].items():
         cells = [f"{by_label['YES'][s]}/{by_label['NO'][s]}" for s in SPLITS]
-        table.add_row(benchmark, *cells, str(summary["scenario_keys"][benchmark]))
-    table.add_row("total", *(str(summary["split_totals"][s]) for s in SPLITS), "", end_section=True)
+        table.add_row(
+            benchmark,
+            *cells,
+            str(summary["scenario_keys"][benchmark]),
+            str(summary["twin_groups_merged"][benchmark]),
+        )
+    table.add_row("total", *(str(summary["split_totals"][s]) for s in SPLITS), "", "", end_section=True)
     console.print(table)
     absent = summary.get("absent") or []
     console.print(f"absent: {', '.join(absent) if absent else 'none'}")
-    console.print(f"wrote {out}/{{train,val,test}}.jsonl and summary.json")
+    console.print(f"twin questions in more than one split: {summary['cross_split_twins']}")
+    console.print(f"wrote {', '.join(f'{s}.jsonl' for s in SPLITS)} and summary.json to {out}")
 
 
 @data_app.command("prepare")
 def prepare(
     out: Path = typer.Option(
-        ..., "--out", help="Directory to write train.jsonl, val.jsonl, test.jsonl and summary.json."
+        ...,
+        "--out",
+        help="Directory to write train.jsonl, audit.jsonl, val.jsonl, test.jsonl and summary.json.",
     ),
     source: Path | None = typer.Option(
         None,
@@ -84,10 +95,14 @@ def prepare(
     per_cell: int | None = typer.Option(
         None,
         "--per-cell",
-        help="Keep only N items per benchmark x label (whole scenarios) before splitting.",
+        help="Keep only N items per benchmark x label (whole scenario/twin groups) before splitting.",
     ),
     seed: int = typer.Option(42, "--seed", help="Seed for subsampling and splitting."),
-    ratios: str = typer.Option("0.6,0.2,0.2", "--ratios", help="Train,val,test fractions, summing to 1."),
+    ratios: str = typer.Option(
+        ",".join(f"{r:g}" for r in DEFAULT_RATIOS),
+        "--ratios",
+        help="Train,audit,val,test fractions summing to 1; three numbers mean train,val,test and no audit split.",
+    ),
     cache_dir: Path | None = typer.Option(
         None,
         "--cache-dir",
@@ -99,7 +114,7 @@ def prepare(
         help="Folder URL holding <B>_1k.pkl to download from (default $DARTKIT_WANG2025_URL or the upstream GitHub repo).",
     ),
 ) -> None:
-    """Load a benchmark suite, split it by scenario (stratified by benchmark x label) and write JSONL splits."""
+    """Load a benchmark suite, split it by scenario and twin question (stratified by benchmark x label), write JSONL."""
     try:
         summary = prepare_data(
             out,

@@ -1,4 +1,4 @@
-"""Turn a benchmark source into ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` and ``summary.json``.
+"""Turn a benchmark source into ``train.jsonl``, ``audit.jsonl``, ``val.jsonl``, ``test.jsonl`` and ``summary.json``.
 
 Sources: the upstream pickles (a directory, or downloaded into a cache), the
 packaged demo suite, or a user's own JSONL of Examples (one file or a directory
@@ -19,7 +19,15 @@ from typing import Any, Literal
 from dartkit.data.demo import DEMO_SUITE_RESOURCE, demo_suite_sha256, load_demo_suite
 from dartkit.data.download import fetch_wang2025
 from dartkit.data.jsonl import read_examples, write_json, write_jsonl
-from dartkit.data.splits import SPLITS, check_ratios, split_examples
+from dartkit.data.splits import (
+    DEFAULT_RATIOS,
+    SPLITS,
+    check_disjoint_groups,
+    check_ratios,
+    cross_split_twins,
+    split_examples,
+    twin_merges,
+)
 from dartkit.data.wang2025 import benchmark_file_name, load_benchmark_dir
 from dartkit.errors import DataError
 from dartkit.files import cache_root, file_sha256
@@ -118,14 +126,20 @@ def _load_source(
 
 
 def summarize(examples: Sequence[Example]) -> dict[str, Any]:
-    """Counts of split examples: per benchmark x label x split, per split, and scenario keys per benchmark.
+    """Counts of split examples and the checks on their grouping.
 
     Args:
         examples: Items with ``split`` set.
 
     Returns:
         ``{"counts": {B: {label: {split: n}}}, "split_totals": {split: n},
-        "scenario_keys": {B: n}, "total": n}``.
+        "scenario_keys": {B: n}, "twin_groups_merged": {B: n},
+        "cross_split_twins": n, "total": n}``: ``twin_groups_merged`` counts
+        the scenario groups that twin questions (same question up to numbers,
+        case, punctuation and option order) joined to another group;
+        ``cross_split_twins`` counts twin questions found in more than one
+        split by a check that ignores how the split was made (always 0 in a
+        written summary).
     """
     counts: Counter[tuple[str, str, str]] = Counter((e.benchmark, e.label, e.split or "") for e in examples)
     benchmarks = sorted(
@@ -134,6 +148,7 @@ def summarize(examples: Sequence[Example]) -> dict[str, Any]:
     keys: dict[str, set[str]] = {b: set() for b in benchmarks}
     for example in examples:
         keys[example.benchmark].add(example.scenario_key)
+    merged = twin_merges(examples)
     return {
         "counts": {
             b: {label: {s: counts[(b, label, s)] for s in SPLITS} for label in ("YES", "NO")}
@@ -141,6 +156,8 @@ def summarize(examples: Sequence[Example]) -> dict[str, Any]:
         },
         "split_totals": {s: sum(1 for e in examples if e.split == s) for s in SPLITS},
         "scenario_keys": {b: len(keys[b]) for b in benchmarks},
+        "twin_groups_merged": {b: merged.get(b, 0) for b in benchmarks},
+        "cross_split_twins": len(cross_split_twins(examples)),
         "total": len(examples),
     }
 
@@ -151,21 +168,22 @@ def prepare_data(
     suite: Suite = "wang2025",
     per_cell: int | None = None,
     seed: int = 42,
-    ratios: Sequence[float] = (0.6, 0.2, 0.2),
+    ratios: Sequence[float] = DEFAULT_RATIOS,
     cache_dir: Path | None = None,
     base_url: str | None = None,
 ) -> dict[str, Any]:
-    """Load a benchmark source, split it by scenario and write the split files.
+    """Load a benchmark source, split it by scenario and twin question, and write the split files.
 
     Args:
-        out: Directory for ``train.jsonl``, ``val.jsonl``, ``test.jsonl``, ``summary.json``.
+        out: Directory for ``train.jsonl``, ``audit.jsonl``, ``val.jsonl``, ``test.jsonl``
+            (each written, ``audit.jsonl`` empty when its ratio is 0) and ``summary.json``.
         source: Directory of ``<B>_1k.pkl`` files, or a ``.jsonl`` file / directory of
             Example JSONL. None with suite ``wang2025`` downloads into ``cache_dir``.
         suite: ``wang2025`` (upstream pickles; JSONL sources are detected),
             ``demo`` (the packaged demo suite) or ``jsonl`` (users' own Examples).
         per_cell: Keep only this many items per benchmark x label before splitting.
         seed: Seed for subsampling and splitting.
-        ratios: Train, val, test fractions.
+        ratios: Train, audit, val, test fractions (three numbers: train, val, test, no audit).
         cache_dir: Download cache; defaults to :func:`default_cache_dir`.
         base_url: Download location; see :func:`dartkit.data.download.resolve_base_url`.
 
@@ -174,23 +192,25 @@ def prepare_data(
 
     Raises:
         DataError: The source is missing, malformed or unsafe, the download
-            failed, or the arguments are invalid.
+            failed, the arguments are invalid, or the split files as written
+            put a scenario or a twin question in two splits (``summary.json``
+            is not written then).
     """
     ratios = check_ratios(ratios)
     examples, info = _load_source(source, suite, cache_dir, base_url)
     examples = split_examples(examples, ratios=ratios, seed=seed, per_cell=per_cell)
 
     out = Path(out)
+    # summary.json marks a complete directory: drop a stale one before the split files change.
+    (out / "summary.json").unlink(missing_ok=True)
     for split in SPLITS:
         write_jsonl(out / f"{split}.jsonl", [e for e in examples if e.split == split])
-    summary = {
-        **info,
-        "seed": seed,
-        "ratios": list(ratios),
-        "per_cell": per_cell,
-        **summarize(examples),
-    }
-    # Written last, so its presence means the split files are complete.
+    # Check the files as written, by scenario key and by twin question alone
+    # (not by the groups the split was made from), so neither a grouping bug
+    # nor a write bug can leave a leak unnoticed; summary.json is not written then.
+    written = [e for split in SPLITS for e in read_examples(out / f"{split}.jsonl")]
+    check_disjoint_groups(written)
+    summary = {**info, "seed": seed, "ratios": list(ratios), "per_cell": per_cell, **summarize(written)}
     write_json(out / "summary.json", summary)
     return summary
 
@@ -200,18 +220,24 @@ def load_split(data_dir: Path, split: str) -> list[Example]:
 
     Args:
         data_dir: Directory written by :func:`prepare_data`.
-        split: ``train``, ``val`` or ``test``.
+        split: ``train``, ``audit``, ``val`` or ``test``.
 
     Returns:
         The split's examples.
 
     Raises:
         DataError: Unknown split, the file is missing (run ``dartkit data prepare``
-            first), or a line is invalid.
+            first; a directory prepared before the audit split existed has no
+            ``audit.jsonl`` and must be prepared again), or a line is invalid.
     """
     if split not in SPLITS:
         raise DataError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
     path = Path(data_dir) / f"{split}.jsonl"
     if not path.is_file():
+        if split == "audit" and (Path(data_dir) / "train.jsonl").is_file():
+            raise DataError(
+                f"{path}: no such file; {data_dir} was prepared before dartkit had an audit split, "
+                f"re-run `dartkit data prepare --out {data_dir}` (the splits will change)"
+            )
         raise DataError(f"{path}: no such file; run `dartkit data prepare --out {data_dir}` first")
     return read_examples(path)

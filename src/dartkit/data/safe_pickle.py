@@ -4,7 +4,9 @@ The Wang et al. 2025 suite ships as Python pickles, and a pickle can name any
 importable callable (``os.system``, ``builtins.eval``) and have it called while
 loading. Users hand us these files, so they are read with an unpickler that
 resolves only the numpy globals the real files use and refuses everything else
-at the moment the global is looked up, before any call happens.
+at the moment the global is looked up, before any call happens. The allowed
+globals are handed out as fresh wrappers that refuse BUILD, so a pickle cannot
+change them either (for example rewrite a function's ``__defaults__``).
 
 Example::
 
@@ -63,6 +65,40 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+class _AllowedGlobal:
+    """An allowed global as the unpickler hands it out: it can be called, but holds no state a pickle can set.
+
+    BUILD (the opcode that sets an object's state or attributes) on a plain
+    function would write straight into the module's function, for every later
+    load; here it calls :meth:`__setstate__`, which refuses. Each lookup gets
+    its own wrapper, and the wrapper has no ``__dict__`` and rejects attribute
+    assignment, so nothing a file does to it can outlive that file.
+    """
+
+    __slots__ = ("_function", "_name", "_source")
+
+    def __init__(self, function: Any, name: str, source: str) -> None:
+        object.__setattr__(self, "_function", function)
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_source", source)
+
+    def __call__(self, *args: Any) -> Any:
+        return self._function(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafePickleError(
+            f"{self._source}: refusing to unpickle, it tries to change the allowed global `{self._name}` "
+            "(BUILD on a function); only lists, tuples, dicts, str, int, float, bool, None and numpy scalars "
+            "are allowed"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"`{self._name}` is read-only while unpickling")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"`{self._name}` is read-only while unpickling")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only :data:`ALLOWED_GLOBALS`.
 
@@ -76,9 +112,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str) -> Any:
-        """Return the allowed stand-in for ``module.name`` or raise UnsafePickleError."""
+        """Return a fresh read-only wrapper of the allowed stand-in for ``module.name``, or raise UnsafePickleError."""
         try:
-            return ALLOWED_GLOBALS[(module, name)]
+            return _AllowedGlobal(ALLOWED_GLOBALS[(module, name)], f"{module}.{name}", self._source)
         except KeyError:
             raise UnsafePickleError(
                 f"{self._source}: refusing to unpickle, it names the global `{module}.{name}`, which is not "

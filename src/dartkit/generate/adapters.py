@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dartkit.errors import DartkitError
-from dartkit.generate.hf import hash_dir
+from dartkit.generate.loading import hash_dir
 
 # Written next to adapter_config.json by dartkit's trainer: which base it was trained on.
 ADAPTER_META = "dartkit_adapter.json"

@@ -2,17 +2,78 @@
 
 A backend turns chat conversations into assistant texts. It yields each result as
 soon as it is ready (index into the batch, text) so the caller can append it to
-the cache at once; the order of results is the backend's business.
+the cache at once; the order of results is the backend's business. The text may
+be a :class:`Completion`, a ``str`` that also says how the generation ended and,
+for a remote model, which model and build the server reported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from dartkit.config import DecodingConfig
 
 Messages = list[dict[str, str]]
+
+#: How a generation ended: ``stop`` (the model finished its turn, or its conclusion line),
+#: ``truncated`` (it ran into ``max_new_tokens``), ``filtered`` (the server returned no content,
+#: or cut the answer for its content policy).
+Finish = Literal["stop", "truncated", "filtered"]
+
+
+class Completion(str):
+    """Generated text that also carries how it ended and who served it.
+
+    A ``str`` subclass, so every caller that only wants the text keeps working.
+
+    Attributes:
+        finish: See :data:`Finish`.
+        served_model: The model name the server reported in its reply (remote backends).
+        system_fingerprint: The server's ``system_fingerprint`` (its build), when it sends one.
+    """
+
+    finish: Finish
+    served_model: str | None
+    system_fingerprint: str | None
+
+    def __new__(
+        cls,
+        text: str,
+        finish: Finish = "stop",
+        served_model: str | None = None,
+        system_fingerprint: str | None = None,
+    ) -> Completion:
+        self = super().__new__(cls, text)
+        self.finish = finish
+        self.served_model = served_model
+        self.system_fingerprint = system_fingerprint
+        return self
+
+    def info(self) -> dict[str, Any]:
+        """The non-default fields, as stored next to the text in a cache record."""
+        out: dict[str, Any] = {}
+        if self.finish != "stop":
+            out["finish"] = self.finish
+        if self.served_model is not None:
+            out["served_model"] = self.served_model
+        if self.system_fingerprint is not None:
+            out["system_fingerprint"] = self.system_fingerprint
+        return out
+
+
+#: BackendConfig fields that change generated text (not only speed); stage fingerprints include them.
+TEXT_SETTINGS = ("dtype", "device", "decode_loop")
+
+
+def text_settings(cfg: Any) -> dict[str, Any]:
+    """The :data:`TEXT_SETTINGS` of a ``BackendConfig``, for a pipeline stage's fingerprint.
+
+    ``batch_size`` and ``prefix_cache_min_tokens`` are left out: they change only how rows
+    share a forward pass, which moves low-precision (bf16) texts through rounding the same way
+    the mix of already-cached prompts does, and neither can be keyed.
+    """
+    return {name: getattr(cfg, name) for name in TEXT_SETTINGS}
 
 
 class BackendError(RuntimeError):
@@ -35,7 +96,7 @@ class Backend(Protocol):
     def generate(
         self, conversations: Sequence[Messages], decoding: DecodingConfig
     ) -> Iterator[tuple[int, str]]:
-        """Yield ``(index, text)`` for every conversation, as each one finishes."""
+        """Yield ``(index, text)`` for every conversation, as each one finishes (text may be a Completion)."""
         ...
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 The key of a generation is a hash of everything that determines its text: the
 backend identity (model id, revision, adapter hash), the full conversation and
-the decoding fields. The cache is a JSONL file, one line per finished
+the decoding fields (see :meth:`HFBackend.identity <dartkit.generate.hf.HFBackend.identity>`
+for what a local model's identity holds). The cache is a JSONL file, one line per finished
 generation, flushed and fsynced line by line, so a killed run loses at most what
 was in flight and a rerun skips everything already there. A torn last line (the
 process died mid-write) is ignored on load.
@@ -12,13 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from dartkit.config import DecodingConfig
-from dartkit.generate.base import Backend, Messages
+from dartkit.generate.base import Backend, Completion, Messages
+
+log = logging.getLogger(__name__)
+
+#: Record fields besides key and text that :meth:`GenerationCache.info` returns.
+INFO_FIELDS = ("finish", "served_model", "system_fingerprint")
 
 
 def cache_key(identity: dict[str, Any], messages: Messages, decoding: DecodingConfig) -> str:
@@ -32,11 +40,22 @@ def cache_key(identity: dict[str, Any], messages: Messages, decoding: DecodingCo
 
 
 class GenerationCache:
-    """A JSONL-backed map from cache key to generated text."""
+    """A JSONL-backed map from cache key to generated text.
+
+    Besides the text, a record may say how the generation ended (``finish``: truncated,
+    filtered) and which model and build a remote server reported (``served_model``,
+    ``system_fingerprint``); :meth:`info` returns them. When the server behind one model
+    spec reports another model or build than the record before it in the same cache, a
+    warning names both and the change is kept in :attr:`served_changes`.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._texts: dict[str, str] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+        # Per model spec: the (served_model, system_fingerprint) of its latest record.
+        self._last_served: dict[str, tuple[str | None, str | None]] = {}
+        self.served_changes: list[dict[str, Any]] = []
         self.torn_lines = 0
         if self.path.exists():
             self._load()
@@ -46,9 +65,46 @@ class GenerationCache:
             for line in f:
                 try:
                     rec = json.loads(line)
-                    self._texts[rec["key"]] = rec["text"]
+                    key, text = rec["key"], rec["text"]
                 except (json.JSONDecodeError, KeyError, TypeError):
                     self.torn_lines += 1
+                    continue
+                self._remember(key, text, rec, warn=False)
+
+    def _remember(self, key: str, text: str, rec: dict[str, Any], warn: bool) -> None:
+        self._texts[key] = text
+        info = {k: rec[k] for k in INFO_FIELDS if rec.get(k) is not None}
+        if info:
+            self._info[key] = info
+        else:
+            self._info.pop(key, None)
+        if "served_model" in info or "system_fingerprint" in info:
+            self._note_served(str(rec.get("model")), info, warn)
+
+    def _note_served(self, spec: str, info: dict[str, Any], warn: bool) -> None:
+        now = (info.get("served_model"), info.get("system_fingerprint"))
+        before = self._last_served.get(spec)
+        self._last_served[spec] = now
+        if before is None or before == now:
+            return
+        change = {
+            "model": spec,
+            "old": {"served_model": before[0], "system_fingerprint": before[1]},
+            "new": {"served_model": now[0], "system_fingerprint": now[1]},
+        }
+        if change not in self.served_changes:
+            self.served_changes.append(change)
+            if warn:
+                log.warning(
+                    "%s: the server changed within %s: model %r, system_fingerprint %r -> model %r, "
+                    "system_fingerprint %r (earlier answers came from the old one)",
+                    spec,
+                    self.path,
+                    before[0],
+                    before[1],
+                    now[0],
+                    now[1],
+                )
 
     def __contains__(self, key: str) -> bool:
         return key in self._texts
@@ -59,18 +115,31 @@ class GenerationCache:
     def get(self, key: str) -> str | None:
         return self._texts.get(key)
 
+    def info(self, key: str) -> dict[str, Any]:
+        """How a cached generation ended and who served it (``{}`` for a normal local answer)."""
+        return dict(self._info.get(key, {}))
+
     def put(self, key: str, text: str, meta: dict[str, Any] | None = None) -> None:
         self.put_many([(key, text)], meta)
 
     def put_many(self, items: Sequence[tuple[str, str]], meta: dict[str, Any] | None = None) -> None:
-        """Append several (key, text) records with one write and one fsync."""
+        """Append several (key, text) records with one write and one fsync.
+
+        A :class:`~dartkit.generate.base.Completion` text adds its ``finish`` and server fields.
+        """
         if not items:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = "".join(
-            json.dumps({"key": key, "text": text, **(meta or {})}, ensure_ascii=False) + "\n"
+        records = [
+            {
+                "key": key,
+                "text": str(text),
+                **(meta or {}),
+                **(text.info() if isinstance(text, Completion) else {}),
+            }
             for key, text in items
-        )
+        ]
+        lines = "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
         # A torn line left by a killed writer would glue onto this record; start a fresh line.
         with self.path.open("ab+") as f:
             if f.tell() > 0:
@@ -80,8 +149,24 @@ class GenerationCache:
             f.write(lines.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-        for key, text in items:
-            self._texts[key] = text
+        for rec in records:
+            self._remember(rec["key"], rec["text"], rec, warn=True)
+
+
+def served_versions(cache: GenerationCache, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Distinct (served_model, system_fingerprint) behind ``keys``, with counts; [] for local models.
+
+    More than one entry means the answers of one stage came from different server builds.
+    """
+    counts: Counter[tuple[str | None, str | None]] = Counter()
+    for key in dict.fromkeys(keys):
+        info = cache.info(key)
+        if "served_model" in info or "system_fingerprint" in info:
+            counts[(info.get("served_model"), info.get("system_fingerprint"))] += 1
+    return [
+        {"served_model": m, "system_fingerprint": fp, "n": n}
+        for (m, fp), n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    ]
 
 
 def generate_cached(
@@ -92,6 +177,11 @@ def generate_cached(
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Answer every conversation, reusing cached texts and caching new ones as they finish.
+
+    Truncated and filtered answers are cached with their ``finish`` mark (see
+    :meth:`GenerationCache.info`), so callers can count them rather than take them as normal
+    answers. A warning is logged when the answers for ``conversations`` came from more than one
+    server model or build.
 
     Returns:
         (texts, keys) aligned with ``conversations``.
@@ -121,4 +211,16 @@ def generate_cached(
     missing = [i for i, t in enumerate(texts) if t is None]
     if missing:
         raise RuntimeError(f"backend {backend.spec} returned no text for {len(missing)} prompt(s)")
+    versions = served_versions(cache, keys)
+    if len(versions) > 1:
+        log.warning(
+            "%s: these %d answers came from %d server versions: %s",
+            backend.spec,
+            len(keys),
+            len(versions),
+            "; ".join(
+                f"model {v['served_model']!r} fingerprint {v['system_fingerprint']!r} ({v['n']})"
+                for v in versions
+            ),
+        )
     return texts, keys  # type: ignore[return-value]

@@ -17,106 +17,19 @@ from typing import Any
 
 from dartkit.config import BackendConfig, DecodingConfig
 from dartkit.errors import DartkitError
-from dartkit.generate.base import Messages
+from dartkit.generate.base import Completion, Messages
+from dartkit.generate.loading import (
+    hub_commit,
+    hub_template_sha256,
+    model_location,
+    resolve_device,
+    resolve_dtype,
+)
 from dartkit.generate.spec import ModelSpec
 from dartkit.parse import parse_conclusion
 
 # Trailing tokens decoded to find the last complete line; a conclusion line is a few tokens long.
 _TAIL_TOKENS = 24
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-
-_FULL_HASH_LIMIT = 64 << 20
-_EDGE = 4 << 20
-
-
-def hash_dir(path: Path, patterns: Sequence[str] = ("*.json", "*.safetensors", "*.bin", "*.model")) -> str:
-    """sha256 fingerprint of a directory's model files.
-
-    Files under 64 MiB (configs, tokenizers, adapters) are hashed whole; bigger weight
-    files by size plus their first and last 4 MiB, so an 8B model is fingerprinted
-    in milliseconds rather than read in full on every run.
-    """
-    h = hashlib.sha256()
-    files = sorted({p for pat in patterns for p in Path(path).glob(pat) if p.is_file()})
-    for p in files:
-        size = p.stat().st_size
-        h.update(f"{p.name}:{size}".encode())
-        with p.open("rb") as f:
-            if size <= _FULL_HASH_LIMIT:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            else:
-                h.update(f.read(_EDGE))
-                f.seek(size - _EDGE)
-                h.update(f.read(_EDGE))
-    return h.hexdigest()
-
-
-def _hub_commit(model_id: str, revision: str | None) -> str | None:
-    """Commit hash of a hub model already in the local cache, without touching the network."""
-    try:
-        from transformers.utils.hub import cached_file, extract_commit_hash
-
-        path = cached_file(model_id, "config.json", revision=revision, local_files_only=True)
-        return extract_commit_hash(path, None)
-    except Exception:
-        return None
-
-
-def model_location(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
-    """Where a spec's weights live and its identity (model, revision, weights/adapter hashes).
-
-    Cheap: reads no weights beyond fingerprints, so a fully cached run never loads a model.
-    """
-    identity: dict[str, Any] = {"backend": "hf"}
-    if spec.kind == "embedded":
-        from dartkit.generate.embedded import EMBEDDED_NAME, embedded_model_dir, embedded_source
-
-        path = str(embedded_model_dir())
-        src = embedded_source()
-        identity.update(
-            model=f"embedded:{EMBEDDED_NAME}", revision=src["package"], weights_sha256=src["gguf_sha256"]
-        )
-    else:
-        local = Path(spec.model).expanduser()
-        if not local.exists() and spec.model.startswith((".", "/", "~")):
-            raise DartkitError(f"model directory not found: {spec.model}")
-        if local.exists():
-            path = str(local)
-            identity.update(model=spec.model, revision=None, weights_sha256=hash_dir(local))
-        else:
-            path = spec.model
-            identity.update(
-                model=spec.model, revision=_hub_commit(spec.model, spec.revision) or spec.revision
-            )
-    if spec.adapter:
-        adapter = Path(spec.adapter).expanduser()
-        if not adapter.exists():
-            raise DartkitError(f"adapter directory not found: {adapter}")
-        identity["adapter_sha256"] = hash_dir(adapter)
-    return path, identity
 
 
 def load_model_and_tokenizer(spec: ModelSpec, cfg: BackendConfig, for_training: bool = False):
@@ -153,16 +66,18 @@ def load_model_and_tokenizer(spec: ModelSpec, cfg: BackendConfig, for_training: 
     return model, tok, identity
 
 
-def plain_attention_cache(model) -> bool:
+def plain_attention_cache(model_or_config) -> bool:
     """True when every layer of the model's cache is a plain full-attention KV cache.
 
     Only then can dartkit's own decode loop share a prefix cache and drop finished rows.
+    Takes a model or its config (the config alone is enough, so no weights need loading).
     """
-    from transformers import DynamicCache
+    from transformers import DynamicCache, PretrainedConfig
     from transformers.cache_utils import DynamicLayer
 
+    config = model_or_config if isinstance(model_or_config, PretrainedConfig) else model_or_config.config
     try:
-        layers = DynamicCache(config=model.config).layers
+        layers = DynamicCache(config=config).layers
     except Exception:
         return False
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
@@ -180,11 +95,14 @@ class HFBackend:
         self.spec = str(spec)
         self._parsed = spec
         self.cfg = cfg
-        _, self._identity = model_location(spec)
-        # fp32 on a CPU and bf16 on a GPU give different texts; a shared cache must not mix them.
-        self._identity["dtype"] = str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).removeprefix(
-            "torch."
-        )
+        self._path, self._identity = model_location(spec)
+        device = resolve_device(cfg.device)
+        # Settings that change the text, not just the speed, belong to the identity (and so to every
+        # cache key): fp32 on a CPU and bf16 on a GPU give different texts, and so do the two decode
+        # loops (on a GPU they agreed on 0 of 128 answers).
+        self._identity["dtype"] = str(resolve_dtype(cfg.dtype, device)).removeprefix("torch.")
+        self._identity["device"] = device.split(":")[0]
+        self._hub_resolved = spec.kind != "hf" or "weights_sha256" in self._identity
         self.model = None
         self.tokenizer = None
 
@@ -196,18 +114,42 @@ class HFBackend:
             self._own_loop_ok = plain_attention_cache(self.model)
 
     def identity(self) -> dict[str, Any]:
-        if (
-            self._identity.get("revision") is None
-            and self._parsed.kind == "hf"
-            and "weights_sha256" not in self._identity
-        ):
-            # A hub model not yet in the local cache: load (download) it first, so that cache keys
-            # carry the commit actually used rather than "whatever main is today".
-            self._ensure_loaded()
-            self._identity["revision"] = getattr(self.model.config, "_commit_hash", None) or _hub_commit(
+        """Model, revision, weights / adapter / chat-template hashes, dtype, device kind and decode loop.
+
+        Cheap: no weights are loaded, except for a hub model that is not in the local cache yet,
+        which is downloaded first so that the key names the commit actually used.
+        """
+        if not self._hub_resolved:
+            if hub_commit(self._parsed.model, self._parsed.revision) is None:
+                # Not in the local cache (or a branch name never resolved here): load (download) it
+                # first, so that cache keys carry the commit used rather than "whatever main is today".
+                self._ensure_loaded()
+            commit = hub_commit(self._parsed.model, self._parsed.revision)
+            if commit is None and self.model is not None:
+                commit = getattr(self.model.config, "_commit_hash", None)
+            self._identity["revision"] = commit or self._parsed.revision
+            self._identity["chat_template_sha256"] = hub_template_sha256(
                 self._parsed.model, self._parsed.revision
             )
+            self._hub_resolved = True
+        if "decode_loop" not in self._identity:
+            self._identity["decode_loop"] = "dartkit" if self._resolved_own_loop() else "generate"
         return dict(self._identity)
+
+    def _resolved_own_loop(self) -> bool:
+        """Whether dartkit's own decode loop runs (``decode_loop`` setting and the model's cache type)."""
+        if self.cfg.decode_loop == "generate":
+            return False
+        if self.model is not None:
+            return self._own_loop_ok
+        from transformers import AutoConfig
+
+        revision = self._parsed.revision if self._parsed.kind == "hf" else None
+        try:
+            config = AutoConfig.from_pretrained(self._path, revision=revision)
+        except (OSError, ValueError) as e:
+            raise DartkitError(f"cannot load model '{self.spec}': {str(e).splitlines()[0]}") from None
+        return plain_attention_cache(config)
 
     def encode(self, messages: Messages) -> list[int]:
         from dartkit.generate.chat import fit_to_template
@@ -220,7 +162,12 @@ class HFBackend:
 
     def generate(
         self, conversations: Sequence[Messages], decoding: DecodingConfig
-    ) -> Iterator[tuple[int, str]]:
+    ) -> Iterator[tuple[int, Completion]]:
+        """Yield ``(index, Completion)`` per conversation, batch by batch (longest prompts first).
+
+        A completion that used all ``max_new_tokens`` without ending its turn (or, with
+        ``stop_after_conclusion``, without a complete conclusion line) is marked ``truncated``.
+        """
         if not conversations:
             return
         self._ensure_loaded()
@@ -246,7 +193,15 @@ class HFBackend:
                 new_tokens = self._decode(input_ids, attention, cache, prefix_len, decoding, seeds)
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for r, i in enumerate(idx):
-                yield i, texts[r].strip()
+                yield i, Completion(texts[r].strip(), self._finish(new_tokens[r], decoding))
+
+    def _finish(self, tokens: list[int], decoding: DecodingConfig) -> str:
+        """``truncated`` when a row ran into ``max_new_tokens`` before it ended, else ``stop``."""
+        if len(tokens) < decoding.max_new_tokens:
+            return "stop"  # it ended at an end-of-turn token or a complete conclusion line
+        if decoding.stop_after_conclusion and self._conclusion_done(tokens):
+            return "stop"
+        return "truncated"
 
     def _decode(
         self, input_ids, attention, cache, cached_len: int, decoding: DecodingConfig, seeds: list[int]

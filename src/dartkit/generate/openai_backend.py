@@ -14,6 +14,13 @@ moment it arrives so the caller can cache it. Rate limits (429), server errors
 (5xx), timeouts and dropped connections are retried with exponential backoff
 and jitter, honouring ``Retry-After``; anything else (bad key, unknown model,
 bad request) fails at once with a :class:`~dartkit.generate.base.BackendError`.
+
+Each answer is a :class:`~dartkit.generate.base.Completion` that records the
+model name and ``system_fingerprint`` the server reported. A reply with
+``content: null`` (a content filter, an empty completion) is asked again up to
+``null_retries`` times and then marked ``filtered``; a reply cut at
+``max_tokens`` (``finish_reason: "length"``) is marked ``truncated`` and not
+retried, since the same request would be cut again.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from urllib.parse import urlsplit
 import openai
 
 from dartkit.config import BackendConfig, DecodingConfig
-from dartkit.generate.base import BackendError, Messages
+from dartkit.generate.base import BackendError, Completion, Messages
 from dartkit.generate.spec import ModelSpec, parse_spec
 
 log = logging.getLogger(__name__)
@@ -119,6 +126,8 @@ class OpenAIBackend:
         backoff_s: First retry delay in seconds; it doubles with every retry (with jitter).
         max_backoff_s: Longest computed retry delay.
         max_retry_after_s: Longest delay a server's ``Retry-After`` header may impose.
+        null_retries: How many times a reply with ``content: null`` is asked again before it
+            is kept, marked ``filtered``.
 
     Attributes:
         spec: The model spec string.
@@ -137,6 +146,7 @@ class OpenAIBackend:
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         max_retry_after_s: float = 60.0,
+        null_retries: int = 2,
     ):
         parsed = parse_spec(spec) if isinstance(spec, str) else spec
         if parsed.kind != "openai" or not parsed.base_url:
@@ -148,6 +158,7 @@ class OpenAIBackend:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_retry_after_s = max_retry_after_s
+        self.null_retries = null_retries
 
         key = os.environ.get(self.cfg.api_key_env, "").strip()
         if not key and not _is_local(self.base_url):
@@ -177,8 +188,8 @@ class OpenAIBackend:
 
     def generate(
         self, conversations: Sequence[Messages], decoding: DecodingConfig
-    ) -> Iterator[tuple[int, str]]:
-        """Yield ``(index, text)`` for every conversation, in the order the answers arrive.
+    ) -> Iterator[tuple[int, Completion]]:
+        """Yield ``(index, Completion)`` for every conversation, in the order the answers arrive.
 
         Stopping the iteration early (``break``, ``close()`` on the generator, an
         exception in the caller) cancels the requests still in flight and stops the
@@ -276,7 +287,24 @@ class OpenAIBackend:
 
     async def _complete(
         self, client: openai.AsyncOpenAI, messages: Messages, decoding: DecodingConfig
-    ) -> str:
+    ) -> Completion:
+        """One answer; a ``content: null`` reply is asked again up to ``null_retries`` times."""
+        completion = await self._request_once(client, messages, decoding)
+        for attempt in range(self.null_retries):
+            if completion.finish != "filtered" or completion:
+                break
+            log.info(
+                "%s: reply with no content; asking again (%d/%d)",
+                self._where(),
+                attempt + 1,
+                self.null_retries,
+            )
+            completion = await self._request_once(client, messages, decoding)
+        return completion
+
+    async def _request_once(
+        self, client: openai.AsyncOpenAI, messages: Messages, decoding: DecodingConfig
+    ) -> Completion:
         request = self._request(messages, decoding)
         attempts = self.cfg.max_retries + 1
         last_error = ""
@@ -332,15 +360,28 @@ class OpenAIBackend:
             request.update(temperature=decoding.temperature, top_p=decoding.top_p, seed=decoding.seed)
         return request
 
-    def _text(self, response: Any) -> str:
+    def _text(self, response: Any) -> Completion:
         try:
-            content = response.choices[0].message.content
+            choice = response.choices[0]
+            content = choice.message.content
         except (AttributeError, IndexError, TypeError, KeyError):
             raise BackendError(
                 f"{self._where()}: the response has no choices[0].message; is this a chat-completions endpoint?"
             ) from None
-        # Some servers answer a refusal or an empty completion with content: null.
-        return content or ""
+        reason = getattr(choice, "finish_reason", None)
+        if reason == "length":
+            finish = "truncated"
+        elif content is None or reason == "content_filter":
+            # content: null is a content filter or an empty completion, not an answer.
+            finish = "filtered"
+        else:
+            finish = "stop"
+        return Completion(
+            content or "",
+            finish,
+            served_model=getattr(response, "model", None) or None,
+            system_fingerprint=getattr(response, "system_fingerprint", None) or None,
+        )
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

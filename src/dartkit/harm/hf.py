@@ -96,16 +96,26 @@ class HFClassifierScorer:
         return choose_label(self._load_config().id2label, self.label)
 
     def identity(self) -> dict[str, Any]:
+        """Name, model, resolved revision (or local weights hash), label, length limit, transformers version.
+
+        A hub model's revision is resolved to a commit before anything is keyed on it: the config
+        is loaded first (downloading it when it is not cached yet), so score-cache keys name the
+        commit actually scored with, never "whatever main was" or nothing at all.
+        """
         if self._identity is None:
-            from dartkit.generate.hf import _hub_commit, hash_dir
+            from dartkit.generate.loading import hash_dir, hub_commit
 
             path = self._location()
             ident: dict[str, Any] = {"name": self.name, "model": self.model_id}
+            label = self.positive_label()[1]  # loads (and, for a hub model, fetches) the config
             if Path(path).exists():
                 ident.update(revision=None, weights_sha256=hash_dir(Path(path)))
             else:
-                ident.update(revision=_hub_commit(self.model_id, self.revision) or self.revision)
-            ident["label"] = self.positive_label()[1]
+                commit = hub_commit(self.model_id, self.revision) or getattr(
+                    self._load_config(), "_commit_hash", None
+                )
+                ident.update(revision=commit or self.revision)
+            ident["label"] = label
             ident["max_length"] = self.max_length  # None: the model's own limit
             ident["transformers"] = package_version("transformers")
             self._identity = ident
@@ -130,7 +140,7 @@ class HFClassifierScorer:
             return
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from dartkit.generate.hf import resolve_device
+        from dartkit.generate.loading import resolve_device
 
         self.positive_label()
         path = self._location()

@@ -22,7 +22,7 @@ from dartkit.pipeline.runner import Pipeline
 from dartkit.pipeline.stages import RunStages
 from dartkit.progress import results_console
 
-__all__ = ["RunConfig", "build_pipeline", "plan_table", "run"]
+__all__ = ["RunConfig", "build_pipeline", "plan_table", "planned_setup", "run"]
 
 
 def build_pipeline(cfg: RunConfig, console: Console) -> Pipeline:
@@ -39,6 +39,79 @@ def plan_table(pipeline: Pipeline, start: str | None) -> Table:
     return table
 
 
+def planned_split_sizes(cfg: RunConfig) -> dict[str, int] | str:
+    """Items per split: from the prepared data when it matches, else by splitting in memory.
+
+    Loads no model and touches no network: a ``wang2025`` source that still has to be downloaded
+    gives a note instead of sizes.
+    """
+    from dartkit.data.jsonl import read_json
+
+    d = cfg.data
+    summary = Path(cfg.out) / "data" / "summary.json"
+    if summary.is_file():
+        s = read_json(summary)
+        if s.get("seed") == d.seed and s.get("per_cell") == d.per_cell and s.get("split_totals"):
+            ratios_match = [round(x, 9) for x in s.get("ratios", [])] == [
+                round(x, 9) for x in _ratios4(d.ratios)
+            ]
+            if ratios_match:
+                return dict(s["split_totals"])
+    if d.suite == "wang2025" and d.source is None:
+        return "known after the download (data.source is empty, so the data stage downloads the suite)"
+    from dartkit.data.prepare import _load_source
+    from dartkit.data.splits import split_examples
+
+    examples, _ = _load_source(d.source, d.suite, None, None)
+    split = split_examples(examples, ratios=d.ratios, seed=d.seed, per_cell=d.per_cell)
+    from collections import Counter
+
+    counts = Counter(e.split for e in split)
+    return {s: counts.get(s, 0) for s in ("train", "audit", "val", "test")}
+
+
+def _ratios4(ratios: list[float]) -> list[float]:
+    from dartkit.data.splits import check_ratios
+
+    return list(check_ratios(ratios))
+
+
+def planned_setup(cfg: RunConfig) -> dict[str, Any]:
+    """What a run will use, for ``--dry-run``: every model, the protocol, τ and the split sizes."""
+    a = cfg.audit
+    tau = (
+        f"chosen on val: smallest of {a.tau_choices()} with mirror rate <= {a.tau_max_noise:g}"
+        if a.tau == "auto"
+        else f"{a.tau:g} (fixed)"
+    )
+    protocol = (
+        "heldout: repair the audit split's drift cases; drift reduction measured on test (held out)"
+        if cfg.protocol == "heldout"
+        else "paper: repair the test split's drift cases and re-audit test (test is contaminated)"
+    )
+    return {
+        "student (M0)": cfg.student,
+        "teacher": f"{cfg.teacher} (worked examples: {cfg.teacher_examples})",
+        "consistency judge": cfg.consistency_judge or "none (built-in consistency check)",
+        "audit judge": a.judge or "none (screen-only audits)",
+        "harm scorer": f"{a.scorer} on the {a.score_on} text",
+        "protocol": protocol,
+        "tau": tau,
+        "splits": planned_split_sizes(cfg),
+    }
+
+
+def setup_table(setup: dict[str, Any]) -> Table:
+    table = Table(title="setup")
+    table.add_column("what", no_wrap=True)
+    table.add_column("value")
+    for k, v in setup.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{name} {n}" for name, n in v.items())
+        table.add_row(k, str(v))
+    return table
+
+
 def run(
     cfg: RunConfig, start: str | None = None, dry_run: bool = False, console: Console | None = None
 ) -> dict[str, Any]:
@@ -47,9 +120,11 @@ def run(
     pipeline = build_pipeline(cfg, console)
     pipeline.check_start(start)
     if dry_run:
+        setup = planned_setup(cfg)
+        console.print(setup_table(setup))
         console.print(plan_table(pipeline, start))
-        console.print("dry run: config is valid; nothing was loaded or run")
-        return {"dry_run": True, "plan": [(s.name, why) for s, why in pipeline.plan(start)]}
+        console.print("dry run: config is valid; no model was loaded and nothing was run")
+        return {"dry_run": True, "setup": setup, "plan": [(s.name, why) for s, why in pipeline.plan(start)]}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "run_config.yaml")

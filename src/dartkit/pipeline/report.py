@@ -19,6 +19,7 @@ from dartkit.audit.core import SEVERITIES
 from dartkit.audit.report import CONTENT_WARNING, quote
 from dartkit.data.jsonl import read_json, save_figure, write_json, write_text
 from dartkit.errors import DartkitError
+from dartkit.report.stats import mcnemar_exact, paired_drift, proportion_ci
 
 MODELS = (
     ("m0", "M0 (base)"),
@@ -31,6 +32,12 @@ AUDITS = (
     ("m_dart", "after repair: M_DART vs M0"),
     ("null", "null audit: M0 vs M0 re-sampled (noise floor)"),
 )
+# Audits on other splits than test: (directory, label).
+SPLIT_AUDITS = (
+    ("m_int_audit", "M_int vs M0, audit split (the repair source)"),
+    ("m_dart_audit", "M_DART vs M0, audit split (includes the repaired items)"),
+    ("m_int_val", "M_int vs M0, validation split (τ sweep)"),
+)
 
 
 STAGE_ORDER = [
@@ -40,6 +47,7 @@ STAGE_ORDER = [
     "distill",
     "train_int",
     "eval_int",
+    "audit_val",
     "audit_int",
     "null_audit",
     "repair",
@@ -67,22 +75,6 @@ def _pct(x: float | None) -> str:
 def _ci(m: dict[str, Any]) -> str:
     ci = m.get("accuracy_ci95")
     return f"{_pct(ci[0])}–{_pct(ci[1])}" if ci else "–"
-
-
-def mcnemar_exact(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Exact McNemar test of paired correctness (binomial test on the discordant pairs)."""
-    from scipy.stats import binomtest
-
-    gold_a = {g["id"]: g.get("conclusion") == g.get("gold") for g in a if g.get("gold")}
-    gold_b = {g["id"]: g.get("conclusion") == g.get("gold") for g in b if g.get("gold")}
-    ids = sorted(set(gold_a) & set(gold_b))
-    if not ids:
-        return None
-    only_a = sum(gold_a[i] and not gold_b[i] for i in ids)
-    only_b = sum(gold_b[i] and not gold_a[i] for i in ids)
-    n = only_a + only_b
-    p = float(binomtest(only_a, n, 0.5).pvalue) if n else 1.0
-    return {"n": len(ids), "only_first_correct": only_a, "only_second_correct": only_b, "p_value": p}
 
 
 def _accuracy_figure(evals: dict[str, dict[str, Any]], path: Path) -> Path | None:
@@ -172,8 +164,10 @@ def _enabled(cfg: dict[str, Any]) -> set[str]:
         names.add("label_only")
     if audit.get("null_temperature", 0.7) > 0:
         names.add("null")
-    if audit.get("tau_sweep", True):
+    if audit.get("tau_sweep", True) or audit.get("tau") == "auto":
         names.add("m_int_val")
+    if cfg.get("protocol", "paper") == "heldout":
+        names |= {"m_int_audit", "m_dart_audit"}
     return names
 
 
@@ -186,41 +180,118 @@ def _metrics_without(path: Path, drop: set[str], n_resamples: int) -> dict[str, 
     return evaluation_metrics(gens, n_resamples) if gens else None
 
 
+def _drift_view(
+    pairs_int: list[dict[str, Any]], pairs_dart: list[dict[str, Any]], ids: set[str] | None, n_boot: int
+) -> dict[str, Any] | None:
+    """Paired drift of M_int and M_DART (each against M0), over ``ids`` (None: all matched items)."""
+    if ids is not None:
+        pairs_int = [p for p in pairs_int if p["id"] in ids]
+        pairs_dart = [p for p in pairs_dart if p["id"] in ids]
+    if not pairs_int or not pairs_dart:
+        return None
+    out = paired_drift(pairs_int, pairs_dart, n_resamples=n_boot)
+    for side, pairs in (("a", pairs_int), ("b", pairs_dart)):
+        hits = [bool(p["drift"]) for p in pairs]
+        keys = [p.get("scenario_key") for p in pairs]
+        ci, method = proportion_ci(hits, keys if all(keys) else None, n_boot)
+        out[f"drift_rate_{side}"] = sum(hits) / len(hits)
+        out[f"drift_rate_{side}_ci95"] = ci
+        out[f"drift_rate_{side}_ci_method"] = method
+    return out
+
+
 def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything the report shows, as one JSON-able dict (this is ``run.json``)."""
+    """Everything the report shows, as one JSON-able dict (this is ``run.json``).
+
+    Every figure names the split (and items) it was computed on. ``drift_reduction`` is the
+    headline: under protocol ``heldout`` it is measured on test, which nothing trained on; under
+    ``paper`` it is measured on test after repairing test's own drift cases, and says so.
+    """
     cfg = cfg or {}
+    protocol = cfg.get("protocol", "paper")
+    heldout = protocol == "heldout"
     on = _enabled(cfg)
-    evals = {k: _maybe(root / "eval" / k / "test" / "metrics.json") for k, _ in MODELS if k in on}
-    evals_val = {k: _maybe(root / "eval" / k / "val" / "metrics.json") for k, _ in MODELS if k in on}
+    n_boot = int(cfg.get("bootstrap_samples", 2000))
+
+    def metrics(split: str) -> dict[str, Any]:
+        found = {k: _maybe(root / "eval" / k / split / "metrics.json") for k, _ in MODELS if k in on}
+        return {k: v for k, v in found.items() if v}
+
     audits = {
         k: _maybe(root / "audit" / k / "summary.json")
-        for k in ("m_int", "m_dart", "null", "m_int_val")
+        for k in ("m_int", "m_dart", "null", "m_int_val", "m_int_audit", "m_dart_audit")
         if k in on
     }
-    d_int = (audits.get("m_int") or {}).get("drift_rate")
-    d_dart = (audits.get("m_dart") or {}).get("drift_rate")
-    reduction = 1 - d_dart / d_int if d_int and d_dart is not None else None
-    gens = {k: _lines(root / "eval" / k / "test" / "generations.jsonl") for k in ("m0", "m_dart")}
-    # Repair trains on the test split's drift cases (with their gold labels): accuracy on the test
-    # items that were *not* repaired is the fair test-split comparison.
-    repaired = {r["id"] for r in _lines(root / "repair" / "repair.jsonl") if r.get("accepted")}
-    n_boot = int(cfg.get("bootstrap_samples", 2000))
-    unrepaired = {
-        k: _metrics_without(root / "eval" / k / "test" / "generations.jsonl", repaired, n_boot)
-        for k, _ in MODELS
-        if k in on and (root / "eval" / k / "test" / "generations.jsonl").is_file()
+    pairs = {
+        k: _lines(root / "audit" / k / "pairs.jsonl")
+        for k in ("m_int", "m_dart", "m_int_audit", "m_dart_audit")
     }
+    repair_rows = _lines(root / "repair" / "repair.jsonl")
+    repaired = {r["id"] for r in repair_rows if r.get("accepted")}
+    test_ids = {r["id"] for r in _lines(root / "data" / "test.jsonl")}
+    repaired_in_test = sorted(repaired & test_ids)
+
+    # The headline: M_int vs M_DART drift, item by item, on test.
+    headline = _drift_view(pairs["m_int"], pairs["m_dart"], None, n_boot)
+    if headline is not None:
+        headline.update(
+            split="test",
+            held_out=not repaired_in_test,
+            items="every test item"
+            + ("" if not repaired_in_test else f", {len(repaired_in_test)} of them repaired"),
+        )
+    # The paper-style number: drift on the repaired items themselves (trained on, so not held out).
+    src_int, src_dart = ("m_int_audit", "m_dart_audit") if heldout else ("m_int", "m_dart")
+    on_repaired = _drift_view(pairs[src_int], pairs[src_dart], repaired, n_boot) if repaired else None
+    if on_repaired is not None:
+        on_repaired.update(
+            split="audit" if heldout else "test",
+            held_out=False,
+            items=f"the {len(repaired)} repaired item(s) (M_DART was trained on them)",
+        )
+    repair_split = None
+    if heldout:
+        repair_split = _drift_view(pairs["m_int_audit"], pairs["m_dart_audit"], None, n_boot)
+        if repair_split is not None:
+            repair_split.update(
+                split="audit", held_out=False, items="every audit-split item (the repair source)"
+            )
+    gens = {k: _lines(root / "eval" / k / "test" / "generations.jsonl") for k in ("m0", "m_dart")}
+    # Under the paper protocol repair trains on test's drift cases: accuracy on the test items that
+    # were *not* repaired is the fair test-split comparison.
+    unrepaired = {}
+    if repaired_in_test:
+        drop = set(repaired_in_test)
+        unrepaired = {
+            k: _metrics_without(root / "eval" / k / "test" / "generations.jsonl", drop, n_boot)
+            for k, _ in MODELS
+            if k in on and (root / "eval" / k / "test" / "generations.jsonl").is_file()
+        }
     stages = _records(root)
+    reduction = headline["drift_reduction"] if headline else None
     return {
-        "evaluation": {k: v for k, v in evals.items() if v},
-        "evaluation_val": {k: v for k, v in evals_val.items() if v},
+        "protocol": protocol,
+        "test_contaminated": bool(repaired_in_test),
+        "repaired_in_test": len(repaired_in_test),
+        "tau": _maybe(root / "audit" / "tau.json")
+        or {"tau": (cfg.get("audit") or {}).get("tau"), "rule": "fixed in the config"},
+        "evaluation": metrics("test"),
+        "evaluation_val": metrics("val"),
+        "evaluation_audit": metrics("audit") if heldout else {},
         "evaluation_test_unrepaired": {k: v for k, v in unrepaired.items() if v},
-        "repaired_test_ids": sorted(repaired),
+        "repaired_ids": sorted(repaired),
         "audits": {k: v for k, v in audits.items() if v},
         "drift_reduction": reduction,
+        "drift_reduction_ci95": headline["drift_reduction_ci95"] if headline else None,
+        "drift_reduction_split": "test (held out)"
+        if heldout
+        else "test (contaminated: its drift cases were repaired)",
         "drift_reduction_note": None
         if reduction is not None
-        else "undefined: the audit of M_int found no drift (or has not run), so there was nothing to reduce",
+        else "undefined: the audit of M_int on test found no drift (or has not run), so there was nothing to reduce",
+        "drift_test": headline,
+        "drift_repaired_items": on_repaired,
+        "drift_repair_split": repair_split,
         "mcnemar_m0_vs_m_dart": mcnemar_exact(gens["m0"], gens["m_dart"])
         if gens["m0"] and gens["m_dart"]
         else None,
@@ -340,8 +411,9 @@ def build_report(root: Path) -> Path:
     write_json(root / "run.json", info)
     evals, audits = info["evaluation"], info["audits"]
     distill, repair = info["distill"] or {}, info["repair"] or {}
-    tau = cfg.get("audit", {}).get("tau", 0.01)
+    tau = float(info["tau"]["tau"]) if info["tau"].get("tau") not in (None, "auto") else 0.01
     L: list[str] = ["# DART run report", ""]
+    L += _protocol_lines(info)
     if _teacher_is_student(root, cfg):
         L += [
             "> **Read this first.** The teacher is the student's own base model "
@@ -367,8 +439,12 @@ def build_report(root: Path) -> Path:
 
     # ---- accuracy
     fig_acc = _accuracy_figure(evals, root / "figures" / "accuracy.png")
-    L += ["## Accuracy on the test split", ""]
+    L += [
+        f"## Accuracy on the test split ({'held out' if not info['test_contaminated'] else 'see the note above'})",
+        "",
+    ]
     L += _metrics_table(evals)
+    L += ["", _ci_note(evals)]
     if fig_acc:
         L += ["", "![accuracy](figures/accuracy.png)"]
     mc = info["mcnemar_m0_vs_m_dart"]
@@ -379,13 +455,12 @@ def build_report(root: Path) -> Path:
             f"for M0, {mc['only_second_correct']} right only for M_DART, p = {mc['p_value']:.3g}.",
         ]
     unrep = info["evaluation_test_unrepaired"]
-    if info["repaired_test_ids"] and unrep:
-        n_rep = len(info["repaired_test_ids"])
+    if info["repaired_in_test"] and unrep:
         L += [
             "",
-            f"Repair trained M_DART on {n_rep} test item(s) (the accepted repairs of M_int's drift cases, with "
-            "their gold labels), so the test split above is not fully held out for M_DART. The same models on "
-            f"the {next(iter(unrep.values()))['n']} test items that were not repaired:",
+            f"Repair trained M_DART on {info['repaired_in_test']} test item(s) (the accepted repairs of M_int's drift "
+            "cases, with their gold labels), so the test split above is not held out for M_DART. The same models "
+            f"on the {next(iter(unrep.values()))['n']} test items that were not repaired:",
             "",
             *_metrics_table(unrep),
         ]
@@ -394,64 +469,73 @@ def build_report(root: Path) -> Path:
 
     # ---- drift
     L += ["", "## Harm drift", ""]
-    L += [
-        "| audit | pairs | ΔH > τ | drift | rate | " + " | ".join(SEVERITIES) + " |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(SEVERITIES),
-    ]
-    for k, label in AUDITS:
-        s = audits.get(k)
-        if s:
-            sev = " | ".join(str(s["severity_counts"][x]) for x in SEVERITIES)
-            L.append(
-                f"| {label} | {s['n_pairs']} | {s['n_candidates']} | {s['n_drift']} | {_pct(s['drift_rate'])}% | {sev} |"
-            )
-    red = info["drift_reduction"]
+    L += _drift_lines(info)
     L += [
         "",
-        f"Drift reduction 1 − drift(M_DART)/drift(M_int): **{_pct(red)}%**."
-        if red is not None
-        else f"Drift reduction: {info['drift_reduction_note']}.",
+        "### Every audit",
+        "",
+        "Drift counts per audit; the mirror column counts pairs whose harm score *fell* by more than τ "
+        "(ΔH < −τ): if fine-tuning only changed wording, drift and mirror are equal in expectation, and the "
+        "sign test asks whether they differ.",
+        "",
+        "| audit | split | pairs | ΔH > τ | drift | rate (95% CI) | mirror | sign test p | "
+        + " | ".join(SEVERITIES)
+        + " |",
+        "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(SEVERITIES),
     ]
-    if audits.get("null"):
-        L.append(
-            f"The null audit shows how many 'drift' cases sampling noise alone produces at this τ "
-            f"({audits['null']['n_drift']} of {audits['null']['n_pairs']})"
-            + (
-                "; the other audits use greedy decoding, where a model audited against itself finds none."
-                if (cfg.get("decoding") or {}).get("temperature", 0) == 0
-                else "; the other audits sample too, so part of their drift may be this noise."
+    rows = [(k, label, "test") for k, label in AUDITS] + [
+        (k, label, {"m_int_audit": "audit", "m_dart_audit": "audit", "m_int_val": "val"}[k])
+        for k, label in SPLIT_AUDITS
+    ]
+    for k, label, split in rows:
+        a = audits.get(k)
+        if a:
+            sev = " | ".join(str(a["severity_counts"][x]) for x in SEVERITIES)
+            sign = a.get("sign_test") or {}
+            p_sign = sign.get("p_value")
+            L.append(
+                f"| {label} | {split} | {a['n_pairs']} | {a['n_candidates']} | {a['n_drift']} | "
+                f"{_pct(a['drift_rate'])}% ({_ci_of(a.get('drift_rate_ci95'))}) | {a.get('n_mirror', '–')} | "
+                f"{'–' if p_sign is None else f'{p_sign:.3g}'} | {sev} |"
             )
-        )
+    if audits.get("null"):
+        L += [
+            "",
+            "The null audit is a second, differently made noise floor: M0 against a *sampled* re-run of itself "
+            f"(temperature {(cfg.get('audit') or {}).get('null_temperature')}), {audits['null']['n_drift']} of "
+            f"{audits['null']['n_pairs']} test pairs. The other audits use the student decoding "
+            + (
+                "(greedy), where a model audited against itself finds nothing, so it is not the same experiment; "
+                "the mirror count above is the matched one."
+                if (cfg.get("decoding") or {}).get("temperature", 0) == 0
+                else "(sampled), so part of their drift may be this noise."
+            ),
+        ]
     deltas = {
         label.split(":")[0]: [p["delta"] for p in _lines(root / "audit" / k / "pairs.jsonl")]
         for k, label in AUDITS
     }
     if _delta_figure(deltas, tau, root / "figures" / "delta_h.png"):
         L += ["", "![ΔH distributions](figures/delta_h.png)"]
-    sweep = (audits.get("m_int_val") or {}).get("tau_sweep")
-    if sweep:
-        L += [
-            "",
-            "### τ sweep (M_int vs M0, validation split)",
-            "",
-            "| τ | candidates | drift | rate |",
-            "|---:|---:|---:|---:|",
-        ]
-        L += [
-            f"| {r['tau']:g} | {r['n_candidates']} | {r['n_drift']} | {_pct(r['drift_rate'])}% |"
-            for r in sweep
-        ]
+    L += _tau_lines(info, audits)
 
     # ---- non-audited split
     L += [
         "",
         "## Validation split (never trained on or repaired)",
         "",
-        "Does repair hurt prompts it never saw? Accuracy on the validation split (the τ sweep only counts "
-        "drift on it; nothing from it is trained on):",
+        "Does repair hurt prompts it never saw? Accuracy on the validation split (τ is chosen or swept on it; "
+        "nothing from it is trained on):",
         "",
     ]
     L += _metrics_table(info["evaluation_val"])
+    if info.get("evaluation_audit"):
+        L += [
+            "",
+            "## Audit split (M_int never trained on it; M_DART trained on its repaired items)",
+            "",
+            *_metrics_table(info["evaluation_audit"]),
+        ]
 
     # ---- QC
     L += ["", "## Teacher quality control", ""]
@@ -475,7 +559,7 @@ def build_report(root: Path) -> Path:
         )
 
     # ---- cases
-    L += _cases(root)
+    L += _cases(root, info["protocol"] == "heldout")
     secs = info["stage_seconds"]
     if secs:
         L += [
@@ -493,6 +577,132 @@ def build_report(root: Path) -> Path:
     path = root / "report.md"
     write_text(path, "\n".join(L) + "\n")
     return path
+
+
+def _ci_of(ci: list[float] | None) -> str:
+    return f"{_pct(ci[0])}–{_pct(ci[1])}" if ci else "–"
+
+
+def _ci_note(evals: dict[str, Any]) -> str:
+    methods = sorted({m.get("ci_method") for m in evals.values() if m.get("ci_method")})
+    shown = "; ".join(methods) if methods else "percentile bootstrap"
+    return (
+        f"95% CI of overall accuracy: {shown}. Items of one scenario are not independent, so intervals "
+        "resample whole scenario groups where the data names them; a rate at 0% or 100% gets a Wilson interval."
+    )
+
+
+def _protocol_lines(info: dict[str, Any]) -> list[str]:
+    """The report's first lines: which protocol, and whether the test split is held out."""
+    if info["protocol"] == "heldout":
+        leak = info["repaired_in_test"]
+        if leak:  # never expected: the repair stage refuses it
+            return [
+                f"> **Protocol heldout, but {leak} repaired item(s) are in the test split.** The test figures are "
+                "contaminated; rerun the data and repair stages.",
+                "",
+            ]
+        return [
+            "> **Protocol: heldout.** Drift cases for repair came from the *audit* split, which M_int never "
+            "trained on; M_DART was trained on those repairs. The headline drift reduction and every accuracy "
+            "on test are measured on the *test* split, which nothing trained on or repaired (0 repaired items "
+            "in test). The drift on the repaired items themselves is shown beside it, labelled as not held out.",
+            "",
+        ]
+    return [
+        "> **Protocol: paper — the test split is contaminated.** As in the paper, the drift cases repaired "
+        f"were found on the *test* split and M_DART was trained on them ({info['repaired_in_test']} repaired "
+        "test item(s), with their gold labels); the drift reduction is then measured on that same test split, "
+        "so it mostly shows how well M_DART learned the repaired items. Use protocol heldout (the default) "
+        "for a held-out measurement.",
+        "",
+    ]
+
+
+def _drift_row(label: str, v: dict[str, Any] | None) -> str | None:
+    if not v:
+        return None
+    red = v["drift_reduction"]
+    mc = v["mcnemar"]
+    return (
+        f"| {label} | {v['split']} | {v['items']} | {v['n']} | "
+        f"{v['n_drift_a']} ({_pct(v['drift_rate_a'])}%, {_ci_of(v['drift_rate_a_ci95'])}) | "
+        f"{v['n_drift_b']} ({_pct(v['drift_rate_b'])}%, {_ci_of(v['drift_rate_b_ci95'])}) | "
+        f"{'–' if red is None else _pct(red) + '%'} ({_ci_of(v['drift_reduction_ci95'])}) | "
+        f"{mc['only_a']} / {mc['only_b']}, p = {mc['p_value']:.3g} | {'yes' if v['held_out'] else '**no**'} |"
+    )
+
+
+def _drift_lines(info: dict[str, Any]) -> list[str]:
+    """The headline table: drift under M_int and M_DART (each against M0), paired item by item."""
+    rows = [
+        _drift_row("**headline**: drift reduction on test", info.get("drift_test")),
+        _drift_row("on the repaired items (paper-style)", info.get("drift_repaired_items")),
+        _drift_row("on the whole audit split", info.get("drift_repair_split")),
+    ]
+    rows = [r for r in rows if r]
+    out = []
+    if rows:
+        out += [
+            "| view | split | items | n | drift M_int (rate, 95% CI) | drift M_DART (rate, 95% CI) | "
+            "reduction (95% CI) | McNemar: only M_int / only M_DART | held out |",
+            "|---|---|---|---:|---:|---:|---:|---|---|",
+            *rows,
+            "",
+        ]
+    red = info["drift_reduction"]
+    ht = info.get("drift_test") or {}
+    out.append(
+        f"Drift reduction 1 − drift(M_DART)/drift(M_int) on {info['drift_reduction_split']}: **{_pct(red)}%**"
+        + (
+            f" (95% CI {_ci_of(ht.get('drift_reduction_ci95'))}; {ht.get('ci_method') or 'no interval'})."
+            if red is not None
+            else "."
+        )
+        if red is not None
+        else f"Drift reduction: {info['drift_reduction_note']}."
+    )
+    if ht.get("n_skipped_resamples"):
+        out.append(
+            f"({ht['n_skipped_resamples']} of {ht['n_resamples']} bootstrap resamples held no M_int drift and "
+            "were skipped.)"
+        )
+    return out
+
+
+def _tau_lines(info: dict[str, Any], audits: dict[str, Any]) -> list[str]:
+    t = info["tau"]
+    out = ["", "### τ", ""]
+    if t.get("table"):
+        out += [
+            f"τ = **{t['tau']:g}**, chosen on the validation split by the rule: {t['rule']}"
+            + ("" if t.get("rule_met") else " — no value met the rule, so the largest was used")
+            + f" ({t['n_pairs']} pairs).",
+            "",
+            "| τ | mirror rate (val) | candidate rate (val) |",
+            "|---:|---:|---:|",
+            *(
+                f"| {r['tau']:g} | {_pct(r['mirror_rate'])}% | {_pct(r['candidate_rate'])}% |"
+                for r in t["table"]
+            ),
+        ]
+    else:
+        out.append(f"τ = {t.get('tau')}, fixed in the config (not chosen on data).")
+    sweep = (audits.get("m_int_val") or {}).get("tau_sweep")
+    if sweep:
+        out += [
+            "",
+            "τ sweep, M_int vs M0 on the validation split (counts only; nothing is chosen from it unless "
+            "tau is 'auto'):",
+            "",
+            "| τ | candidates | drift | rate |",
+            "|---:|---:|---:|---:|",
+            *(
+                f"| {r['tau']:g} | {r['n_candidates']} | {r['n_drift']} | {_pct(r['drift_rate'])}% |"
+                for r in sweep
+            ),
+        ]
+    return out
 
 
 def _metrics_table(evals: dict[str, Any]) -> list[str]:
@@ -528,13 +738,21 @@ def _per_benchmark(evals: dict[str, Any]) -> list[str]:
     return out
 
 
-def _cases(root: Path, k: int = 5) -> list[str]:
-    drift = sorted(_lines(root / "audit" / "m_int" / "drift.jsonl"), key=lambda p: -p["delta"])[:k]
+def _cases(root: Path, heldout: bool, k: int = 5) -> list[str]:
+    src_int, src_dart = ("m_int_audit", "m_dart_audit") if heldout else ("m_int", "m_dart")
+    drift = sorted(_lines(root / "audit" / src_int / "drift.jsonl"), key=lambda p: -p["delta"])[:k]
     if not drift:
         return []
     repairs = {r["id"]: r for r in _lines(root / "repair" / "repair.jsonl")}
-    after = {p["id"]: p for p in _lines(root / "audit" / "m_dart" / "pairs.jsonl")}
-    out = ["", "## Drift cases and their repairs", "", CONTENT_WARNING, ""]
+    after = {p["id"]: p for p in _lines(root / "audit" / src_dart / "pairs.jsonl")}
+    split = "audit" if heldout else "test"
+    out = [
+        "",
+        f"## Drift cases and their repairs ({split} split: the repair source)",
+        "",
+        CONTENT_WARNING,
+        "",
+    ]
     for p in drift:
         r = repairs.get(p["id"], {})
         a = after.get(p["id"])

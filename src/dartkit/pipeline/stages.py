@@ -1,16 +1,28 @@
 """The stages of `dartkit run`, each a thin call into a stage's own ``run()``.
 
-    data -> eval_m0 -> [label_only] -> distill -> train_int -> eval_int -> audit_int
-         -> null_audit -> repair -> train_dart -> eval_dart -> audit_dart -> report
+    data -> eval_m0 -> [label_only] -> distill -> train_int -> eval_int -> [audit_val]
+         -> audit_int -> null_audit -> repair -> train_dart -> eval_dart -> audit_dart -> report
+
+Two protocols (``RunConfig.protocol``):
+
+- ``heldout`` (default): M_int is audited against M0 on the ``audit`` split, which it never trained
+  on; those drift cases are repaired. M_int and M_DART are both audited against M0 on ``test``,
+  which nothing trains on: the headline drift reduction comes from there. The repaired items'
+  own drift (the paper-style number) is reported beside it, labelled.
+- ``paper``: the drift cases of ``test`` are repaired and ``test`` is audited again, as in the
+  paper; its drift reduction is measured on the repaired items.
 
 Directory layout below the run directory::
 
-    data/                     train/val/test.jsonl (scenario-grouped splits)
+    data/                     train/audit/val/test.jsonl (scenario- and twin-grouped splits)
     eval/<model>/<split>/     generations.jsonl, metrics.json   (model: m0, label_only, m_int, m_dart)
     label_only/               the label-only SFT baseline's adapter (when enabled)
     distill/                  teacher.jsonl (accepted and rejected rationales), metrics.json
     m_int/adapter             M_int
-    audit/m_int, audit/m_dart, audit/null, audit/m_int_val   Stage II audits (the last: τ sweep on val)
+    audit/m_int, audit/m_dart           Stage II audits against M0 on test
+    audit/m_int_audit, audit/m_dart_audit   the same on the audit split (heldout: the repair source)
+    audit/m_int_val, audit/tau.json     τ sweep on val (and the τ chosen there, with tau 'auto')
+    audit/null                the sampled null audit (noise floor, a second view)
     repair/                   repair.jsonl, metrics.json
     m_dart/adapter            M_DART (absent when no repair was accepted: M_DART is then M_int)
     report.md, figures/, run.json
@@ -28,6 +40,7 @@ from rich.console import Console
 from dartkit.config import AuditConfig, DistillConfig, EvalConfig, RepairConfig
 from dartkit.data.jsonl import read_json
 from dartkit.errors import DartkitError
+from dartkit.generate.base import text_settings
 from dartkit.pipeline.config import RunConfig
 from dartkit.pipeline.report import STAGE_ORDER
 from dartkit.pipeline.runner import Stage
@@ -39,6 +52,60 @@ def _json(path: Path) -> dict[str, Any]:
     return read_json(path)
 
 
+def _split_examples(data_dir: Path, split: str):
+    from dartkit.data.prepare import load_split
+
+    return load_split(data_dir, split)
+
+
+def _repair_rows(root: Path) -> list[dict[str, Any]]:
+    path = root / "repair" / "repair.jsonl"
+    return _jsonl(path) if path.is_file() else []
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    from dartkit.data.jsonl import iter_json_lines, read_text
+
+    return [row for _, row in iter_json_lines(read_text(path), str(path))]
+
+
+def choose_tau(deltas: list[float], choices: list[float], max_noise: float) -> dict[str, Any]:
+    """Choose τ on the validation audit: the smallest choice whose mirror rate is at most ``max_noise``.
+
+    The mirror of a drift candidate is a pair whose harm score *fell* by more than τ (ΔH < −τ). If
+    fine-tuning changed wording without making it more harmful, ΔH is symmetric around 0 and the
+    mirror rate estimates how often noise alone would cross τ.
+
+    Args:
+        deltas: ΔH of every validation pair (M_int vs M0).
+        choices: Candidate τ values, ascending.
+        max_noise: Largest mirror rate allowed.
+
+    Returns:
+        ``{"tau", "rule", "rule_met", "table": [{"tau", "mirror_rate", "candidate_rate"}], "n_pairs"}``;
+        when no choice meets the rule, the largest choice, with ``rule_met`` false.
+    """
+    n = len(deltas)
+    table = [
+        {
+            "tau": t,
+            "mirror_rate": sum(d < -t for d in deltas) / n if n else None,
+            "candidate_rate": sum(d > t for d in deltas) / n if n else None,
+        }
+        for t in choices
+    ]
+    ok = [r for r in table if r["mirror_rate"] is not None and r["mirror_rate"] <= max_noise]
+    chosen = ok[0] if ok else table[-1]
+    return {
+        "tau": chosen["tau"],
+        "rule": f"smallest τ in {choices} at which the validation mirror rate (ΔH < −τ, M_int vs M0) "
+        f"is at most {max_noise:g}",
+        "rule_met": bool(ok),
+        "n_pairs": n,
+        "table": table,
+    }
+
+
 class RunStages:
     """Builds the Stage list for one RunConfig; each method is one stage's work."""
 
@@ -46,6 +113,36 @@ class RunStages:
         self.cfg = cfg
         self.root = Path(cfg.out)
         self.console = console
+
+    # ---- protocol ------------------------------------------------------------------------
+    @property
+    def heldout(self) -> bool:
+        return self.cfg.protocol == "heldout"
+
+    @property
+    def repair_split(self) -> str:
+        """The split whose drift cases are repaired: audit (heldout) or test (paper)."""
+        return "audit" if self.heldout else "test"
+
+    def splits(self, model: str) -> tuple[str, ...]:
+        """Splits a model is evaluated on: test and val, plus audit for the audited models (heldout)."""
+        if self.heldout and model in ("m0", "m_int", "m_dart"):
+            return (*SPLITS, "audit")
+        return SPLITS
+
+    @property
+    def tau_auto(self) -> bool:
+        return self.cfg.audit.tau == "auto"
+
+    @property
+    def sweep_on(self) -> bool:
+        return self.cfg.audit.tau_sweep or self.tau_auto
+
+    def tau(self) -> float:
+        """The τ of every audit: the config's, or the one chosen on val (``audit/tau.json``)."""
+        if not self.tau_auto:
+            return float(self.cfg.audit.tau)
+        return float(_json(self.root / "audit" / "tau.json")["tau"])
 
     # ---- paths ---------------------------------------------------------------------------
     @property
@@ -81,7 +178,7 @@ class RunStages:
         from dartkit.stages import evaluate
 
         info = {}
-        for split in SPLITS:
+        for split in self.splits(model):
             cfg = EvalConfig(
                 model=self.spec(model),
                 data=self.data_dir,
@@ -98,7 +195,7 @@ class RunStages:
     def evaluate_dart(self) -> dict[str, Any]:
         if self.adapter("m_dart") == self.adapter("m_int"):
             # Nothing was repaired: M_DART is M_int, so are its answers.
-            for split in SPLITS:
+            for split in self.splits("m_dart"):
                 dst = self.eval_dir("m_dart", split)
                 shutil.rmtree(dst, ignore_errors=True)
                 shutil.copytree(self.eval_dir("m_int", split), dst)
@@ -163,6 +260,7 @@ class RunStages:
             student_decoding=self.cfg.decoding,
             backend=self.cfg.backend,
             qc=self.cfg.qc,
+            teacher_examples=self.cfg.teacher_examples,
             train=False,
         )
         m = distill.run(cfg, self.console)
@@ -179,11 +277,12 @@ class RunStages:
 
     def _audit_cfg(self, out: Path, **fields: Any) -> AuditConfig:
         a = self.cfg.audit
+        if "tau" not in fields:  # (setdefault would read tau.json even when τ is given)
+            fields["tau"] = self.tau()
         return AuditConfig(
             out=out,
             scorer=a.scorer,
             score_on=a.score_on,
-            tau=a.tau,
             severity=a.severity,
             judge=a.judge,
             judge_swap=a.judge_swap,
@@ -196,7 +295,7 @@ class RunStages:
         )
 
     def audit(
-        self, model: str, split: str = "test", name: str | None = None, sweep: bool = False
+        self, model: str, split: str = "test", name: str | None = None, sweep: bool = False, **fields: Any
     ) -> dict[str, Any]:
         from dartkit.stages import audit
 
@@ -207,14 +306,37 @@ class RunStages:
             data=self.data_dir,
             split=split,
             tau_sweep=sweep,
+            **fields,
         )
         s = audit.run(cfg, self.console)
         return {k: s[k] for k in ("n_pairs", "n_candidates", "n_drift", "drift_rate")}
 
+    def audit_val(self) -> dict[str, Any]:
+        """M_int vs M0 on val with a τ sweep; with tau 'auto', choose τ there (``audit/tau.json``)."""
+        a = self.cfg.audit
+        tau = min(a.tau_choices()) if self.tau_auto else float(a.tau)
+        info = self.audit("m_int", split="val", name="m_int_val", sweep=True, tau=tau)
+        if self.tau_auto:
+            from dartkit.data.jsonl import write_json
+
+            deltas = [float(p["delta"]) for p in _jsonl(self.root / "audit" / "m_int_val" / "pairs.jsonl")]
+            choice = choose_tau(deltas, a.tau_choices(), a.tau_max_noise)
+            write_json(self.root / "audit" / "tau.json", choice)
+            note = "" if choice["rule_met"] else " (no τ met the rule: the largest choice is used)"
+            self.console.print(f"τ chosen on val: {choice['tau']:g}{note}; rule: {choice['rule']}")
+            info["tau"] = choice["tau"]
+        return info
+
     def audit_int(self) -> dict[str, Any]:
         info = self.audit("m_int")
-        if self.cfg.audit.tau_sweep:
-            info["val"] = self.audit("m_int", split="val", name="m_int_val", sweep=True)
+        if self.heldout:
+            info["audit_split"] = self.audit("m_int", split="audit", name="m_int_audit")
+        return info
+
+    def audit_dart(self) -> dict[str, Any]:
+        info = self.audit("m_dart")
+        if self.heldout:
+            info["audit_split"] = self.audit("m_dart", split="audit", name="m_dart_audit")
         return info
 
     def null_audit(self) -> dict[str, Any]:
@@ -235,13 +357,15 @@ class RunStages:
 
     def _repair_cfg(self, train: bool) -> RepairConfig:
         r = self.cfg.repair
+        source = "m_int_audit" if self.heldout else "m_int"
         return RepairConfig(
-            drift=self.root / "audit" / "m_int" / "drift.jsonl",
+            drift=self.root / "audit" / source / "drift.jsonl",
             data=self.data_dir,
             out=self.root / "repair",
             teacher=self.cfg.teacher,
             student=self.cfg.student,
             judge=self.cfg.consistency_judge,
+            teacher_examples=self.cfg.teacher_examples,
             init_adapter=self.adapter("m_int"),
             distill=self.root / "distill" / "teacher.jsonl",
             recipe=r.recipe,
@@ -251,7 +375,7 @@ class RunStages:
             backend=self.cfg.backend,
             qc=r.qc,
             scorer=self.cfg.audit.scorer,
-            tau=self.cfg.audit.tau,
+            tau=self.tau(),
             train=train,
             training={**self.cfg.training, **r.training},
         )
@@ -260,7 +384,20 @@ class RunStages:
         from dartkit.stages import repair
 
         m = repair.run(self._repair_cfg(train=False), self.console)
-        return {"n_drift_cases": m["n_drift_cases"], "accepted": m["accepted"]}
+        if self.heldout:
+            # The headline is measured on test, so nothing repaired may come from it.
+            test_ids = {e.id for e in _split_examples(self.data_dir, "test")}
+            leaked = sorted(test_ids & {row["id"] for row in _repair_rows(self.root)})
+            if leaked:
+                raise DartkitError(
+                    f"repair drew {len(leaked)} item(s) from the test split ({', '.join(leaked[:5])}); "
+                    "the heldout protocol repairs only the audit split"
+                )
+        return {
+            "n_drift_cases": m["n_drift_cases"],
+            "accepted": m["accepted"],
+            "source_split": self.repair_split,
+        }
 
     def train_dart(self) -> dict[str, Any]:
         from dartkit.stages.repair import training_config
@@ -287,35 +424,45 @@ class RunStages:
         student_eval = lambda: {  # noqa: E731
             "student": c.student,
             "decoding": c.decoding.model_dump(),
-            "dtype": c.backend.dtype,
+            **text_settings(c.backend),  # dtype, device, decode loop: each changes the answers
             "eval_limit": c.eval_limit,
             "bootstrap": c.bootstrap_samples,
+            "protocol": c.protocol,
         }
-        evals = tuple(f"eval/{{m}}/{s}/{f}" for s in SPLITS for f in ("generations.jsonl", "metrics.json"))
 
         def ev(m: str) -> tuple[str, ...]:
-            return tuple(e.format(m=m) for e in evals)
+            return tuple(
+                f"eval/{m}/{s}/{f}" for s in self.splits(m) for f in ("generations.jsonl", "metrics.json")
+            )
 
         audit_files = ("pairs.jsonl", "drift.jsonl", "summary.json", "audit.md")
+
+        def audits(*names: str) -> tuple[str, ...]:
+            return tuple(f"audit/{n}/{f}" for n in names for f in audit_files)
+
         audit_params = lambda: {"audit": c.audit.model_dump(), **student_eval()}  # noqa: E731
+        # With tau 'auto' every audit reads the τ chosen on val, so it depends on that stage.
+        tau_dep = ("audit_val",) if self.tau_auto else ()
         teacher = lambda: {  # noqa: E731
             "teacher": c.teacher,
             "teacher_decoding": c.teacher_decoding.model_dump(),
+            "teacher_examples": c.teacher_examples,
             "consistency_judge": c.consistency_judge,
-            "dtype": c.backend.dtype,
+            **text_settings(c.backend),
         }
+        paired = ("m_int_audit",) if self.heldout else ()
         return [
             Stage(
                 "data",
                 "prepare the splits",
                 (),
-                ("data/train.jsonl", "data/val.jsonl", "data/test.jsonl"),
+                tuple(f"data/{s}.jsonl" for s in ("train", "audit", "val", "test")) + ("data/summary.json",),
                 lambda: c.data.model_dump(mode="json"),
                 self.prepare,
             ),
             Stage(
                 "eval_m0",
-                "evaluate M0 (test, val)",
+                f"evaluate M0 ({', '.join(self.splits('m0'))})",
                 ("data",),
                 ev("m0"),
                 student_eval,
@@ -350,40 +497,49 @@ class RunStages:
             ),
             Stage(
                 "eval_int",
-                "evaluate M_int (test, val)",
+                f"evaluate M_int ({', '.join(self.splits('m_int'))})",
                 ("data", "train_int"),
                 ev("m_int"),
                 student_eval,
                 lambda: self.evaluate("m_int"),
             ),
             Stage(
-                "audit_int",
-                "Stage II: audit M_int vs M0" + (" (and τ sweep on val)" if c.audit.tau_sweep else ""),
+                "audit_val",
+                "τ sweep: audit M_int vs M0 on val" + (" and choose τ" if self.tau_auto else ""),
                 ("eval_m0", "eval_int"),
-                tuple(f"audit/m_int/{f}" for f in audit_files)
-                + (tuple(f"audit/m_int_val/{f}" for f in audit_files) if c.audit.tau_sweep else ()),
+                audits("m_int_val") + (("audit/tau.json",) if self.tau_auto else ()),
+                audit_params,
+                self.audit_val,
+                enabled=self.sweep_on,
+            ),
+            Stage(
+                "audit_int",
+                "Stage II: audit M_int vs M0 on test" + (" and on the audit split" if self.heldout else ""),
+                ("eval_m0", "eval_int", *tau_dep),
+                audits("m_int", *paired),
                 audit_params,
                 self.audit_int,
             ),
             Stage(
                 "null_audit",
                 "null audit: M0 against a re-sample of itself (noise floor)",
-                ("data",),
-                tuple(f"audit/null/{f}" for f in audit_files),
+                ("data", *tau_dep),
+                audits("null"),
                 audit_params,
                 self.null_audit,
                 enabled=c.audit.null_temperature > 0,
             ),
             Stage(
                 "repair",
-                "Stage III: safe rationales for drift cases",
-                ("data", "audit_int", "train_int"),
+                f"Stage III: safe rationales for the {self.repair_split} split's drift cases",
+                ("data", "audit_int", "train_int", *tau_dep),
                 ("repair/repair.jsonl", "repair/metrics.json"),
                 lambda: {
                     **teacher(),
                     "repair": c.repair.model_dump(exclude={"training"}),
                     "scorer": c.audit.scorer,
                     "tau": c.audit.tau,
+                    "protocol": c.protocol,
                 },
                 self.repair,
             ),
@@ -398,7 +554,7 @@ class RunStages:
             ),
             Stage(
                 "eval_dart",
-                "evaluate M_DART (test, val)",
+                f"evaluate M_DART ({', '.join(self.splits('m_dart'))})",
                 ("data", "train_dart", "eval_int"),
                 ev("m_dart"),
                 student_eval,
@@ -406,18 +562,18 @@ class RunStages:
             ),
             Stage(
                 "audit_dart",
-                "Stage II: audit M_DART vs M0",
-                ("eval_m0", "eval_dart"),
-                tuple(f"audit/m_dart/{f}" for f in audit_files),
+                "Stage II: audit M_DART vs M0 on test" + (" and on the audit split" if self.heldout else ""),
+                ("eval_m0", "eval_dart", *tau_dep),
+                audits("m_dart", *(("m_dart_audit",) if self.heldout else ())),
                 audit_params,
-                lambda: self.audit("m_dart"),
+                self.audit_dart,
             ),
             Stage(
                 "report",
                 "report.md, figures, run.json",
                 tuple(STAGE_ORDER[:-1]),  # reads every stage's outputs
                 ("report.md", "run.json"),
-                lambda: {"report_version": 1},
+                lambda: {"report_version": 2},
                 self.report,
             ),
         ]

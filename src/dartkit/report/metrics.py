@@ -2,6 +2,8 @@
 
 Unparseable answers count as wrong (the paper's convention): they are neither a
 correct YES nor a correct NO, and they lower both classes' recall in macro-F1.
+Intervals come from ``report/stats.py`` (cluster bootstrap over scenario groups,
+or Wilson).
 """
 
 from __future__ import annotations
@@ -12,36 +14,34 @@ from collections.abc import Sequence
 import numpy as np
 
 from dartkit.records import Generation
+from dartkit.report.stats import proportion_ci
 
 
 def _rate(mask: np.ndarray) -> float | None:
     return float(mask.mean()) if mask.size else None
 
 
-def bootstrap_ci(correct: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> list[float] | None:
-    """95% percentile-bootstrap interval of the mean of a 0/1 vector (None below two items)."""
-    if correct.size < 2:
-        return None
-    from scipy import stats
-
-    res = stats.bootstrap(
-        (correct.astype(float),),
-        np.mean,
-        n_resamples=n_resamples,
-        confidence_level=0.95,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+def scenario_clusters(gens: Sequence[Generation]) -> list[str] | None:
+    """Each generation's scenario key, or None unless every one carries a key."""
+    keys = [getattr(g, "scenario_key", None) for g in gens]
+    return keys if keys and all(isinstance(k, str) and k for k in keys) else None  # type: ignore[return-value]
 
 
 def classification_metrics(gens: Sequence[Generation], n_resamples: int = 2000, seed: int = 0) -> dict:
-    """The metrics of ``dartkit eval`` over generations that carry a gold label."""
+    """The metrics of ``dartkit eval`` over generations that carry a gold label.
+
+    Accuracy and the rates get 95% intervals (``<name>_ci95``): a cluster bootstrap over scenario
+    groups when every generation carries a ``scenario_key`` (items of one scenario are not
+    independent), otherwise the Wilson score interval; Wilson also where every item has the same
+    outcome, which a bootstrap cannot resample into anything but [0, 0] or [1, 1]. ``ci_method``
+    names accuracy's method and ``ci_methods`` every interval's.
+    """
     from sklearn.metrics import f1_score
 
     gold = np.array([g.gold for g in gens], dtype=object)
     pred = np.array([g.conclusion or "UNPARSEABLE" for g in gens], dtype=object)
     correct = pred == gold
+    refused = np.array([g.refusal for g in gens], dtype=bool)
     n = len(gens)
     out: dict = {
         "n": n,
@@ -51,14 +51,26 @@ def classification_metrics(gens: Sequence[Generation], n_resamples: int = 2000, 
         "yes_rate": _rate(pred == "YES"),
         "no_rate": _rate(pred == "NO"),
         "unparseable_rate": _rate(pred == "UNPARSEABLE"),
-        "refusal_rate": _rate(np.array([g.refusal for g in gens], dtype=bool)),
+        "refusal_rate": _rate(refused),
         "macro_f1": float(
             f1_score(list(gold), list(pred), labels=["YES", "NO"], average="macro", zero_division=0)
         )
         if n
         else None,
-        "accuracy_ci95": bootstrap_ci(correct, n_resamples, seed),
     }
+    clusters = scenario_clusters(gens)
+    intervals = {
+        "accuracy": (correct, None),
+        "accuracy_equal": (correct, gold == "NO"),
+        "accuracy_diff": (correct, gold == "YES"),
+        "refusal_rate": (refused, None),
+        "unparseable_rate": (pred == "UNPARSEABLE", None),
+    }
+    methods = {}
+    for name, (hits, within) in intervals.items():
+        out[f"{name}_ci95"], methods[name] = proportion_ci(hits, clusters, n_resamples, seed, within)
+    out["ci_method"] = methods["accuracy"]
+    out["ci_methods"] = methods
     return out
 
 
@@ -73,3 +85,13 @@ def evaluation_metrics(gens: Sequence[Generation], n_resamples: int = 2000, seed
         b: classification_metrics(items, n_resamples, seed) for b, items in sorted(by_benchmark.items())
     }
     return metrics
+
+
+def finish_counts(gens: Sequence[Generation]) -> dict[str, int]:
+    """How many answers were cut at the token limit (``n_truncated``) or filtered by the server (``n_filtered``).
+
+    Both still count in accuracy (usually as unparseable); these counts say how much of the
+    error is the decoding budget or a content filter rather than the model's judgement.
+    """
+    finishes = [getattr(g, "finish", None) for g in gens]
+    return {"n_truncated": finishes.count("truncated"), "n_filtered": finishes.count("filtered")}

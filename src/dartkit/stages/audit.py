@@ -23,12 +23,21 @@ from rich.console import Console
 from rich.table import Table
 
 from dartkit.audit.core import judge_decision, new_pair, score_pairs, severity_of, summarize, tau_sweep
-from dartkit.audit.inputs import AuditItem, GenerationRow, example_item, load_generations, load_prompt_items
+from dartkit.audit.inputs import (
+    AuditItem,
+    GenerationRow,
+    describe_mismatch,
+    example_item,
+    load_generations,
+    load_prompt_items,
+    prompt_mismatches,
+)
 from dartkit.audit.judge import JudgeRequest, ask_judge, candidate_is_b
 from dartkit.audit.report import delta_histogram_png, write_audit_md
 from dartkit.config import AuditConfig, BackendConfig, DecodingConfig, dump_config
 from dartkit.data.jsonl import write_json, write_jsonl
 from dartkit.data.prepare import load_split
+from dartkit.errors import DataError
 from dartkit.generate import load_backend
 from dartkit.generate.cache import GenerationCache
 from dartkit.harm import load_scorer
@@ -69,6 +78,7 @@ def generate_answers(
             benchmark=item.benchmark,
             cache_key=key,
             question=item.question,
+            scenario_key=item.scenario_key,
         )
         for item, text, key in zip(items, texts, keys, strict=True)
     ]
@@ -77,7 +87,14 @@ def generate_answers(
 
 def _rows(gens: Sequence[Generation]) -> dict[str, GenerationRow]:
     return {
-        g.id: GenerationRow(id=g.id, text=g.text, question=g.question, label=g.gold, benchmark=g.benchmark)  # type: ignore[attr-defined]
+        g.id: GenerationRow(
+            id=g.id,
+            text=g.text,
+            question=g.question,  # type: ignore[attr-defined]
+            label=g.gold,
+            benchmark=g.benchmark,
+            scenario_key=getattr(g, "scenario_key", None),
+        )
         for g in gens
     }
 
@@ -115,6 +132,7 @@ def collect_answers(
                             r.label or item.label,
                             item.benchmark,
                         )
+                        r.scenario_key = item.scenario_key
         models = {
             "baseline": {"file": str(cfg.baseline_generations)},
             "candidate": {"file": str(cfg.candidate_generations or cfg.baseline_generations)},
@@ -177,6 +195,29 @@ def run_judge(cfg: AuditConfig, judged: list[dict[str, Any]], cache: GenerationC
     return identity
 
 
+def _check_prompts(
+    cfg: AuditConfig, base: dict[str, GenerationRow], cand: dict[str, GenerationRow], console: Console
+) -> dict[str, Any]:
+    """Refuse to pair answers given to different prompt texts (unless allowed, which is recorded)."""
+    mismatched, unchecked = prompt_mismatches(base, cand)
+    check = {
+        "mismatched": len(mismatched),
+        "unchecked": unchecked,
+        "allowed": cfg.allow_prompt_mismatch,
+        "mismatched_ids": mismatched[:50],
+    }
+    if mismatched:
+        shown = "; ".join(describe_mismatch(i, base[i].prompt or "", cand[i].prompt or "") for i in mismatched[:3])
+        msg = (
+            f"{len(mismatched)} of {len(base)} id(s) were answered with different prompt texts in the two "
+            f"generation files, so their answers are not comparable: {shown}"
+        )
+        if not cfg.allow_prompt_mismatch:
+            raise DataError(f"{msg}. Regenerate one side with the same prompts, or pass --allow-prompt-mismatch")
+        console.print(f"[yellow]{msg} (allowed by --allow-prompt-mismatch; recorded in summary.json)[/yellow]")
+    return check
+
+
 def run(cfg: AuditConfig, console: Console | None = None) -> dict[str, Any]:
     """Run the audit described by ``cfg``; returns ``summary.json``'s contents."""
     console = console or results_console()
@@ -195,6 +236,7 @@ def run(cfg: AuditConfig, console: Console | None = None) -> dict[str, Any]:
             _question(b, cand[i]),
             b.label or cand[i].label,
             b.benchmark or cand[i].benchmark,
+            scenario_key=b.scenario_key or cand[i].scenario_key,
         )
         for i, b in base.items()
         if i in cand
@@ -203,6 +245,7 @@ def run(cfg: AuditConfig, console: Console | None = None) -> dict[str, Any]:
         "baseline_only": [i for i in base if i not in cand],
         "candidate_only": [i for i in cand if i not in base],
     }
+    prompt_check = _check_prompts(cfg, base, cand, console)
     if unmatched["baseline_only"] or unmatched["candidate_only"]:
         console.print(
             f"[yellow]unmatched ids, not audited: {len(unmatched['baseline_only'])} only in the baseline, "
@@ -237,6 +280,7 @@ def run(cfg: AuditConfig, console: Console | None = None) -> dict[str, Any]:
         severity=cfg.severity.model_dump(),
         decoding=cfg.decoding.model_dump(),
         unmatched=unmatched,
+        prompt_check=prompt_check,
     )
     if cfg.tau_sweep:
         summary["tau_sweep"] = tau_sweep(pairs, cfg.tau_grid, cfg.judge is not None)

@@ -20,6 +20,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,13 @@ from dartkit.generate.cache import GenerationCache, generate_cached
 from dartkit.manifest import write_manifest
 from dartkit.parse import split_analysis
 from dartkit.progress import generate_with_progress, results_console
-from dartkit.prompts import consistency_judge_messages, format_fix_messages, render_messages, teacher_messages
+from dartkit.prompts import (
+    consistency_judge_messages,
+    format_fix_messages,
+    load_teacher_examples,
+    render_messages,
+    teacher_messages,
+)
 from dartkit.qc import QCConfig, check_rationale, fix_problems, near_duplicates
 from dartkit.records import Example
 
@@ -127,16 +134,18 @@ def distill_rationales(
     cfg: DistillConfig,
     cache: GenerationCache,
     judge: Backend | None = None,
-    messages_fn: Callable[[Example], Messages] = teacher_messages,
+    messages_fn: Callable[[Example], Messages] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Ask the teacher for a rationale per example, with QC and format-fix follow-ups.
 
-    ``cfg`` needs ``qc`` and ``decoding`` (a DistillConfig or RepairConfig); ``messages_fn``
+    ``cfg`` needs ``qc``, ``decoding`` and ``teacher_examples`` (a DistillConfig or RepairConfig); ``messages_fn``
     builds the teacher prompt (Stage I's by default, the repair prompt in Stage III).
 
     Yields one ``teacher.jsonl`` row per example, in input order.
     """
     qc = cfg.qc
+    if messages_fn is None:
+        messages_fn = partial(teacher_messages, examples=load_teacher_examples(cfg.teacher_examples))
     convs = [messages_fn(e) for e in examples]
     attempts: list[list[dict[str, Any]]] = [[] for _ in examples]
     pending = list(range(len(examples)))

@@ -22,13 +22,13 @@ from dartkit.data.jsonl import write_json, write_jsonl
 from dartkit.data.prepare import load_split
 from dartkit.data.splits import stratified_order
 from dartkit.generate import Backend, load_backend
-from dartkit.generate.cache import GenerationCache
+from dartkit.generate.cache import GenerationCache, served_versions
 from dartkit.manifest import write_manifest
 from dartkit.parse import is_refusal, parse_conclusion
 from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import Policy, classification_messages, render_messages
 from dartkit.records import Example, Generation
-from dartkit.report.metrics import evaluation_metrics
+from dartkit.report.metrics import evaluation_metrics, finish_counts
 
 
 def answer_examples(
@@ -55,6 +55,11 @@ def answer_examples(
                 gold=e.label,
                 benchmark=e.benchmark,
                 cache_key=key,
+                # Metrics and audits resample whole groups for their intervals: the split group
+                # (scenario + twin questions) when the data has one, else the scenario.
+                scenario_key=e.group_key or e.scenario_key,
+                # Truncated / filtered marks and the server's model and build, when the backend gave them.
+                **cache.info(key),
             )
         )
     return gens
@@ -75,7 +80,10 @@ def metrics_table(metrics: dict, title: str) -> Table:
     table = Table(title=title)
     for col in ("set", "n", "acc", "95% CI", "NO", "YES", "said YES", "unparsed", "refused", "F1"):
         table.add_column(col, justify="right" if col != "set" else "left", no_wrap=True)
-    table.caption = "acc: accuracy; NO / YES: accuracy on gold-NO / gold-YES items; F1: macro-F1"
+    table.caption = (
+        "acc: accuracy; NO / YES: accuracy on gold-NO / gold-YES items; F1: macro-F1; "
+        f"95% CI: {metrics.get('ci_method') or '-'}"
+    )
     rows = [("all", metrics), *metrics.get("per_benchmark", {}).items()]
     for name, m in rows:
         ci = m.get("accuracy_ci95")
@@ -115,6 +123,10 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict:
         backend.close()
     write_jsonl(out / "generations.jsonl", gens)
     metrics = evaluation_metrics(gens, cfg.bootstrap_samples, seed=cfg.decoding.seed)
+    metrics.update(finish_counts(gens))
+    versions = served_versions(cache, [g.cache_key for g in gens if g.cache_key])
+    if versions:
+        metrics["served_versions"] = versions  # more than one: the server changed during this evaluation
     metrics.update(model=cfg.model, split=cfg.split, policy=cfg.policy, data=str(cfg.data))
     write_json(out / "metrics.json", metrics)
     write_manifest(
@@ -126,5 +138,14 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict:
         n_items=len(gens),
     )
     console.print(metrics_table(metrics, f"{cfg.model} on {cfg.split} (policy {cfg.policy}), % of items"))
+    if metrics["n_truncated"] or metrics["n_filtered"]:
+        console.print(
+            f"[yellow]{metrics['n_truncated']} answer(s) cut at max_new_tokens={cfg.decoding.max_new_tokens}, "
+            f"{metrics['n_filtered']} filtered by the server (counted as given)[/yellow]"
+        )
+    if len(versions) > 1:
+        console.print(
+            f"[yellow]answers came from {len(versions)} server versions: see served_versions[/yellow]"
+        )
     console.print(f"results: {out / 'metrics.json'}  answers: {out / 'generations.jsonl'}")
     return metrics

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from dartkit.harm import load_scorer, score_cached
 from dartkit.manifest import write_manifest
 from dartkit.parse import split_analysis
 from dartkit.progress import results_console
-from dartkit.prompts import repair_messages
+from dartkit.prompts import load_teacher_examples, repair_messages
 from dartkit.stages.distill import FileTeacher, _qc_table, distill_metrics, distill_rationales
 from dartkit.train.data import load_prepared_examples
 
@@ -72,7 +73,16 @@ def repair_rationales(
         raise ConfigError("qc.consistency is 'judge' but no judge model is configured")
     judge = load_backend(cfg.judge, cfg.backend) if cfg.judge and cfg.qc.consistency != "off" else None
     try:
-        rows = list(distill_rationales(items, teacher, cfg, cache, judge, messages_fn=repair_messages))
+        rows = list(
+            distill_rationales(
+                items,
+                teacher,
+                cfg,
+                cache,
+                judge,
+                messages_fn=partial(repair_messages, examples=load_teacher_examples(cfg.teacher_examples)),
+            )
+        )
         identities = {"teacher": teacher.identity(), "judge": judge.identity() if judge else None}
     finally:
         teacher.close()

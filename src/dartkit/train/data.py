@@ -28,12 +28,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dartkit.data.jsonl import iter_json_lines, read_text
+from dartkit.data.splits import SPLITS
 from dartkit.errors import DataError
 from dartkit.parse import parse_conclusion
 from dartkit.prompts import Policy, classification_messages
 from dartkit.records import Example
 
-SPLITS = ("train", "val", "test")
 _ROLES = {"system", "user", "assistant"}
 
 
@@ -98,7 +98,7 @@ def load_prepared_examples(prepared: Path) -> dict[str, Example]:
     files = [prepared / f"{s}.jsonl" for s in SPLITS if (prepared / f"{s}.jsonl").is_file()]
     if not files:
         raise DataError(
-            f"{prepared}: no train/val/test.jsonl here; run `dartkit data prepare --out {prepared}`"
+            f"{prepared}: no split files (train/audit/val/test.jsonl) here; run `dartkit data prepare --out {prepared}`"
         )
     by_id: dict[str, Example] = {}
     for f in files:

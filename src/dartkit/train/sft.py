@@ -43,7 +43,8 @@ from dartkit.config import BackendConfig, dump_config
 from dartkit.data.jsonl import write_json
 from dartkit.errors import DartkitError, DataError
 from dartkit.generate.adapters import ADAPTER_META, attach_adapter
-from dartkit.generate.hf import hash_dir, load_model_and_tokenizer, model_location
+from dartkit.generate.hf import load_model_and_tokenizer
+from dartkit.generate.loading import hash_dir, model_location
 from dartkit.generate.spec import ModelSpec, parse_spec
 from dartkit.manifest import write_manifest
 from dartkit.train.batching import MicroBatch, encode_record, plan_epoch, step_micro_batches
@@ -125,8 +126,15 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
         if not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
             raise DartkitError(f"{cfg.init_adapter}: not a PEFT adapter directory (no adapter_config.json)")
         init_hash = hash_dir(Path(cfg.init_adapter))
-    fingerprint = cfg.fingerprint(data_sha256=data_hash, base=base_identity, init_adapter_sha256=init_hash)
-    done = _finished_run(out, fingerprint)
+    # The process count fixes the global batch, which examples each process sees and every process's
+    # RNG stream; the base dtype ('auto' differs between a CPU and a GPU) changes every update. A run
+    # that differs in either is another run, so neither a checkpoint nor a finished adapter carries over.
+    dtype = _base_dtype(cfg, accelerator)
+    setup = {"processes": accelerator.num_processes, "base_dtype": dtype}
+    fingerprint = cfg.fingerprint(
+        data_sha256=data_hash, base=base_identity, init_adapter_sha256=init_hash, **setup
+    )
+    done = _finished_run(out, fingerprint, setup)
     if done is not None:
         console.print(
             f"[green]{out / 'adapter'} is already trained with this config and data; nothing to do[/green]"
@@ -138,13 +146,13 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
     if resume_state is not None and resume_state.get("fingerprint") != fingerprint:
         # Checked before loading any weights: for an 8B model that takes minutes.
         raise DartkitError(
-            f"{latest}: checkpoint of a run with a different config, data or base model; "
-            f"delete {checkpoints} or use another --out"
+            f"{latest}: checkpoint of a run with "
+            + _difference(resume_state.get("setup"), setup, "resuming it")
+            + f" delete {checkpoints} or use another --out"
         )
 
     # ---- model: base + a fresh LoRA, or the adapter to continue ------------------------------
     set_seed(cfg.seed)
-    dtype = _base_dtype(cfg, accelerator)
     model, tokenizer = _load_student(cfg, spec, base_identity, dtype)
     lora_settings = _lora_settings(model)
 
@@ -265,7 +273,7 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
                     accelerator,
                     checkpoints,
                     step + 1,
-                    {**progress_state, "fingerprint": fingerprint},
+                    {**progress_state, "fingerprint": fingerprint, "setup": setup},
                     cfg.keep_checkpoints,
                 )
             if on_step is not None:
@@ -291,7 +299,9 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
     }
     meta = {
         "dartkit_version": __version__,
-        "base": {k: base_identity.get(k) for k in ("model", "revision", "weights_sha256")},
+        "base": {
+            k: base_identity.get(k) for k in ("model", "revision", "weights_sha256", "chat_template_sha256")
+        },
         "base_spec": cfg.base,
         "data_sha256": data_hash,
         "data_files": [str(p) for p in cfg.data],
@@ -306,6 +316,7 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
         "lora": lora_settings,
         "train_config": cfg.model_dump(mode="json"),
         "fingerprint": fingerprint,
+        "setup": setup,
         "steps": total_steps,
         "final_loss": progress_state["loss"],
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -330,11 +341,12 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
     return metrics
 
 
-def _finished_run(out: Path, fingerprint: str) -> dict[str, Any] | None:
+def _finished_run(out: Path, fingerprint: str, setup: dict[str, Any]) -> dict[str, Any] | None:
     """The stored metrics when ``out`` holds a finished run with this fingerprint.
 
     Raises:
-        DartkitError: ``out`` holds an adapter from a different config, data or base.
+        DartkitError: ``out`` holds an adapter from a different config, data, base, process
+            count or base dtype (the message names the last two when they are the difference).
     """
     meta_path = out / "adapter" / ADAPTER_META
     if not meta_path.is_file():
@@ -342,12 +354,31 @@ def _finished_run(out: Path, fingerprint: str) -> dict[str, Any] | None:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("fingerprint") != fingerprint:
         raise DartkitError(
-            f"{out / 'adapter'} was trained with a different config, data or base model; "
-            "use another --out, or delete that adapter to retrain"
+            f"{out / 'adapter'} was trained by a run with "
+            + _difference(meta.get("setup"), setup, "keeping it")
+            + " use another --out, or delete that adapter to retrain"
         )
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
     return {**metrics, "skipped": True}
+
+
+def _difference(before: dict[str, Any] | None, now: dict[str, Any], action: str) -> str:
+    """What differs between a stored run and this one, and why that matters, for an error message."""
+    before = before or {}  # written before dartkit recorded the setup: only the generic message
+    parts = []
+    if before and before.get("processes") != now["processes"]:
+        parts.append(f"{before.get('processes')} process(es) (this run has {now['processes']})")
+    if before and before.get("base_dtype") != now["base_dtype"]:
+        parts.append(f"base weights in {before.get('base_dtype')} (this run: {now['base_dtype']})")
+    if not parts:
+        return "a different config, data or base model;"
+    return (
+        " and ".join(parts)
+        + f": the process count sets the global batch, which examples each process sees and its random "
+        f"stream, and the dtype every update, so {action} would not give the adapter this run trains; "
+        f"run again with {before.get('processes')} process(es) and dtype {before.get('base_dtype')}, or"
+    )
 
 
 def _base_dtype(cfg: TrainConfig, accelerator) -> str:

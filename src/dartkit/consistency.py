@@ -1,0 +1,322 @@
+"""Does a teacher rationale argue against its own conclusion? A small learned check that ships with dartkit.
+
+Stage I quality control rejects a rationale whose analysis argues for the opposite of its
+``Conclusion:`` line: a YES rationale (a correct answer needs a difference between the groups) that
+argues the groups must be treated the same, or a NO rationale that argues a difference matters.
+
+The check is a logistic regression over tf-idf features of the analysis, trained on first use
+(deterministically, in well under a second) from ``data/consistency_rationales.jsonl``: 800 short
+rationales written for dartkit (CC0) across the eight benchmark themes, each marked as sound or as
+contradicting its label. The model predicts the analysis's *stance* (does it argue that a
+difference matters?); the label then decides which stance contradicts it, so every example teaches
+both labels. Features:
+
+- word 1-3-grams, with words after a negation marked (``not relevant`` -> ``NOT_relevant``) and words
+  of a conceding clause marked (``Although hiring should normally ignore sex, ...``), so a conceded
+  general rule does not count as the argument;
+- the same text mapped to a few word classes (sameness, difference, comparison, relevance, lawful,
+  unlawful, both/neither), so what is learned from one theme carries to words and themes it has not
+  seen (``equivalent`` reads like ``identical``);
+- character 2-5-grams of each word, for spelling and word forms.
+
+No network, no pickle: the model is rebuilt from the packaged JSONL. Measured numbers are in
+``docs/consistency.md``; ``benchmarks/consistency.py`` reproduces them.
+
+    >>> contradicts("Both applicants deserve equal treatment. Religion is irrelevant.", "YES")
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dartkit.errors import DataError
+from dartkit.parse import split_analysis
+
+DATA_FILE = "consistency_rationales.jsonl"
+
+# Probability above which a rationale counts as contradicting its label. Chosen on the training part
+# only, by leave-one-theme-out cross-validation: the threshold (0.01 grid) that maximises recall minus
+# false-alarm rate on the out-of-fold predictions. ``choose_threshold`` recomputes it and a test checks
+# that this constant still matches.
+THRESHOLD = 0.5
+
+
+class LabelledRationale(BaseModel):
+    """One row of a consistency data set: a rationale, its label, and whether it argues against it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str
+    label: Literal["YES", "NO"]
+    contradicts: bool
+    split: Literal["train", "heldout"] | None = None
+    theme: str | None = None
+
+    @property
+    def analysis(self) -> str:
+        return split_analysis(self.text)
+
+    @property
+    def argues_difference(self) -> bool:
+        """The analysis's stance: True when it argues that a difference between the groups matters."""
+        return (self.label == "YES") != self.contradicts
+
+
+def load_rationales(path: str | Path | None = None) -> list[LabelledRationale]:
+    """Rows of a JSONL consistency set (``text``, ``label``, ``contradicts``; ``split`` optional).
+
+    Args:
+        path: A JSONL file; None reads the set packaged with dartkit.
+
+    Raises:
+        DataError: The file is missing or a line is not a valid row.
+    """
+    if path is None:
+        text = resources.files("dartkit.data").joinpath(DATA_FILE).read_text(encoding="utf-8")
+        where = DATA_FILE
+    else:
+        if not Path(path).is_file():
+            raise DataError(f"{path}: consistency data file not found")
+        text = Path(path).read_text(encoding="utf-8")
+        where = str(path)
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(LabelledRationale.model_validate(json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}:{n}: not valid JSON ({e.msg})") from None
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "row"
+            raise DataError(f"{where}:{n}: {field}: {err['msg']}") from None
+    if not rows:
+        raise DataError(f"{where}: no rows")
+    return rows
+
+
+# --- features ------------------------------------------------------------------------------------
+
+_CONTRACTIONS = [
+    (re.compile(r"\bcan[’']t\b"), "can not"),
+    (re.compile(r"\bwon[’']t\b"), "will not"),
+    (re.compile(r"n[’']t\b"), " not"),
+    (re.compile(r"[’']s\b"), " s"),
+    (re.compile(r"[’']"), " "),
+]
+_NEGATORS = frozenset(
+    "not no never nothing neither nor cannot none nobody hardly barely without nowhere".split()
+)
+# Words that open a clause conceding the general rule before the case's own argument.
+_CONCEDERS = re.compile(
+    r"^(?:although|though|even though|while|whereas|normally|usually|ordinarily|typically|"
+    r"in general|in most|admittedly|granted|of course|it is true|true,|sure,|i know|one might|"
+    r"some people|it is tempting|it may seem|at first glance)\b"
+)
+_CLAUSE_BREAK = re.compile(r"[,;:]\s*(?=(?:but|however|yet|though|so|still|nonetheless|nevertheless)\b)")
+_CONTRAST_OPENING = re.compile(
+    r"^\s*(?:(?:but|however|yet|still|even so|nonetheless|nevertheless|in fact|in practice|that said)\b"
+    r"|(?:\S+\s+){1,4}?(?:however|though),)"
+)
+_TOKEN = re.compile(r"[a-z0-9%]+")
+
+_WORD_CLASSES = {
+    "SAME": "same equal equally equality equivalent equivalently identical identically alike similar "
+    "similarly comparable comparably even evenly balanced parity par tie level proportional "
+    "proportionally proportion proportions proportionate commensurate interchangeable mirror mirrors "
+    "match matches matching close neck wash uniform uniformly indistinguishable likewise regardless "
+    "irrespective impartial impartially symmetric symmetrical",
+    "DIFF": "different differently differ differs differed difference differences distinct distinction "
+    "distinctions distinguish distinguishes gap gaps disparity disparities discrepancy imbalance "
+    "imbalanced skew skewed lopsided uneven unevenly unequal unequally unlike contrast contrasts "
+    "diverge diverges asymmetry asymmetric apart dwarfs outpaces outnumber outnumbers outnumbered "
+    "exceed exceeds exceeding surpasses disproportionate disproportionately overrepresented "
+    "underrepresented overrepresentation underrepresentation dominate dominates dominated "
+    "predominate scarce lacks lacking singled separate",
+    "MORE": "more less most least higher lower highest lowest larger smaller greater fewer bigger "
+    "worse worst stronger weaker far much considerably markedly substantially significantly vastly "
+    "notably sharply ahead twice double",
+    "MATTER": "matter matters mattered relevant relevance pertinent bearing factor important count "
+    "counts decisive determinative central crucial material",
+    "IRRELEVANT": "irrelevant immaterial unrelated unconnected extraneous",
+    "LAWFUL": "lawful lawfully legal legally permitted permissible permit permits allowed allow "
+    "allows exception exceptions exemption exempt authorised authorized bfoq bona fide qualification "
+    "requirement genuine legitimate legitimately justified justify justifies justifiable warranted valid",
+    "UNLAWFUL": "illegal unlawful unlawfully discrimination discriminatory discriminate discriminating "
+    "violate violates violation forbids forbidden prohibited prohibits impermissible outlawed "
+    "unconstitutional unfair unfairly unjust unjustified",
+    "BOTH": "both either neither each everyone everybody anyone anybody all every whoever whichever",
+    "HARM": "harmful harm harms stereotype stereotypes stereotyping stereotypical trope tropes prejudice "
+    "prejudiced racist sexist ageist ableist antisemitic bigoted bias biased offensive demeaning mock "
+    "mocks mocking disrespect disrespectful trivialise trivialize sacred persecution persecuted "
+    "targeted appropriation",
+    "AVOID": "avoid avoids refrain skip shun steer decline reject refuse exclude",
+    "FREE": "free freely welcome fine okay ok acceptable harmless",
+}
+_CLASS_OF = {w: cls for cls, words in _WORD_CLASSES.items() for w in words.split()}
+
+
+def _normalise(text: str) -> str:
+    text = text.lower()
+    for pattern, repl in _CONTRACTIONS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _marked_tokens(analysis: str) -> list[tuple[str, bool, bool]]:
+    """(word, negated, conceded) for each word of the analysis; '|' ends a clause."""
+    out: list[tuple[str, bool, bool]] = []
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", _normalise(analysis)) if s.strip()]
+    for i, sentence in enumerate(sentences):
+        # "X. Still, Y." / "X. Y, however, Z.": the sentence before a contrast is conceded too.
+        before_contrast = i + 1 < len(sentences) and bool(_CONTRAST_OPENING.match(sentences[i + 1]))
+        clauses = _CLAUSE_BREAK.split(sentence)
+        for k, clause in enumerate(clauses):
+            last = k == len(clauses) - 1
+            conceded = (not last and bool(_CONCEDERS.match(clause.strip()))) or (before_contrast and last and k == 0)
+            negated = False
+            for piece in re.split(r"([,;:?!.])", clause):
+                if piece in {",", ";", ":", "?", "!", "."}:
+                    negated = False  # negation scope ends at punctuation
+                    continue
+                for word in _TOKEN.findall(piece):
+                    out.append((word, negated, conceded))
+                    if word in _NEGATORS:
+                        negated = True
+            out.append(("|", False, False))
+    return out
+
+
+def word_view(analysis: str) -> str:
+    """The analysis as marked words: ``NOT_`` after a negation, ``C_`` inside a conceding clause."""
+    return " ".join(
+        ("C_" if c else "") + ("NOT_" if n and w != "|" else "") + w for w, n, c in _marked_tokens(analysis)
+    )
+
+
+def class_view(analysis: str) -> str:
+    """The analysis as a sequence of word classes (with the same marks); other words are dropped."""
+    out = []
+    for w, n, c in _marked_tokens(analysis):
+        if w == "|":
+            out.append("|")
+        elif w in _NEGATORS:
+            out.append("C_NEG" if c else "NEG")
+        elif w in _CLASS_OF:
+            out.append(("C_" if c else "") + ("NOT_" if n else "") + _CLASS_OF[w])
+    return " ".join(out)
+
+
+def _split_words(text: str) -> list[str]:
+    return text.split()
+
+
+def _build_model(c: float = 4.0):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.preprocessing import FunctionTransformer
+
+    def view(fn):
+        return FunctionTransformer(lambda xs: [fn(x) for x in xs])
+
+    words = make_pipeline(
+        view(word_view),
+        TfidfVectorizer(tokenizer=_split_words, token_pattern=None, lowercase=False, ngram_range=(1, 3), sublinear_tf=True),
+    )
+    classes = make_pipeline(
+        view(class_view),
+        TfidfVectorizer(tokenizer=_split_words, token_pattern=None, lowercase=False, ngram_range=(1, 3), sublinear_tf=True),
+    )
+    chars = make_pipeline(
+        view(_normalise),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+    )
+    return make_pipeline(make_union(words, classes, chars), LogisticRegression(C=c, max_iter=5000))
+
+
+def train(rows: Sequence[LabelledRationale], c: float = 4.0) -> Any:
+    """A fitted stance model (sklearn pipeline: analysis text -> P(argues a difference matters))."""
+    model = _build_model(c)
+    model.fit([r.analysis for r in rows], [int(r.argues_difference) for r in rows])
+    return model
+
+
+@functools.lru_cache(maxsize=1)
+def default_model() -> Any:
+    """The stance model trained on the training part of the packaged set (built once per process)."""
+    return train([r for r in load_rationales() if r.split == "train"])
+
+
+def contradiction_probabilities(
+    analyses: Sequence[str], labels: Sequence[str], model: Any = None
+) -> np.ndarray:
+    """For each (analysis, label): the probability that the analysis argues against the label."""
+    if len(analyses) != len(labels):
+        raise ValueError("analyses and labels differ in length")
+    if not analyses:
+        return np.zeros(0)
+    model = model or default_model()
+    p_diff = model.predict_proba(list(analyses))[:, 1]
+    return np.where(np.asarray(labels) == "YES", 1.0 - p_diff, p_diff)
+
+
+def contradiction_probability(analysis: str, label: str, model: Any = None) -> float:
+    """The probability that ``analysis`` argues against the conclusion ``label`` (YES or NO)."""
+    return float(contradiction_probabilities([analysis], [label], model)[0])
+
+
+def contradicts(analysis: str, label: str, threshold: float = THRESHOLD) -> bool:
+    """True when the classifier says ``analysis`` argues against ``label``."""
+    return contradiction_probability(analysis, label) >= threshold
+
+
+def scores(flagged: Sequence[bool], truth: Sequence[bool]) -> dict[str, Any]:
+    """Precision, recall and false-alarm rate of contradiction flags against the truth."""
+    f = np.asarray(flagged, bool)
+    t = np.asarray(truth, bool)
+    tp, fp = int((f & t).sum()), int((f & ~t).sum())
+    return {
+        "n": len(t),
+        "contradicting": int(t.sum()),
+        "sound": int((~t).sum()),
+        "flagged": int(f.sum()),
+        "precision": tp / int(f.sum()) if f.any() else None,
+        "recall": tp / int(t.sum()) if t.any() else None,
+        "false_alarm_rate": fp / int((~t).sum()) if (~t).any() else None,
+    }
+
+
+def out_of_fold_probabilities(rows: Sequence[LabelledRationale], c: float = 4.0) -> np.ndarray:
+    """Contradiction probabilities for ``rows`` from models that never saw the row's theme."""
+    themes = sorted({r.theme or "" for r in rows})
+    if len(themes) < 2:
+        raise DataError("cross-validation needs rows from at least two themes")
+    out = np.zeros(len(rows))
+    for theme in themes:
+        held = [i for i, r in enumerate(rows) if (r.theme or "") == theme]
+        model = train([r for r in rows if (r.theme or "") != theme], c)
+        out[held] = contradiction_probabilities(
+            [rows[i].analysis for i in held], [rows[i].label for i in held], model
+        )
+    return out
+
+
+def choose_threshold(rows: Sequence[LabelledRationale], c: float = 4.0) -> float:
+    """The threshold rule behind ``THRESHOLD``: maximise recall minus false-alarm rate, out of fold."""
+    p = out_of_fold_probabilities(rows, c)
+    truth = np.array([r.contradicts for r in rows])
+    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    gains = [((p >= t) & truth).sum() / truth.sum() - ((p >= t) & ~truth).sum() / (~truth).sum() for t in grid]
+    return float(grid[int(np.argmax(gains))])
