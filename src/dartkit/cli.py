@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(data_app, name="data", help="Turn benchmark files into train/val/test splits.")
+app.add_typer(data_app, name="data", help="Turn benchmark files into train/audit/val/test splits.")
 app.command(
     "train", help="LoRA SFT of a student on rationales (or labels), with exact per-example loss weights."
 )(train_command)
@@ -77,7 +77,7 @@ def eval_command(
         help="Model spec: embedded, hf:ID\\[@REV]\\[+adapter=DIR], openai:MODEL@URL, dummy:MODE. Default: embedded.",
     ),
     data: Path = typer.Option(
-        None, "--data", help="Directory with train/val/test.jsonl from `dartkit data prepare`."
+        None, "--data", help="Directory with train/audit/val/test.jsonl from `dartkit data prepare`."
     ),
     split: SplitChoice = typer.Option(None, "--split", help="Split to answer (default: test)."),
     out: Path = typer.Option(None, "--out", help="Output directory for generations.jsonl and metrics.json."),

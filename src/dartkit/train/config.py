@@ -42,7 +42,7 @@ class TrainConfig(BaseModel):
     prepared: Path | None = Field(
         None,
         description=(
-            "Prepared data directory ({train,val,test}.jsonl from `dartkit data prepare`): rows without "
+            "Prepared data directory ({train,audit,val,test}.jsonl from `dartkit data prepare`): rows without "
             "'messages' get their prompt rebuilt from the example with the same id; with label_only and no "
             "data files, its train split is the training data."
         ),
