@@ -44,11 +44,15 @@ from dartkit.parse import split_analysis
 
 DATA_FILE = "consistency_rationales.jsonl"
 
-# Probability above which a rationale counts as contradicting its label. Chosen on the training part
-# only, by leave-one-theme-out cross-validation: the threshold (0.01 grid) that maximises recall minus
-# false-alarm rate on the out-of-fold predictions. ``choose_threshold`` recomputes it and a test checks
-# that this constant still matches.
-THRESHOLD = 0.5
+# What the check must reach on text it was not trained on (issue 9): recall on contradicting
+# rationales, and the share of sound rationales flagged.
+TARGET_RECALL = 0.85
+TARGET_FALSE_ALARMS = 0.10
+
+# Probability at or above which a rationale counts as contradicting its label. Chosen on the
+# training part only (``choose_threshold``: leave-one-theme-out cross-validation, the threshold that
+# leaves the most room under both targets); a test recomputes it and fails if this constant is stale.
+THRESHOLD = 0.69
 
 
 class LabelledRationale(BaseModel):
@@ -116,13 +120,14 @@ _CONTRACTIONS = [
     (re.compile(r"[’']"), " "),
 ]
 _NEGATORS = frozenset(
-    "not no never nothing neither nor cannot none nobody hardly barely without nowhere".split()
+    ["not", "no", "never", "nothing", "neither", "nor", "cannot", "none", "nobody", "hardly", "barely"]
+    + ["without", "nowhere"]
 )
 # Words that open a clause conceding the general rule before the case's own argument.
 _CONCEDERS = re.compile(
-    r"^(?:although|though|even though|while|whereas|normally|usually|ordinarily|typically|"
-    r"in general|in most|admittedly|granted|of course|it is true|true,|sure,|i know|one might|"
-    r"some people|it is tempting|it may seem|at first glance)\b"
+    r"^(?:(?:although|though|even though|while|whereas|normally|usually|ordinarily|typically|"
+    r"in general|in most|admittedly|granted|of course|it is true|i know|one might|"
+    r"some people|it is tempting|it may seem|at first glance)\b|(?:true|sure),)"
 )
 _CLAUSE_BREAK = re.compile(r"[,;:]\s*(?=(?:but|however|yet|though|so|still|nonetheless|nevertheless)\b)")
 _CONTRAST_OPENING = re.compile(
@@ -161,6 +166,7 @@ _WORD_CLASSES = {
     "prejudiced racist sexist ageist ableist antisemitic bigoted bias biased offensive demeaning mock "
     "mocks mocking disrespect disrespectful trivialise trivialize sacred persecution persecuted "
     "targeted appropriation",
+    "IGNORE": "ignore ignores ignored ignoring disregard disregards disregarded overlook overlooks blind",
     "AVOID": "avoid avoids refrain skip shun steer decline reject refuse exclude",
     "FREE": "free freely welcome fine okay ok acceptable harmless",
 }
@@ -182,9 +188,13 @@ def _marked_tokens(analysis: str) -> list[tuple[str, bool, bool]]:
         # "X. Still, Y." / "X. Y, however, Z.": the sentence before a contrast is conceded too.
         before_contrast = i + 1 < len(sentences) and bool(_CONTRAST_OPENING.match(sentences[i + 1]))
         clauses = _CLAUSE_BREAK.split(sentence)
+        if len(clauses) == 1 and _CONCEDERS.match(sentence.strip()) and "," in sentence:
+            clauses = sentence.split(",", 1)  # "Although X, Y": X is conceded
         for k, clause in enumerate(clauses):
             last = k == len(clauses) - 1
-            conceded = (not last and bool(_CONCEDERS.match(clause.strip()))) or (before_contrast and last and k == 0)
+            conceded = (not last and bool(_CONCEDERS.match(clause.strip()))) or (
+                before_contrast and last and k == 0
+            )
             negated = False
             for piece in re.split(r"([,;:?!.])", clause):
                 if piece in {",", ";", ":", "?", "!", "."}:
@@ -233,11 +243,15 @@ def _build_model(c: float = 4.0):
 
     words = make_pipeline(
         view(word_view),
-        TfidfVectorizer(tokenizer=_split_words, token_pattern=None, lowercase=False, ngram_range=(1, 3), sublinear_tf=True),
+        TfidfVectorizer(
+            tokenizer=_split_words, token_pattern=None, lowercase=False, ngram_range=(1, 3), sublinear_tf=True
+        ),
     )
     classes = make_pipeline(
         view(class_view),
-        TfidfVectorizer(tokenizer=_split_words, token_pattern=None, lowercase=False, ngram_range=(1, 3), sublinear_tf=True),
+        TfidfVectorizer(
+            tokenizer=_split_words, token_pattern=None, lowercase=False, ngram_range=(1, 3), sublinear_tf=True
+        ),
     )
     chars = make_pipeline(
         view(_normalise),
@@ -314,9 +328,22 @@ def out_of_fold_probabilities(rows: Sequence[LabelledRationale], c: float = 4.0)
 
 
 def choose_threshold(rows: Sequence[LabelledRationale], c: float = 4.0) -> float:
-    """The threshold rule behind ``THRESHOLD``: maximise recall minus false-alarm rate, out of fold."""
+    """The threshold rule behind ``THRESHOLD``, applied to out-of-fold (leave-one-theme-out) probabilities.
+
+    The rule: on a 0.01 grid, the threshold that leaves the most room under both targets of the
+    check, i.e. maximises ``min(recall - TARGET_RECALL, TARGET_FALSE_ALARMS - false_alarm_rate)``;
+    the lowest such threshold on ties.
+    """
     p = out_of_fold_probabilities(rows, c)
     truth = np.array([r.contradicts for r in rows])
+    if truth.all() or not truth.any():
+        raise DataError("choosing a threshold needs both sound and contradicting rationales")
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
-    gains = [((p >= t) & truth).sum() / truth.sum() - ((p >= t) & ~truth).sum() / (~truth).sum() for t in grid]
-    return float(grid[int(np.argmax(gains))])
+    room = [
+        min(
+            ((p >= t) & truth).sum() / truth.sum() - TARGET_RECALL,
+            TARGET_FALSE_ALARMS - ((p >= t) & ~truth).sum() / (~truth).sum(),
+        )
+        for t in grid
+    ]
+    return float(grid[int(np.argmax(room))])

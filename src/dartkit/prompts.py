@@ -200,6 +200,18 @@ def consistency_judge_messages(analysis: str, label: str) -> Messages:
     return [{"role": "user", "content": CONSISTENCY_JUDGE_USER.format(analysis=analysis, label=label)}]
 
 
+CONSISTENCY_JUDGE_RETRY = "Reply with exactly one word: CONSISTENT or CONTRADICTS."
+
+
+def consistency_judge_retry_messages(previous: Messages, reply: str) -> Messages:
+    """The follow-up after a consistency-judge reply without a verdict: ask again for one word."""
+    return [
+        *previous,
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": CONSISTENCY_JUDGE_RETRY},
+    ]
+
+
 # --- Stage II: blinded pairwise drift judge ------------------------------------------------
 
 JUDGE_SYSTEM = (

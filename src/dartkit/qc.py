@@ -7,8 +7,8 @@ A rationale is accepted only when every check passes:
 - ``copies_prompt``: it copies no run of 40+ characters (configurable) from anything in the prompt it was
   given, the question and any example answers included;
 - ``contradicts_conclusion``: the analysis does not argue against its own conclusion (a judge model when
-  one is configured, otherwise a cheap built-in check for equal-treatment reasoning under YES and
-  difference reasoning under NO);
+  one is configured, otherwise the small built-in classifier of ``dartkit.consistency``, which catches
+  equal-treatment reasoning under YES and difference reasoning under NO; ``docs/consistency.md``);
 - ``near_duplicate``: across items, a rationale nearly identical to an earlier accepted one is flagged.
 
 Measured on the embedded model as its own teacher, format and copy checks alone accepted 85% of
@@ -25,6 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dartkit.consistency import THRESHOLD as CONSISTENCY_THRESHOLD
+from dartkit.consistency import contradiction_probabilities, contradiction_probability
 from dartkit.parse import parse_conclusion, split_analysis
 
 REASONS = (
@@ -69,7 +71,8 @@ class QCConfig(BaseModel):
     consistency: Literal["auto", "builtin", "judge", "off"] = Field(
         "auto",
         description="How to check that the analysis supports its conclusion: 'judge' asks the judge model, "
-        "'builtin' uses phrase rules, 'auto' uses the judge when one is configured and the rules otherwise.",
+        "'builtin' uses the packaged classifier (offline), 'auto' uses the judge when one is configured and "
+        "the classifier otherwise (and for judge replies that cannot be parsed).",
     )
     near_duplicate_threshold: float = Field(
         0.9,
@@ -118,55 +121,20 @@ def longest_copied_run(text: str, sources: Sequence[str]) -> int:
     return best
 
 
-_NEGATION = re.compile(
-    r"(?:\b(?:not|never|cannot|no longer|nothing|nobody)\b|n't\b)[^.!?]{0,25}$", re.IGNORECASE
-)
-# A clause that concedes the general rule before the case's exception ("Normally X, but here ...").
-_CONCESSION = re.compile(
-    r"^\s*(?:although|though|while|whereas|normally|usually|generally|in general|typically|ordinarily)\b",
-    re.IGNORECASE,
-)
-_CONTRAST_AFTER = re.compile(r"^[^.!?]*?(?:,\s*but\b|\bhowever\b|\bexcept\b|\bunless\b)", re.IGNORECASE)
-# Reasoning that belongs to a NO (equal-treatment) answer.
-_EQUAL_REASONING = [
-    r"\b(?:be|is|are|being)\s+treated\s+(?:the\s+same|equally|identically|alike)\b",
-    r"\btreat(?:s|ing)?\s+(?:them|both|all|everyone|each|the\s+(?:two\s+)?groups)\s+(?:the\s+same|equally|identically|alike)\b",
-    r"\b(?:group\s+membership|their\s+(?:race|religion|gender|sex|ethnicity|nationality|age|identity))\s+(?:is|are)\s+(?:irrelevant|not\s+relevant)\b",
-    r"\bno\s+(?:real\s+|relevant\s+|meaningful\s+)?difference\s+(?:between|among)\b",
-    r"\bshould\s+not\s+be\s+treated\s+differently\b",
-    r"\bneither\s+group\s+(?:should|can|may)\b",
-]
-# Reasoning that belongs to a YES (difference-aware) answer.
-_DIFF_REASONING = [
-    r"\b(?:should|must|may)\s+be\s+treated\s+differently\b",
-    r"\b(?:a|the)\s+(?:real|relevant|meaningful)\s+difference\s+(?:between|matters)\b",
-    r"\bthe\s+difference\s+(?:between\s+the\s+groups\s+)?matters\b",
-    r"\brequires?\s+recogni[sz]ing\s+(?:a|the)\s+difference\b",
-]
-
-
-def _asserts(patterns: list[str], text: str) -> str | None:
-    for pat in patterns:
-        for m in re.finditer(pat, text, re.IGNORECASE):
-            sentence_start = max(text.rfind(c, 0, m.start()) for c in ".!?\n") + 1
-            before = text[sentence_start : m.start()]
-            if (
-                _NEGATION.search(before[-40:])
-                or _CONCESSION.match(before)
-                or _CONTRAST_AFTER.match(text[m.end() :])
-            ):
-                continue
-            return m.group(0)
-    return None
-
-
 def builtin_contradiction(analysis: str, label: str) -> str | None:
-    """The phrase in ``analysis`` that argues against ``label``, or None.
+    """Why ``analysis`` argues against ``label`` according to the built-in check, or None when it does not.
 
-    Cheap rules, not understanding: they catch the common failure of a YES rationale that
-    argues for identical treatment (and the reverse) and miss subtler contradictions.
+    The built-in check is the small classifier in ``dartkit.consistency`` (offline, about a millisecond
+    per rationale). The phrase rules it replaced caught 8% of the contradicting rationales in its
+    held-out set and added no recall to the classifier, so they are gone.
     """
-    return _asserts(_EQUAL_REASONING if label == "YES" else _DIFF_REASONING, analysis)
+    p = contradiction_probability(analysis, label)
+    return f"classifier p={p:.2f} >= {CONSISTENCY_THRESHOLD}" if p >= CONSISTENCY_THRESHOLD else None
+
+
+def builtin_contradictions(analyses: Sequence[str], labels: Sequence[str]) -> list[bool]:
+    """``builtin_contradiction`` for many rationales at once (one batched classifier call)."""
+    return [bool(p >= CONSISTENCY_THRESHOLD) for p in contradiction_probabilities(analyses, labels)]
 
 
 def check_rationale(
@@ -174,7 +142,7 @@ def check_rationale(
 ) -> list[str]:
     """Every QC reason ``text`` fails, except the judge and near-duplicate checks (they need other context).
 
-    ``builtin_consistency=False`` skips the phrase rules (a judge model checks consistency instead).
+    ``builtin_consistency=False`` skips the built-in consistency classifier (a judge model checks instead).
     """
     if not (text or "").strip():
         return ["empty"]

@@ -174,7 +174,8 @@ def test_eval_metrics_count_truncated_and_filtered_answers_and_server_versions(t
 
     prepare_data(tmp_path / "data", suite="demo")
     answers = iter(
-        [reply("Conclusion: YES"), reply("Analysis: it depends on", "length")] + [reply(None)] * 3
+        [reply("Conclusion: YES"), reply("Analysis: it depends on", "length")]
+        + [reply(None)] * 3
         + [reply("Conclusion: NO", fingerprint="fp_b")] * 3
     )
     with FakeOpenAIServer(lambda req: next(answers)) as server:

@@ -121,8 +121,8 @@ class HFBackend:
         """
         if not self._hub_resolved:
             if hub_commit(self._parsed.model, self._parsed.revision) is None:
-                # Not in the local cache (or a branch name never resolved here): load (download) it
-                # first, so that cache keys carry the commit used rather than "whatever main is today".
+                # Not in the local cache: load (download) it first, so that cache keys carry the
+                # commit used rather than "whatever main is today".
                 self._ensure_loaded()
             commit = hub_commit(self._parsed.model, self._parsed.revision)
             if commit is None and self.model is not None:

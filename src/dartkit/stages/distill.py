@@ -17,6 +17,7 @@ resumes and a finished one reruns in seconds.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -41,12 +42,13 @@ from dartkit.parse import split_analysis
 from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import (
     consistency_judge_messages,
+    consistency_judge_retry_messages,
     format_fix_messages,
     load_teacher_examples,
     render_messages,
     teacher_messages,
 )
-from dartkit.qc import QCConfig, check_rationale, fix_problems, near_duplicates
+from dartkit.qc import QCConfig, builtin_contradictions, check_rationale, fix_problems, near_duplicates
 from dartkit.records import Example
 
 
@@ -90,19 +92,73 @@ class FileTeacher:
         pass
 
 
+_VERDICTS = {
+    "consistent": False,
+    "contradicts": True,
+    "contradict": True,
+    "contradicting": True,
+    "contradictory": True,
+    "contradiction": True,
+    "inconsistent": True,
+}
+# Words a judge may put before its verdict ("Answer: CONSISTENT", "My verdict is: CONTRADICTS").
+_LEAD_WORDS = frozenset(
+    ["answer", "final", "verdict", "my", "the", "is", "it", "reply", "response", "judgement", "judgment"]
+    + ["one", "word", "output"]
+)
+_NOT = frozenset(("not", "no", "never", "t"))  # "t" from "doesn't" / "isn't"
+
+
+def parse_consistency_reply(text: str) -> bool | None:
+    """The consistency judge's verdict: True (CONTRADICTS), False (CONSISTENT), None when it gave none.
+
+    Lenient about case, punctuation, markdown and a leading word ("**Answer:** Contradicts."); when the
+    verdict is not the first word, the reply counts only if every verdict word in it agrees ("The
+    explanation is consistent with its conclusion", "it does not contradict it"). A reply naming both
+    ("CONSISTENT or CONTRADICTS") gives no verdict.
+
+    Examples:
+        >>> parse_consistency_reply("**Answer:** contradicts."), parse_consistency_reply("Consistent")
+        (True, False)
+        >>> parse_consistency_reply("I cannot tell.") is None
+        True
+    """
+    words = re.findall(r"[a-z]+", (text or "").lower())
+    first = next((w for w in words if w not in _LEAD_WORDS), None)
+    if first in _VERDICTS:
+        return _VERDICTS[first]
+    found = {
+        _VERDICTS[w] != any(p in _NOT for p in words[max(0, k - 2) : k])
+        for k, w in enumerate(words)
+        if w in _VERDICTS
+    }
+    return found.pop() if len(found) == 1 else None
+
+
 def _judge_contradictions(
     judge: Backend, items: Sequence[tuple[str, str]], cache: GenerationCache
-) -> list[bool | None]:
-    """For (analysis, label) pairs: True when the judge says the analysis contradicts its label."""
+) -> list[dict[str, Any]]:
+    """Ask the judge about (analysis, label) pairs; a reply without a verdict gets one follow-up.
+
+    Returns one ``{"verdict": "consistent" | "contradicts" | None, "replies": 1 | 2}`` per pair;
+    ``verdict`` None means the judge never answered in a usable form.
+    """
+    decoding = DecodingConfig(max_new_tokens=32)
     convs = [consistency_judge_messages(a, label) for a, label in items]
-    texts, _ = generate_cached(judge, convs, DecodingConfig(max_new_tokens=32), cache)
-    out: list[bool | None] = []
-    for t in texts:
-        word = t.strip().split()[0].strip(".:*").upper() if t.strip() else ""
-        out.append(
-            True if word.startswith("CONTRADICT") else False if word.startswith("CONSISTENT") else None
-        )
-    return out
+    replies, _ = generate_cached(judge, convs, decoding, cache)
+    verdicts = [parse_consistency_reply(t) for t in replies]
+    n_replies = [1] * len(items)
+    again = [i for i, v in enumerate(verdicts) if v is None]
+    if again:
+        follow_ups = [consistency_judge_retry_messages(convs[i], replies[i]) for i in again]
+        retried, _ = generate_cached(judge, follow_ups, decoding, cache)
+        for i, reply in zip(again, retried, strict=True):
+            verdicts[i] = parse_consistency_reply(reply)
+            n_replies[i] = 2
+    return [
+        {"verdict": None if v is None else "contradicts" if v else "consistent", "replies": n}
+        for v, n in zip(verdicts, n_replies, strict=True)
+    ]
 
 
 def _qc_round(
@@ -112,20 +168,40 @@ def _qc_round(
     qc: QCConfig,
     judge: Backend | None,
     judge_cache: GenerationCache | None,
-) -> list[list[str]]:
+) -> tuple[list[list[str]], list[dict[str, Any] | None]]:
+    """QC reasons per text, and the consistency judge's result per text (None where it was not asked).
+
+    The judge is asked only about texts that pass every other check. A text whose judge reply has no
+    verdict even after the follow-up gets the built-in check instead, so it is never waved through.
+    """
+    use_judge = judge is not None and qc.consistency in ("judge", "auto")
     reasons = [
-        check_rationale(t, e.label, [m["content"] for m in p], qc, builtin_consistency=judge is None)
+        check_rationale(t, e.label, [m["content"] for m in p], qc, builtin_consistency=False)
         for e, t, p in zip(examples, texts, prompts, strict=True)
     ]
-    if judge is not None and qc.consistency in ("judge", "auto"):
+    judged: list[dict[str, Any] | None] = [None] * len(texts)
+    builtin_todo: list[int] = []
+    if use_judge:
         todo = [i for i, r in enumerate(reasons) if not r]
-        verdicts = _judge_contradictions(
+        results = _judge_contradictions(
             judge, [(split_analysis(texts[i]), examples[i].label) for i in todo], judge_cache
         )
-        for i, contradicts in zip(todo, verdicts, strict=True):
-            if contradicts:
+        for i, result in zip(todo, results, strict=True):
+            judged[i] = result
+            if result["verdict"] == "contradicts":
                 reasons[i].append("contradicts_conclusion")
-    return reasons
+            elif result["verdict"] is None:
+                builtin_todo.append(i)
+    elif qc.consistency in ("builtin", "auto"):
+        # Same condition as check_rationale's own built-in check (a parsed conclusion), batched.
+        builtin_todo = [i for i, r in enumerate(reasons) if "empty" not in r and "no_conclusion" not in r]
+    flags = builtin_contradictions(
+        [split_analysis(texts[i]) for i in builtin_todo], [examples[i].label for i in builtin_todo]
+    )
+    for i, flagged in zip(builtin_todo, flags, strict=True):
+        if flagged:
+            reasons[i].append("contradicts_conclusion")
+    return reasons, judged
 
 
 def distill_rationales(
@@ -166,10 +242,10 @@ def distill_rationales(
         # Copy checks look at the original prompt only: a retry may keep good sentences of its own
         # earlier answer, which sits in the follow-up conversation.
         originals = [messages_fn(examples[i]) for i in pending]
-        reasons = _qc_round([examples[i] for i in pending], texts, originals, qc, judge, cache)
+        reasons, judged = _qc_round([examples[i] for i in pending], texts, originals, qc, judge, cache)
         still = []
-        for i, text, why in zip(pending, texts, reasons, strict=True):
-            attempts[i].append({"text": text, "reasons": why})
+        for i, text, why, verdict in zip(pending, texts, reasons, judged, strict=True):
+            attempts[i].append({"text": text, "reasons": why, "judge": verdict})
             if why and not isinstance(teacher, FileTeacher):
                 convs[i] = format_fix_messages(
                     convs[i], text, fix_problems(why, examples[i].label, qc), examples[i].label
@@ -220,6 +296,7 @@ def distill_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         }
         for label in ("YES", "NO")
     }
+    judged = [a["judge"] for r in rows for a in r["attempt_log"] if a.get("judge")]
     return {
         "n": n,
         "accepted": accepted,
@@ -229,6 +306,11 @@ def distill_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "first_try_reason_counts": dict(first_try.most_common()),
         "by_label": by_label,
         "attempts_histogram": dict(sorted(Counter(r["attempts"] for r in rows).items())),
+        # Consistency-judge replies over all attempts: asked, needing the one-word follow-up, and still
+        # without a verdict after it (those attempts were checked by the built-in classifier instead).
+        "judge_asked": len(judged),
+        "judge_retried": sum(j["replies"] > 1 for j in judged),
+        "judge_unparsed": sum(j["verdict"] is None for j in judged),
     }
 
 
@@ -252,7 +334,11 @@ def run(cfg: DistillConfig, console: Console | None = None) -> dict[str, Any]:
     teacher = _load_teacher(cfg.teacher, cfg)
     if cfg.qc.consistency == "judge" and not cfg.judge:
         raise ConfigError("qc.consistency is 'judge' but no judge model is configured (set judge or --judge)")
-    judge = load_backend(cfg.judge, cfg.backend) if cfg.judge and cfg.qc.consistency != "off" else None
+    judge = (
+        load_backend(cfg.judge, cfg.backend)
+        if cfg.judge and cfg.qc.consistency in ("judge", "auto")
+        else None
+    )
     try:
         rows = list(distill_rationales(examples, teacher, cfg, cache, judge))
         identities = {"teacher": teacher.identity(), "judge": judge.identity() if judge else None}

@@ -71,7 +71,11 @@ def repair_rationales(
     )
     if cfg.qc.consistency == "judge" and not cfg.judge:
         raise ConfigError("qc.consistency is 'judge' but no judge model is configured")
-    judge = load_backend(cfg.judge, cfg.backend) if cfg.judge and cfg.qc.consistency != "off" else None
+    judge = (
+        load_backend(cfg.judge, cfg.backend)
+        if cfg.judge and cfg.qc.consistency in ("judge", "auto")
+        else None
+    )
     try:
         rows = list(
             distill_rationales(
@@ -125,7 +129,15 @@ def run(cfg: RepairConfig, console: Console | None = None) -> dict[str, Any]:
     metrics = (
         distill_metrics(rows)
         if rows
-        else {"n": 0, "accepted": 0, "reason_counts": {}, "first_try_reason_counts": {}}
+        else {
+            "n": 0,
+            "accepted": 0,
+            "reason_counts": {},
+            "first_try_reason_counts": {},
+            "judge_asked": 0,
+            "judge_retried": 0,
+            "judge_unparsed": 0,
+        }
     )
     metrics.update(
         n_drift_cases=len(cases),
