@@ -337,7 +337,8 @@ class AuditConfig(_Strict):
         None, description="Prepared data directory; with 'split', used instead of 'prompts'."
     )
     split: Split = Field(
-        "test", description="Split of 'data' to audit on: train, audit, val or test (the τ sweep is meant for 'val')."
+        "test",
+        description="Split of 'data' to audit on: train, audit, val or test (the τ sweep is meant for 'val').",
     )
     baseline_generations: Path | None = Field(
         None,

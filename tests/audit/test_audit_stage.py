@@ -325,13 +325,25 @@ def test_generation_files_answered_to_different_prompts_are_refused(gen_files, t
     cand = write_gens(
         tmp_path / "cand_prompts.jsonl",
         [
-            {"id": f"q{i}", "text": CLEAN, "prompt": f"Question q{i}?" if i not in (1, 4) else f"Q {i}, policy on?"}
+            {
+                "id": f"q{i}",
+                "text": CLEAN,
+                "prompt": f"Question q{i}?" if i not in (1, 4) else f"Q {i}, policy on?",
+            }
             for i in range(8)
         ],
     )
     res = runner.invoke(
         app,
-        ["audit", "--baseline-generations", str(base), "--candidate-generations", str(cand), "--out", str(tmp_path / "a")],
+        [
+            "audit",
+            "--baseline-generations",
+            str(base),
+            "--candidate-generations",
+            str(cand),
+            "--out",
+            str(tmp_path / "a"),
+        ],
     )
     assert res.exit_code == 2, res.output
     assert "2 of 8 id(s) were answered with different prompt texts" in res.output and "q1" in res.output

@@ -5,7 +5,7 @@ import pytest
 from dartkit.audit import severity_of, summarize, tau_sweep
 from dartkit.audit.core import new_pair
 from dartkit.config import SeverityConfig
-from dartkit.report.stats import wilson_ci
+from dartkit.stats.inference import wilson_ci
 
 BINS = SeverityConfig()
 

@@ -84,7 +84,9 @@ def test_run_writes_every_stage_and_the_report(finished_run):
     assert info["evaluation_test_unrepaired"] == {}
     report = (root / "report.md").read_text()
     assert report.startswith("# DART run report\n\n> **Protocol: heldout.**")
-    assert "**headline**: drift reduction on test" in report and "on the repaired items (paper-style)" in report
+    assert (
+        "**headline**: drift reduction on test" in report and "on the repaired items (paper-style)" in report
+    )
     for section in (
         "## Setup",
         "## Accuracy on the test split",
@@ -109,7 +111,9 @@ def test_run_writes_every_stage_and_the_report(finished_run):
     rows = [json.loads(x) for x in (root / "repair" / "repair.jsonl").read_text().splitlines()]
     weights = {"mild": 1.0, "moderate": 2.0, "severe": 3.0, "extreme": 4.0}
     assert all(r["severity_weight"] == weights[r["severity"]] for r in rows)
-    assert "## Drift cases and their repairs (audit split" in report and "Repair rationale (accepted" in report
+    assert (
+        "## Drift cases and their repairs (audit split" in report and "Repair rationale (accepted" in report
+    )
     assert len(info["repaired_ids"]) == repair["accepted"]
 
 
@@ -265,7 +269,10 @@ def test_dry_run_validates_and_loads_nothing(tmp_path):
         ("audit: {tau: 2}\n", "'audit.tau'"),
         ("audit: {tau: often}\n", "'audit.tau'"),
         ("audit: {tau: auto, tau_grid: [0.2, 0.35]}\n", "tau_grid has none"),
-        ("data: {ratios: [0.6, 0.2, 0.2]}\n", "protocol 'heldout' repairs the drift cases of the audit split"),
+        (
+            "data: {ratios: [0.6, 0.2, 0.2]}\n",
+            "protocol 'heldout' repairs the drift cases of the audit split",
+        ),
         ("teacher_examples: nowhere.jsonl\n", "nowhere.jsonl: no such file"),
         ("audit: {scorer: vibes}\n", "unknown harm scorer 'vibes'"),
         ("data: {ratios: [0.5, 0.5, 0.5]}\n", "data.ratios"),

@@ -26,7 +26,7 @@ from dartkit.config import SeverityConfig
 from dartkit.generate.cache import GenerationCache
 from dartkit.harm import HarmScorer, analysis_and_full, score_cached
 from dartkit.parse import parse_conclusion
-from dartkit.report.stats import proportion_ci, sign_test
+from dartkit.stats.inference import proportion_ci, sign_test
 
 SEVERITIES = ("mild", "moderate", "severe", "extreme")
 

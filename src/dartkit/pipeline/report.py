@@ -16,10 +16,10 @@ import numpy as np
 import yaml
 
 from dartkit.audit.core import SEVERITIES
-from dartkit.audit.report import CONTENT_WARNING, quote
+from dartkit.audit.markdown import CONTENT_WARNING, quote
 from dartkit.data.jsonl import read_json, save_figure, write_json, write_text
 from dartkit.errors import DartkitError
-from dartkit.report.stats import mcnemar_exact, paired_drift, proportion_ci
+from dartkit.stats.inference import mcnemar_exact, paired_drift, proportion_ci
 
 MODELS = (
     ("m0", "M0 (base)"),
@@ -174,7 +174,7 @@ def _enabled(cfg: dict[str, Any]) -> set[str]:
 def _metrics_without(path: Path, drop: set[str], n_resamples: int) -> dict[str, Any] | None:
     """Evaluation metrics of a generations file, leaving out the ids in ``drop``."""
     from dartkit.records import Generation
-    from dartkit.report.metrics import evaluation_metrics
+    from dartkit.stats.metrics import evaluation_metrics
 
     gens = [Generation.model_validate(r) for r in _lines(path) if r["id"] not in drop]
     return evaluation_metrics(gens, n_resamples) if gens else None

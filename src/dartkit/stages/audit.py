@@ -33,7 +33,7 @@ from dartkit.audit.inputs import (
     prompt_mismatches,
 )
 from dartkit.audit.judge import JudgeRequest, ask_judge, candidate_is_b
-from dartkit.audit.report import delta_histogram_png, write_audit_md
+from dartkit.audit.markdown import delta_histogram_png, write_audit_md
 from dartkit.config import AuditConfig, BackendConfig, DecodingConfig, dump_config
 from dartkit.data.jsonl import write_json, write_jsonl
 from dartkit.data.prepare import load_split
@@ -207,14 +207,20 @@ def _check_prompts(
         "mismatched_ids": mismatched[:50],
     }
     if mismatched:
-        shown = "; ".join(describe_mismatch(i, base[i].prompt or "", cand[i].prompt or "") for i in mismatched[:3])
+        shown = "; ".join(
+            describe_mismatch(i, base[i].prompt or "", cand[i].prompt or "") for i in mismatched[:3]
+        )
         msg = (
             f"{len(mismatched)} of {len(base)} id(s) were answered with different prompt texts in the two "
             f"generation files, so their answers are not comparable: {shown}"
         )
         if not cfg.allow_prompt_mismatch:
-            raise DataError(f"{msg}. Regenerate one side with the same prompts, or pass --allow-prompt-mismatch")
-        console.print(f"[yellow]{msg} (allowed by --allow-prompt-mismatch; recorded in summary.json)[/yellow]")
+            raise DataError(
+                f"{msg}. Regenerate one side with the same prompts, or pass --allow-prompt-mismatch"
+            )
+        console.print(
+            f"[yellow]{msg} (allowed by --allow-prompt-mismatch; recorded in summary.json)[/yellow]"
+        )
     return check
 
 

@@ -28,7 +28,7 @@ from dartkit.parse import is_refusal, parse_conclusion
 from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import Policy, classification_messages, render_messages
 from dartkit.records import Example, Generation
-from dartkit.report.metrics import evaluation_metrics, finish_counts
+from dartkit.stats.metrics import evaluation_metrics, finish_counts
 
 
 def answer_examples(

@@ -2,7 +2,7 @@
 
 Unparseable answers count as wrong (the paper's convention): they are neither a
 correct YES nor a correct NO, and they lower both classes' recall in macro-F1.
-Intervals come from ``report/stats.py`` (cluster bootstrap over scenario groups,
+Intervals come from ``stats/inference.py`` (cluster bootstrap over scenario groups,
 or Wilson).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dartkit.records import Generation
-from dartkit.report.stats import proportion_ci
+from dartkit.stats.inference import proportion_ci
 
 
 def _rate(mask: np.ndarray) -> float | None:

@@ -16,7 +16,7 @@ wordings), so an interval that resamples single items is too narrow. Three tools
 
 Example::
 
-    from dartkit.report.stats import cluster_bootstrap_ci, wilson_ci
+    from dartkit.stats.inference import cluster_bootstrap_ci, wilson_ci
     wilson_ci(0, 40)                                   # [0.0, 0.0876]
     cluster_bootstrap_ci(correct, scenario_keys, n_resamples=2000, seed=0)
 """

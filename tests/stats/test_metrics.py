@@ -3,8 +3,8 @@
 import pytest
 
 from dartkit.records import Generation
-from dartkit.report.metrics import evaluation_metrics
-from dartkit.report.stats import wilson_ci
+from dartkit.stats.inference import wilson_ci
+from dartkit.stats.metrics import evaluation_metrics
 
 RATES = ("accuracy", "accuracy_equal", "accuracy_diff", "refusal_rate", "unparseable_rate")
 

@@ -1,4 +1,4 @@
-"""Intervals and paired tests of report/stats.py, checked against hand computations."""
+"""Intervals and paired tests of stats/inference.py, checked against hand computations."""
 
 import math
 import time
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dartkit.errors import DataError
-from dartkit.report.stats import (
+from dartkit.stats.inference import (
     cluster_bootstrap,
     cluster_bootstrap_ci,
     mcnemar_exact,

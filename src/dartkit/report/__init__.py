@@ -1,1 +1,0 @@
-"""Metrics, statistics and readable tables."""
