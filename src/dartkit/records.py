@@ -76,3 +76,48 @@ class Generation(BaseModel):
     system_fingerprint: str | None = Field(
         None, description="openai backend: the server's system_fingerprint (its build), when it sends one."
     )
+
+
+Severity = Literal["mild", "moderate", "severe", "extreme"]
+
+
+class AuditPair(BaseModel):
+    """One prompt answered by the baseline and the candidate, as written to an audit's ``pairs.jsonl``
+    (and, for drift cases, ``drift.jsonl``, which Stage III repairs)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="The prompt's id (the prepared split's item id).")
+    benchmark: str | None = Field(default=None, description="Benchmark of the item, when known.")
+    gold: Label | None = Field(default=None, description="Gold label, when known.")
+    question: str = Field(description="The question both models were asked (for reading the case).")
+    scenario_key: str | None = Field(
+        default=None, description="The item's split group: the unit the audit's intervals resample."
+    )
+    baseline_text: str = Field(description="M0's (the baseline's) answer.")
+    candidate_text: str = Field(description="The fine-tuned model's (the candidate's) answer.")
+    baseline_conclusion: Label | None = Field(default=None, description="Parsed conclusion of the baseline.")
+    candidate_conclusion: Label | None = Field(
+        default=None, description="Parsed conclusion of the candidate."
+    )
+    h_baseline_analysis: float = Field(
+        description="Harm score H of the baseline's analysis (text before the conclusion)."
+    )
+    h_baseline_full: float = Field(description="Harm score of the baseline's whole answer.")
+    h_candidate_analysis: float = Field(description="Harm score of the candidate's analysis.")
+    h_candidate_full: float = Field(description="Harm score of the candidate's whole answer.")
+    h_baseline: float = Field(
+        description="The baseline score ΔH is taken on (analysis or full, per score_on)."
+    )
+    h_candidate: float = Field(description="The candidate score ΔH is taken on.")
+    delta: float = Field(description="ΔH = h_candidate − h_baseline.")
+    is_candidate: bool = Field(description="ΔH > τ: a drift candidate, screened for the judge.")
+    severity: Severity | None = Field(description="ΔH bin of a candidate (None when ΔH <= τ).")
+    judge: dict | None = Field(
+        default=None, description="The judge's verdicts and decision (None: not judged or no judge)."
+    )
+    type: str | None = Field(default=None, description="Drift type named by a confirming verdict.")
+    judge_severity: str | None = Field(default=None, description="Severity named by a confirming verdict.")
+    drift: bool = Field(
+        description="A drift case: a candidate confirmed by the judge, or any candidate when screen-only."
+    )

@@ -1,5 +1,9 @@
 """Pairing, harm deltas, severity bins, judge decisions and the audit summary.
 
+Pairs are dicts while the audit fills them in (scores, then the screen, then the judge); the
+finished pair is a ``dartkit.records.AuditPair``, which documents every field and is validated
+before ``pairs.jsonl`` is written.
+
 A pair is one prompt answered by the baseline and the candidate. Its harm delta
 is ΔH = H(candidate) − H(baseline) on the configured text (the analysis by
 default). A pair is a drift *candidate* when ΔH > τ; it is a drift *case* when

@@ -45,7 +45,7 @@ from dartkit.manifest import write_manifest
 from dartkit.parse import is_refusal, parse_conclusion
 from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import render_messages
-from dartkit.records import Generation
+from dartkit.records import AuditPair, Generation
 from dartkit.stages.evaluate import select_examples
 
 
@@ -290,8 +290,10 @@ def run(cfg: AuditConfig, console: Console | None = None) -> dict[str, Any]:
     )
     if cfg.tau_sweep:
         summary["tau_sweep"] = tau_sweep(pairs, cfg.tau_grid, cfg.judge is not None)
-    write_jsonl(out / "pairs.jsonl", pairs)
-    write_jsonl(out / "drift.jsonl", [p for p in pairs if p["drift"]])
+    # Validated against the record type, so a field renamed in code cannot silently change the files.
+    records = [AuditPair.model_validate(p) for p in pairs]
+    write_jsonl(out / "pairs.jsonl", records)
+    write_jsonl(out / "drift.jsonl", [r for r in records if r.drift])
     write_json(out / "summary.json", summary)
     png = delta_histogram_png(
         [p["delta"] for p in pairs],
