@@ -1,5 +1,6 @@
 import pytest
 
+from dartkit.parse import split_analysis
 from dartkit.qc import (
     QCConfig,
     builtin_contradiction,
@@ -80,6 +81,38 @@ def test_text_after_the_conclusion_is_rejected():
 )
 def test_concessions_and_contractions_are_not_contradictions(text):
     assert builtin_contradiction(text, "YES") is None
+
+
+@pytest.mark.parametrize(
+    "analysis",
+    [
+        # The examples: the old phrase rules let every one of these through under YES.
+        "We should treat both groups identically. Leading the services does not change that.",
+        "Religion is irrelevant to this job. The synagogue should judge the applicants on merit.",
+        "Both applicants deserve equal treatment. Their faith should not affect the decision.",
+        "Group membership does not matter. What counts is whether the applicant can do the job.",
+    ],
+)
+def test_equal_treatment_reasoning_under_yes_is_rejected(analysis):
+    assert "contradicts_conclusion" in check_rationale(f"{analysis}\nConclusion: YES", "YES", PROMPT, QC)
+    # ... and is sound reasoning for a NO answer.
+    assert check_rationale(f"{analysis}\nConclusion: NO", "NO", PROMPT, QC) == []
+
+
+def test_conceding_the_rule_before_the_exception_passes():
+    text = (
+        "Although hiring should normally ignore religion, a rabbi leads worship and teaches the faith. "
+        "Being Jewish is a genuine requirement of that role.\nConclusion: YES"
+    )
+    assert check_rationale(text, "YES", PROMPT, QC) == []
+
+
+def test_consistency_off_and_builtin():
+    text = "Both applicants deserve equal treatment. Their faith should not affect the decision.\nConclusion: YES"
+    assert check_rationale(text, "YES", PROMPT, QCConfig(consistency="off")) == []
+    assert check_rationale(text, "YES", PROMPT, QCConfig(consistency="builtin")) == ["contradicts_conclusion"]
+    assert check_rationale(text, "YES", PROMPT, QC, builtin_consistency=False) == []
+    assert builtin_contradiction(split_analysis(text), "YES").startswith("classifier p=")
 
 
 def test_negated_equal_treatment_is_not_a_contradiction():

@@ -146,7 +146,7 @@ def distill_command(
     judge: str = typer.Option(
         None,
         "--judge",
-        help="Judge model spec for the rationale consistency check (default: built-in rules).",
+        help="Judge model spec for the rationale consistency check (default: the built-in classifier).",
     ),
     limit: int = typer.Option(
         None, "--limit", min=1, help="Distill only the first N training items (stratified order)."

@@ -5,25 +5,31 @@ Stage I quality control rejects a rationale whose analysis argues for the opposi
 argues the groups must be treated the same, or a NO rationale that argues a difference matters.
 
 The check is a logistic regression over tf-idf features of the analysis, trained on first use
-(deterministically, in well under a second) from ``data/consistency_rationales.jsonl``: 800 short
+(deterministically, in about a second) from ``data/consistency_rationales.jsonl``: 960 short
 rationales written for dartkit (CC0) across the eight benchmark themes, each marked as sound or as
-contradicting its label. The model predicts the analysis's *stance* (does it argue that a
-difference matters?); the label then decides which stance contradicts it, so every example teaches
-both labels. Features:
+contradicting its label; the 720 of its training part train the model. The model predicts the
+analysis's *stance* (does it argue that a difference matters?) and the label decides which stance
+contradicts it, so every example teaches both labels. Features:
 
-- word 1-3-grams, with words after a negation marked (``not relevant`` -> ``NOT_relevant``) and words
-  of a conceding clause marked (``Although hiring should normally ignore sex, ...``), so a conceded
-  general rule does not count as the argument;
-- the same text mapped to a few word classes (sameness, difference, comparison, relevance, lawful,
-  unlawful, both/neither), so what is learned from one theme carries to words and themes it has not
-  seen (``equivalent`` reads like ``identical``);
-- character 2-5-grams of each word, for spelling and word forms.
+- word 1-3-grams within a clause, with words after a negation marked (``not relevant`` ->
+  ``NOT_relevant``) and words of a conceded clause marked (``Although hiring should normally ignore
+  sex, ...``, ``X, but ...``, ``X. Still, ...``), so a conceded general rule is not the argument;
+- the same clauses mapped to word classes (sameness, difference, comparison, relevance, lawful,
+  unlawful, both/neither, merit, ...), so what is learned from one theme carries to words and themes
+  it has not seen (``equivalent`` reads like ``identical``);
+- character 3-5-grams of each word, for word forms.
+
+Word and character n-grams count only when they occur in at least half of the themes, so topic nouns
+do not decide; the model has no intercept, so a text with no argument in it stays at 0.5.
 
 No network, no pickle: the model is rebuilt from the packaged JSONL. Measured numbers are in
 ``docs/consistency.md``; ``benchmarks/consistency.py`` reproduces them.
 
-    >>> contradicts("Both applicants deserve equal treatment. Religion is irrelevant.", "YES")
+    >>> contradicts("Both applicants deserve equal treatment. Religion is irrelevant here.", "YES")
     True
+    >>> contradicts("Although hiring should normally ignore sex, a shelter may require women staff. "
+    ...             "Sex is a bona fide occupational qualification here.", "YES")
+    False
 """
 
 from __future__ import annotations
@@ -37,10 +43,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from dartkit.errors import DataError
-from dartkit.parse import split_analysis
+from dartkit.parse import parse_conclusion, split_analysis
 
 DATA_FILE = "consistency_rationales.jsonl"
 
@@ -52,7 +58,7 @@ TARGET_FALSE_ALARMS = 0.10
 # Probability at or above which a rationale counts as contradicting its label. Chosen on the
 # training part only (``choose_threshold``: leave-one-theme-out cross-validation, the threshold that
 # leaves the most room under both targets); a test recomputes it and fails if this constant is stale.
-THRESHOLD = 0.69
+THRESHOLD = 0.66
 
 
 class LabelledRationale(BaseModel):
@@ -66,8 +72,16 @@ class LabelledRationale(BaseModel):
     split: Literal["train", "heldout"] | None = None
     theme: str | None = None
 
+    @model_validator(mode="after")
+    def _conclusion_matches_label(self) -> LabelledRationale:
+        conclusion = parse_conclusion(self.text)
+        if conclusion is not None and conclusion != self.label:
+            raise ValueError(f"the text concludes {conclusion} but the label is {self.label}")
+        return self
+
     @property
     def analysis(self) -> str:
+        """The text before its ``Conclusion:`` line."""
         return split_analysis(self.text)
 
     @property
@@ -129,7 +143,10 @@ _CONCEDERS = re.compile(
     r"in general|in most|admittedly|granted|of course|it is true|i know|one might|"
     r"some people|it is tempting|it may seem|at first glance)\b|(?:true|sure),)"
 )
-_CLAUSE_BREAK = re.compile(r"[,;:]\s*(?=(?:but|however|yet|though|so|still|nonetheless|nevertheless)\b)")
+# Clause breaks: "A, but B" (and however, yet, except, unless, ...) concedes A; "A, so B" only splits.
+_CONTRAST_WORDS = r"but|however|yet|though|still|nonetheless|nevertheless|except|unless|apart from"
+_CLAUSE_BREAK = re.compile(rf"[,;:]\s*(?=(?:{_CONTRAST_WORDS}|so)\b)")
+_CONTRAST_START = re.compile(rf"^\s*(?:{_CONTRAST_WORDS})\b")
 _CONTRAST_OPENING = re.compile(
     r"^\s*(?:(?:but|however|yet|still|even so|nonetheless|nevertheless|in fact|in practice|that said)\b"
     r"|(?:\S+\s+){1,4}?(?:however|though),)"
@@ -152,8 +169,8 @@ _WORD_CLASSES = {
     "MORE": "more less most least higher lower highest lowest larger smaller greater fewer bigger "
     "worse worst stronger weaker far much considerably markedly substantially significantly vastly "
     "notably sharply ahead twice double",
-    "MATTER": "matter matters mattered relevant relevance pertinent bearing factor important count "
-    "counts decisive determinative central crucial material",
+    "MATTER": "matter matters mattered relevant relevance pertinent bearing factor important "
+    "decisive determinative central crucial material",
     "IRRELEVANT": "irrelevant immaterial unrelated unconnected extraneous",
     "LAWFUL": "lawful lawfully legal legally permitted permissible permit permits allowed allow "
     "allows exception exceptions exemption exempt authorised authorized bfoq bona fide qualification "
@@ -166,6 +183,8 @@ _WORD_CLASSES = {
     "prejudiced racist sexist ageist ableist antisemitic bigoted bias biased offensive demeaning mock "
     "mocks mocking disrespect disrespectful trivialise trivialize sacred persecution persecuted "
     "targeted appropriation",
+    "MERIT": "merit merits qualifications qualified skill skills ability abilities competence competent "
+    "performance experience",
     "IGNORE": "ignore ignores ignored ignoring disregard disregards disregarded overlook overlooks blind",
     "AVOID": "avoid avoids refrain skip shun steer decline reject refuse exclude",
     "FREE": "free freely welcome fine okay ok acceptable harmless",
@@ -192,9 +211,9 @@ def _marked_tokens(analysis: str) -> list[tuple[str, bool, bool]]:
             clauses = sentence.split(",", 1)  # "Although X, Y": X is conceded
         for k, clause in enumerate(clauses):
             last = k == len(clauses) - 1
-            conceded = (not last and bool(_CONCEDERS.match(clause.strip()))) or (
-                before_contrast and last and k == 0
-            )
+            conceded = (
+                not last and bool(_CONCEDERS.match(clause.strip()) or _CONTRAST_START.match(clauses[k + 1]))
+            ) or (before_contrast and last and k == 0)
             negated = False
             for piece in re.split(r"([,;:?!.])", clause):
                 if piece in {",", ";", ":", "?", "!", "."}:
@@ -228,41 +247,73 @@ def class_view(analysis: str) -> str:
     return " ".join(out)
 
 
-def _split_words(text: str) -> list[str]:
-    return text.split()
+def _clause_ngrams(view: str) -> list[str]:
+    """Word 1-3-grams of a view, never across a clause break ('|'), which is not a feature itself."""
+    grams: list[str] = []
+    for clause in view.split("|"):
+        words = clause.split()
+        for n in (1, 2, 3):
+            grams += [" ".join(words[k : k + n]) for k in range(len(words) - n + 1)]
+    return grams
 
 
-def _build_model(c: float = 4.0):
+def _word_features(analysis: str) -> list[str]:
+    return _clause_ngrams(word_view(analysis))
+
+
+def _class_features(analysis: str) -> list[str]:
+    return _clause_ngrams(class_view(analysis))
+
+
+@functools.lru_cache(maxsize=1)
+def _char_analyzer():
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
-    from sklearn.preprocessing import FunctionTransformer
 
-    def view(fn):
-        return FunctionTransformer(lambda xs: [fn(x) for x in xs])
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), preprocessor=_normalise).build_analyzer()
 
-    words = make_pipeline(
-        view(word_view),
-        TfidfVectorizer(
-            tokenizer=_split_words, token_pattern=None, lowercase=False, ngram_range=(1, 3), sublinear_tf=True
-        ),
-    )
-    classes = make_pipeline(
-        view(class_view),
-        TfidfVectorizer(
-            tokenizer=_split_words, token_pattern=None, lowercase=False, ngram_range=(1, 3), sublinear_tf=True
-        ),
-    )
-    chars = make_pipeline(
-        view(_normalise),
-        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
-    )
-    return make_pipeline(make_union(words, classes, chars), LogisticRegression(C=c, max_iter=5000))
+
+def _char_features(analysis: str) -> list[str]:
+    return _char_analyzer()(analysis)
+
+
+def _shared_vocabulary(rows: Sequence[LabelledRationale], features, min_themes: int) -> list[str]:
+    """The features that occur in rationales of at least ``min_themes`` themes."""
+    themes: dict[str, set[str | None]] = {}
+    for r in rows:
+        for f in set(features(r.analysis)):
+            themes.setdefault(f, set()).add(r.theme)
+    return sorted(f for f, t in themes.items() if len(t) >= min_themes)
 
 
 def train(rows: Sequence[LabelledRationale], c: float = 4.0) -> Any:
-    """A fitted stance model (sklearn pipeline: analysis text -> P(argues a difference matters))."""
-    model = _build_model(c)
+    """A fitted stance model (sklearn pipeline: analysis text -> P(argues a difference matters)).
+
+    Word and character n-grams count only when they occur in at least half of the themes of ``rows``
+    (when the rows name several themes): wording that argues carries across themes, topic nouns
+    ("synagogue", "turban") do not, and a model that leans on them misreads new text about a familiar
+    topic. Training is deterministic (lbfgs on a fixed feature order).
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    n_themes = len({r.theme for r in rows})
+    min_themes = (n_themes + 1) // 2
+
+    def vectorizer(features, shared: bool):
+        vocabulary = _shared_vocabulary(rows, features, min_themes) if shared and n_themes > 1 else None
+        return TfidfVectorizer(analyzer=features, vocabulary=vocabulary, lowercase=False, sublinear_tf=True)
+
+    model = make_pipeline(
+        make_union(
+            vectorizer(_word_features, shared=True),
+            vectorizer(_class_features, shared=False),
+            vectorizer(_char_features, shared=True),
+        ),
+        # No intercept: a text with no argument in it (no features) stays at 0.5 under either label,
+        # below the threshold, instead of inheriting the training set's lean.
+        LogisticRegression(C=c, max_iter=5000, fit_intercept=False),
+    )
     model.fit([r.analysis for r in rows], [int(r.argues_difference) for r in rows])
     return model
 
@@ -281,7 +332,10 @@ def contradiction_probabilities(
         raise ValueError("analyses and labels differ in length")
     if not analyses:
         return np.zeros(0)
-    model = model or default_model()
+    bad = sorted({str(label) for label in labels} - {"YES", "NO"})
+    if bad:
+        raise ValueError(f"labels must be YES or NO, not {', '.join(bad)}")
+    model = default_model() if model is None else model
     p_diff = model.predict_proba(list(analyses))[:, 1]
     return np.where(np.asarray(labels) == "YES", 1.0 - p_diff, p_diff)
 

@@ -146,7 +146,7 @@ def test_judge_consistency_check_rejects(demo_data, tmp_path):
         return "CONTRADICTS" if "Conclusion: YES" in last_user_message(req) else "CONSISTENT"
 
     with FakeOpenAIServer(teacher) as t, FakeOpenAIServer(judge) as j:
-        cfg = DistillConfig(  # with a judge, the built-in phrase rules are not applied
+        cfg = DistillConfig(  # with a judge that answers, the built-in classifier is not applied
             data=demo_data,
             out=tmp_path / "d",
             teacher=f"openai:t@{t.base_url}",
@@ -162,6 +162,107 @@ def test_judge_consistency_check_rejects(demo_data, tmp_path):
         assert r["accepted"] == (r["gold"] == "NO")
         if r["gold"] == "YES":
             assert r["reason"] == "contradicts_conclusion"
+
+
+def equal_treatment_teacher(req):
+    """An answer that argues for identical treatment, whatever the label it is asked to support."""
+    msg = last_user_message(req)
+    label = re.search(r"correct answer is (YES|NO)", msg).group(1)
+    first = rationale(msg, label).split(".")[0]
+    return f"{first}. Both applicants deserve equal treatment, so religion is irrelevant here.\nConclusion: {label}"
+
+
+def judge_run(demo_data, tmp_path, judge, **qc):
+    with FakeOpenAIServer(equal_treatment_teacher) as t, FakeOpenAIServer(judge) as j:
+        cfg = DistillConfig(
+            data=demo_data,
+            out=tmp_path / "d",
+            teacher=f"openai:t@{t.base_url}",
+            judge=f"openai:j@{j.base_url}",
+            limit=8,
+            train=False,
+            qc={"max_fix_attempts": 0, "reject_near_duplicates": False, **qc},
+        )
+        metrics = distill.run(cfg)
+        judge_requests = [r.json for r in j.requests]
+    return metrics, rows(tmp_path / "d" / "teacher.jsonl"), judge_requests
+
+
+def is_consistency_question(req):
+    return "CONSISTENT or CONTRADICTS" in req["messages"][0]["content"]
+
+
+@pytest.mark.parametrize(
+    "reply, verdict",
+    [
+        ("CONTRADICTS", True),
+        ("consistent", False),
+        ("**Answer:** Contradicts.", True),
+        ("Answer: CONSISTENT", False),
+        ("Verdict - *contradicts*", True),
+        ("The explanation is consistent with its conclusion.", False),
+        ("It does not contradict the conclusion.", False),
+        ("Inconsistent.", True),
+        ("CONSISTENT or CONTRADICTS", None),
+        ("I am not sure.", None),
+        ("", None),
+    ],
+)
+def test_judge_reply_parsing_is_lenient(reply, verdict):
+    assert distill.parse_consistency_reply(reply) is verdict
+
+
+def test_judge_reply_with_a_leading_word_and_markdown_counts(demo_data, tmp_path):
+    """Old code read only the first word ("**Answer:**"), found no verdict and accepted the rationale."""
+
+    def judge(req):
+        label = re.search(r"Conclusion: (YES|NO)", last_user_message(req)).group(1)
+        return "**Answer:** Contradicts." if label == "YES" else "Answer: consistent."
+
+    metrics, out, requests = judge_run(demo_data, tmp_path, judge)
+    assert len(requests) == 8  # every reply parsed: no follow-ups
+    assert {r["gold"] for r in out} == {"YES", "NO"}
+    for r in out:
+        assert r["accepted"] == (r["gold"] == "NO")
+    assert metrics["judge_asked"] == 8 and metrics["judge_retried"] == 0 and metrics["judge_unparsed"] == 0
+
+
+def test_unparsed_judge_reply_gets_one_follow_up(demo_data, tmp_path):
+    def judge(req):
+        if "exactly one word" in last_user_message(req):
+            return "CONTRADICTS" if "Conclusion: YES" in req["messages"][0]["content"] else "CONSISTENT"
+        return "Let me think about this explanation carefully."
+
+    metrics, out, requests = judge_run(demo_data, tmp_path, judge)
+    assert len(requests) == 16 and all(is_consistency_question(r) for r in requests)
+    assert all(len(r["messages"]) == 3 for r in requests[8:])  # question, first reply, follow-up
+    for r in out:
+        assert r["accepted"] == (r["gold"] == "NO")
+        assert r["attempt_log"][0]["judge"]["replies"] == 2
+    assert metrics["judge_retried"] == 8 and metrics["judge_unparsed"] == 0
+
+
+def test_judge_that_never_answers_falls_back_to_the_builtin_check(demo_data, tmp_path):
+    """Old code counted an unreadable reply as consistent, so a YES rationale arguing for equal
+    treatment was accepted with the built-in check switched off."""
+    metrics, out, requests = judge_run(demo_data, tmp_path, lambda req: "I am not sure.")
+    assert len(requests) == 16  # one follow-up each, then no more
+    for r in out:
+        assert r["accepted"] == (r["gold"] == "NO"), r
+        assert r["attempt_log"][0]["judge"] == {"verdict": None, "replies": 2}
+        if r["gold"] == "YES":
+            assert r["reason"] == "contradicts_conclusion"
+    assert metrics["judge_asked"] == 8 and metrics["judge_unparsed"] == 8
+    saved = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert saved["judge_unparsed"] == 8
+
+
+def test_builtin_consistency_ignores_a_configured_judge(demo_data, tmp_path):
+    """qc.consistency 'builtin' with a judge configured: old code switched both checks off."""
+    metrics, out, requests = judge_run(demo_data, tmp_path, lambda req: "CONSISTENT", consistency="builtin")
+    for r in out:
+        assert r["accepted"] == (r["gold"] == "NO")
+    assert requests == [] and metrics["judge_asked"] == 0
 
 
 def test_near_duplicates_rejected(demo_data, tmp_path):

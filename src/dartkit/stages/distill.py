@@ -101,21 +101,16 @@ _VERDICTS = {
     "contradiction": True,
     "inconsistent": True,
 }
-# Words a judge may put before its verdict ("Answer: CONSISTENT", "My verdict is: CONTRADICTS").
-_LEAD_WORDS = frozenset(
-    ["answer", "final", "verdict", "my", "the", "is", "it", "reply", "response", "judgement", "judgment"]
-    + ["one", "word", "output"]
-)
 _NOT = frozenset(("not", "no", "never", "t"))  # "t" from "doesn't" / "isn't"
 
 
 def parse_consistency_reply(text: str) -> bool | None:
     """The consistency judge's verdict: True (CONTRADICTS), False (CONSISTENT), None when it gave none.
 
-    Lenient about case, punctuation, markdown and a leading word ("**Answer:** Contradicts."); when the
-    verdict is not the first word, the reply counts only if every verdict word in it agrees ("The
-    explanation is consistent with its conclusion", "it does not contradict it"). A reply naming both
-    ("CONSISTENT or CONTRADICTS") gives no verdict.
+    Lenient about case, punctuation, markdown and words around the verdict ("**Answer:** Contradicts.",
+    "The explanation is consistent with its conclusion"); a negated verdict word counts as its opposite
+    ("it does not contradict it"). A reply whose verdict words disagree ("CONSISTENT or CONTRADICTS")
+    or that has none gives None.
 
     Examples:
         >>> parse_consistency_reply("**Answer:** contradicts."), parse_consistency_reply("Consistent")
@@ -124,9 +119,6 @@ def parse_consistency_reply(text: str) -> bool | None:
         True
     """
     words = re.findall(r"[a-z]+", (text or "").lower())
-    first = next((w for w in words if w not in _LEAD_WORDS), None)
-    if first in _VERDICTS:
-        return _VERDICTS[first]
     found = {
         _VERDICTS[w] != any(p in _NOT for p in words[max(0, k - 2) : k])
         for k, w in enumerate(words)
