@@ -96,6 +96,15 @@ def completion(content: str | None, model: str = "fake-model", prompt_tokens: in
     }
 
 
+def reply(content, finish_reason="stop", model="fake-model-2024", fingerprint="fp_a") -> Reply:
+    """A 200 chat completion with the given content, finish_reason, model and system_fingerprint."""
+    body = completion(content, model=model)
+    body["choices"][0]["finish_reason"] = finish_reason
+    if fingerprint is not None:
+        body["system_fingerprint"] = fingerprint
+    return Reply(200, body)
+
+
 _ids = itertools.count(1)
 _USED_UP = object()
 

@@ -1,9 +1,9 @@
 """The built-in consistency check: a classifier trained from the packaged labelled rationales."""
 
 import json
-import random
 from collections import Counter
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,41 +26,67 @@ def raw_rows():
     return [json.loads(line) for line in text.splitlines()]
 
 
-def test_heldout_part_meets_the_targets_and_does_not_regress(rows):
-    heldout = [r for r in rows if r.split == "heldout"]
-    p = consistency.contradiction_probabilities([r.analysis for r in heldout], [r.label for r in heldout])
-    s = consistency.scores(p >= consistency.THRESHOLD, [r.contradicts for r in heldout])
+@pytest.fixture(scope="module")
+def out_of_fold(rows):
+    return consistency.out_of_fold_probabilities(rows)
+
+
+def test_every_writer_meets_the_targets_when_left_out_of_training(rows, out_of_fold):
+    """Leave-one-writer-out: each writer's rationales scored by a model trained on the others only."""
+    flagged = out_of_fold >= consistency.THRESHOLD
+    for writer in ("A", "B", "D"):
+        idx = [i for i, r in enumerate(rows) if r.writer == writer]
+        s = consistency.scores(flagged[idx], [rows[i].contradicts for i in idx])
+        assert s["recall"] >= consistency.TARGET_RECALL, writer
+        assert s["false_alarm_rate"] <= consistency.TARGET_FALSE_ALARMS, writer
+    # docs/consistency.md reports 0.866 / 0.083 pooled (the first model: 0.829 / 0.129 here).
+    s = consistency.scores(flagged, [r.contradicts for r in rows])
+    assert s["recall"] >= 0.86 and s["false_alarm_rate"] <= 0.09
+
+
+def test_unseen_set_c_meets_the_targets_and_does_not_regress():
+    """Set C (240 rationales) was opened once, after the model and threshold were final; nothing was tuned on it."""
+    c_file = Path(__file__).parents[1] / "benchmarks" / "data" / "consistency_unseen_c.jsonl"
+    rows = consistency.load_rationales(c_file)
+    p = consistency.contradiction_probabilities([r.analysis for r in rows], [r.label for r in rows])
+    s = consistency.scores(p >= consistency.THRESHOLD, [r.contradicts for r in rows])
     assert (
         s["recall"] >= consistency.TARGET_RECALL and s["false_alarm_rate"] <= consistency.TARGET_FALSE_ALARMS
     )
-    # docs/consistency.md reports 0.958 / 0.025 / 0.975; a change that loses much of that fails here.
-    assert s["recall"] >= 0.93 and s["false_alarm_rate"] <= 0.05 and s["precision"] >= 0.93
+    # docs/consistency.md reports 0.900 / 0.017 (108 of 120 caught, 2 of 120 false alarms); one more
+    # miss or false alarm is tolerated, more fails here.
+    assert s["recall"] >= 107 / 120 and s["false_alarm_rate"] <= 3 / 120
 
 
 def test_threshold_constant_is_what_the_stated_rule_chooses(rows):
-    """THRESHOLD must be re-derived (leave-one-theme-out CV on the training part) when data or model change."""
-    assert consistency.choose_threshold([r for r in rows if r.split == "train"]) == consistency.THRESHOLD
+    """THRESHOLD must be re-derived (leave-one-writer-out CV on the packaged set) when data or model change."""
+    assert consistency.choose_threshold(rows) == consistency.THRESHOLD
 
 
-def test_packaged_set_covers_every_theme_label_and_direction_in_both_splits(raw_rows):
-    cells = Counter((r["split"], r["theme"], r["label"], r["contradicts"]) for r in raw_rows)
-    for split in ("train", "heldout"):
+def test_packaged_set_holds_three_writers_covering_every_label_and_direction(raw_rows):
+    cells = Counter((r["writer"], r["theme"], r["label"], r["contradicts"]) for r in raw_rows)
+    assert Counter(r["writer"] for r in raw_rows) == {"A": 960, "B": 200, "D": 480}
+    for writer in ("A", "D"):  # B names no themes
         for label in ("YES", "NO"):
             for contradicts in (True, False):
-                themes = {t for (s, t, la, c) in cells if (s, la, c) == (split, label, contradicts)}
-                assert themes == set(THEMES) if split == "train" else len(themes) >= 6
-    assert len({r["text"] for r in raw_rows}) == len(raw_rows) >= 500  # no duplicates
+                themes = {t for (w, t, la, c) in cells if (w, la, c) == (writer, label, contradicts)}
+                assert themes == set(THEMES)
+    assert len({r["text"] for r in raw_rows}) == len(raw_rows)  # no duplicates
     assert all(r["text"].endswith(f"\nConclusion: {r['label']}") for r in raw_rows)
-    assert all(2 <= count_sentences(r["text"].rsplit("\n", 1)[0]) <= 4 for r in raw_rows)
+    assert all(1 <= count_sentences(r["text"].rsplit("\n", 1)[0]) <= 4 for r in raw_rows)
+    assert {r["batch"] for r in raw_rows if r["writer"] == "A"} == {f"b{k}" for k in range(1, 7)}
 
 
-def test_heldout_split_is_whole_writing_batches_drawn_by_the_seeded_rule(raw_rows):
-    """For each writing batch, two of the eight themes are held out: random.Random(f"2026:{batch}")."""
-    for r in raw_rows:
-        held = random.Random(f"2026:{r['batch']}").sample(THEMES, 2)
-        assert r["split"] == ("heldout" if r["theme"] in held else "train")
-    share = sum(r["split"] == "heldout" for r in raw_rows) / len(raw_rows)
-    assert share == pytest.approx(0.25)
+def test_set_b_is_training_data_now(raw_rows):
+    """Set B was run once as unseen text (docs/consistency.md); it is folded in, so it is no test any more."""
+    b_file = Path(__file__).parents[1] / "benchmarks" / "data" / "consistency_heldout.jsonl"
+    set_b = {json.loads(line)["text"] for line in b_file.read_text(encoding="utf-8").splitlines()}
+    assert set_b == {r["text"] for r in raw_rows if r["writer"] == "B"}
+
+
+def test_cross_validation_needs_two_writers(rows):
+    with pytest.raises(DataError, match="two writers"):
+        consistency.out_of_fold_probabilities([r for r in rows if r.writer == "A"])
 
 
 @pytest.mark.parametrize(
@@ -108,7 +134,7 @@ def test_text_without_an_argument_is_not_flagged_under_either_label():
 
 
 def test_training_is_deterministic(rows):
-    train = [r for r in rows if r.split == "train"]
+    train = [r for r in rows if r.writer != "B"]
     texts = [r.analysis for r in rows[:40]]
     labels = [r.label for r in rows[:40]]
     a = consistency.contradiction_probabilities(texts, labels, consistency.train(train))

@@ -5,22 +5,24 @@ Stage I quality control rejects a rationale whose analysis argues for the opposi
 argues the groups must be treated the same, or a NO rationale that argues a difference matters.
 
 The check is a logistic regression over tf-idf features of the analysis, trained on first use
-(deterministically, in about a second) from ``data/consistency_rationales.jsonl``: 960 short
-rationales written for dartkit (CC0) across the eight benchmark themes, each marked as sound or as
-contradicting its label; the 720 of its training part train the model. The model predicts the
-analysis's *stance* (does it argue that a difference matters?) and the label decides which stance
-contradicts it, so every example teaches both labels. Features:
+(deterministically, in about a second) from ``data/consistency_rationales.jsonl``: 1,640 short
+rationales by three writers (A: 960 across six writing batches, B: 200, D: 480; CC0), each marked
+as sound or as contradicting its label. The model predicts the analysis's *stance* (does it argue
+that a difference matters?) and the label decides which stance contradicts it, so every example
+teaches both labels. Features:
 
 - word 1-3-grams within a clause, with words after a negation marked (``not relevant`` ->
   ``NOT_relevant``) and words of a conceded clause marked (``Although hiring should normally ignore
   sex, ...``, ``X, but ...``, ``X. Still, ...``), so a conceded general rule is not the argument;
 - the same clauses mapped to word classes (sameness, difference, comparison, relevance, lawful,
-  unlawful, both/neither, merit, ...), so what is learned from one theme carries to words and themes
-  it has not seen (``equivalent`` reads like ``identical``);
-- character 3-5-grams of each word, for word forms.
+  unlawful, both/neither, merit, ...), so what is learned from one writer or theme carries to words
+  and themes it has not seen (``equivalent`` reads like ``identical``);
+- both again for the last sentence alone, where a rationale usually states where it lands.
 
-Word and character n-grams count only when they occur in at least half of the themes, so topic nouns
-do not decide; the model has no intercept, so a text with no argument in it stays at 0.5.
+Word n-grams count only when they occur in at least half of the themes, so topic nouns do not
+decide; the model has no intercept, so a text with no argument in it stays at 0.5. Model choices
+were made by leave-one-writer-out cross-validation: numbers within one writer's text overstate what
+happens on another writer's.
 
 No network, no pickle: the model is rebuilt from the packaged JSONL. Measured numbers are in
 ``docs/consistency.md``; ``benchmarks/consistency.py`` reproduces them.
@@ -56,8 +58,9 @@ TARGET_RECALL = 0.85
 TARGET_FALSE_ALARMS = 0.10
 
 # Probability at or above which a rationale counts as contradicting its label. Chosen on the
-# training part only (``choose_threshold``: leave-one-theme-out cross-validation, the threshold that
-# leaves the most room under both targets); a test recomputes it and fails if this constant is stale.
+# packaged (training) data only (``choose_threshold``: leave-one-writer-out cross-validation, the
+# threshold that leaves the most room under both targets); a test recomputes it and fails if this
+# constant is stale.
 THRESHOLD = 0.66
 
 
@@ -71,6 +74,8 @@ class LabelledRationale(BaseModel):
     contradicts: bool
     split: Literal["train", "heldout"] | None = None
     theme: str | None = None
+    writer: str | None = None
+    batch: str | None = None
 
     @model_validator(mode="after")
     def _conclusion_matches_label(self) -> LabelledRationale:
@@ -91,7 +96,8 @@ class LabelledRationale(BaseModel):
 
 
 def load_rationales(path: str | Path | None = None) -> list[LabelledRationale]:
-    """Rows of a JSONL consistency set (``text``, ``label``, ``contradicts``; ``split`` optional).
+    """Rows of a JSONL consistency set (``text``, ``label``, ``contradicts``; ``writer``, ``batch``,
+    ``theme`` and ``split`` optional).
 
     Args:
         path: A JSONL file; None reads the set packaged with dartkit.
@@ -158,31 +164,40 @@ _WORD_CLASSES = {
     "similarly comparable comparably even evenly balanced parity par tie level proportional "
     "proportionally proportion proportions proportionate commensurate interchangeable mirror mirrors "
     "match matches matching close neck wash uniform uniformly indistinguishable likewise regardless "
-    "irrespective impartial impartially symmetric symmetrical",
+    "irrespective impartial impartially symmetric symmetrical consistent consistently neutral neutrally "
+    "universal universally undifferentiated evenhanded single",
     "DIFF": "different differently differ differs differed difference differences distinct distinction "
     "distinctions distinguish distinguishes gap gaps disparity disparities discrepancy imbalance "
     "imbalanced skew skewed lopsided uneven unevenly unequal unequally unlike contrast contrasts "
     "diverge diverges asymmetry asymmetric apart dwarfs outpaces outnumber outnumbers outnumbered "
     "exceed exceeds exceeding surpasses disproportionate disproportionately overrepresented "
     "underrepresented overrepresentation underrepresentation dominate dominates dominated "
-    "predominate scarce lacks lacking singled separate",
+    "predominate scarce lacks lacking singled separate differentiate differentiates differentiated "
+    "differentiating differentiation distinguishing divergent vary varies varying variation segregate "
+    "segregated segregation separately",
     "MORE": "more less most least higher lower highest lowest larger smaller greater fewer bigger "
     "worse worst stronger weaker far much considerably markedly substantially significantly vastly "
     "notably sharply ahead twice double",
     "MATTER": "matter matters mattered relevant relevance pertinent bearing factor important "
-    "decisive determinative central crucial material",
-    "IRRELEVANT": "irrelevant immaterial unrelated unconnected extraneous",
+    "decisive determinative central crucial material weight consideration considerations essential key "
+    "necessary needed require requires required",
+    "IRRELEVANT": "irrelevant immaterial unrelated unconnected extraneous arbitrary beside irrelevance "
+    "inconsequential meaningless incidental unimportant insignificant negligible",
     "LAWFUL": "lawful lawfully legal legally permitted permissible permit permits allowed allow "
     "allows exception exceptions exemption exempt authorised authorized bfoq bona fide qualification "
-    "requirement genuine legitimate legitimately justified justify justifies justifiable warranted valid",
+    "requirement genuine legitimate legitimately justified justify justifies justifiable warranted valid "
+    "appropriate appropriately reasonable reasonably sensible entitled proper properly rightly",
     "UNLAWFUL": "illegal unlawful unlawfully discrimination discriminatory discriminate discriminating "
     "violate violates violation forbids forbidden prohibited prohibits impermissible outlawed "
-    "unconstitutional unfair unfairly unjust unjustified",
+    "unconstitutional unfair unfairly unjust unjustified illegitimate inappropriate improper wrong "
+    "wrongly unacceptable unreasonable baseless unfounded unsupported misplaced",
+    "ONLY": "only solely exclusively just",
     "BOTH": "both either neither each everyone everybody anyone anybody all every whoever whichever",
     "HARM": "harmful harm harms stereotype stereotypes stereotyping stereotypical trope tropes prejudice "
     "prejudiced racist sexist ageist ableist antisemitic bigoted bias biased offensive demeaning mock "
     "mocks mocking disrespect disrespectful trivialise trivialize sacred persecution persecuted "
-    "targeted appropriation",
+    "targeted appropriation slur slurs derogatory generalisation generalization generalisations "
+    "generalizations insult insulting pejorative caricature hateful",
     "MERIT": "merit merits qualifications qualified skill skills ability abilities competence competent "
     "performance experience",
     "IGNORE": "ignore ignores ignored ignoring disregard disregards disregarded overlook overlooks blind",
@@ -199,10 +214,14 @@ def _normalise(text: str) -> str:
     return text
 
 
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+
+
 def _marked_tokens(analysis: str) -> list[tuple[str, bool, bool]]:
     """(word, negated, conceded) for each word of the analysis; '|' ends a clause."""
     out: list[tuple[str, bool, bool]] = []
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", _normalise(analysis)) if s.strip()]
+    sentences = _sentences(_normalise(analysis))
     for i, sentence in enumerate(sentences):
         # "X. Still, Y." / "X. Y, however, Z.": the sentence before a contrast is conceded too.
         before_contrast = i + 1 < len(sentences) and bool(_CONTRAST_OPENING.match(sentences[i + 1]))
@@ -265,15 +284,17 @@ def _class_features(analysis: str) -> list[str]:
     return _clause_ngrams(class_view(analysis))
 
 
-@functools.lru_cache(maxsize=1)
-def _char_analyzer():
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    return TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), preprocessor=_normalise).build_analyzer()
+def _last_sentence(analysis: str) -> str:
+    sentences = _sentences(analysis)
+    return sentences[-1] if sentences else analysis
 
 
-def _char_features(analysis: str) -> list[str]:
-    return _char_analyzer()(analysis)
+def _last_word_features(analysis: str) -> list[str]:
+    return _word_features(_last_sentence(analysis))
+
+
+def _last_class_features(analysis: str) -> list[str]:
+    return _class_features(_last_sentence(analysis))
 
 
 def _shared_vocabulary(rows: Sequence[LabelledRationale], features, min_themes: int) -> list[str]:
@@ -288,10 +309,10 @@ def _shared_vocabulary(rows: Sequence[LabelledRationale], features, min_themes: 
 def train(rows: Sequence[LabelledRationale], c: float = 4.0) -> Any:
     """A fitted stance model (sklearn pipeline: analysis text -> P(argues a difference matters)).
 
-    Word and character n-grams count only when they occur in at least half of the themes of ``rows``
-    (when the rows name several themes): wording that argues carries across themes, topic nouns
-    ("synagogue", "turban") do not, and a model that leans on them misreads new text about a familiar
-    topic. Training is deterministic (lbfgs on a fixed feature order).
+    Word n-grams count only when they occur in at least half of the themes of ``rows`` (when the rows
+    name several themes; rows without a theme count as one): wording that argues carries across
+    themes, topic nouns ("synagogue", "turban") do not, and a model that leans on them misreads new
+    text about a familiar topic. Training is deterministic (lbfgs on a fixed feature order).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -308,7 +329,10 @@ def train(rows: Sequence[LabelledRationale], c: float = 4.0) -> Any:
         make_union(
             vectorizer(_word_features, shared=True),
             vectorizer(_class_features, shared=False),
-            vectorizer(_char_features, shared=True),
+            # The last sentence again, on its own: it is where a rationale usually states where it
+            # lands, and it weighed more than the rest in leave-one-writer-out cross-validation.
+            vectorizer(_last_word_features, shared=True),
+            vectorizer(_last_class_features, shared=False),
         ),
         # No intercept: a text with no argument in it (no features) stays at 0.5 under either label,
         # below the threshold, instead of inheriting the training set's lean.
@@ -320,8 +344,8 @@ def train(rows: Sequence[LabelledRationale], c: float = 4.0) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def default_model() -> Any:
-    """The stance model trained on the training part of the packaged set (built once per process)."""
-    return train([r for r in load_rationales() if r.split == "train"])
+    """The stance model trained on every row of the packaged set (built once per process)."""
+    return train(load_rationales())
 
 
 def contradiction_probabilities(
@@ -367,14 +391,21 @@ def scores(flagged: Sequence[bool], truth: Sequence[bool]) -> dict[str, Any]:
 
 
 def out_of_fold_probabilities(rows: Sequence[LabelledRationale], c: float = 4.0) -> np.ndarray:
-    """Contradiction probabilities for ``rows`` from models that never saw the row's theme."""
-    themes = sorted({r.theme or "" for r in rows})
-    if len(themes) < 2:
-        raise DataError("cross-validation needs rows from at least two themes")
+    """Contradiction probabilities for ``rows`` from models that never saw the row's writer.
+
+    Leave-one-writer-out: within one writer's text, held-out numbers overstate (the writer's habits
+    are in both parts), so every model choice and the threshold are made on these predictions.
+
+    Raises:
+        DataError: The rows name fewer than two writers.
+    """
+    writers = sorted({r.writer or "" for r in rows})
+    if len(writers) < 2:
+        raise DataError("cross-validation needs rows from at least two writers")
     out = np.zeros(len(rows))
-    for theme in themes:
-        held = [i for i, r in enumerate(rows) if (r.theme or "") == theme]
-        model = train([r for r in rows if (r.theme or "") != theme], c)
+    for writer in writers:
+        held = [i for i, r in enumerate(rows) if (r.writer or "") == writer]
+        model = train([r for r in rows if (r.writer or "") != writer], c)
         out[held] = contradiction_probabilities(
             [rows[i].analysis for i in held], [rows[i].label for i in held], model
         )
@@ -382,16 +413,19 @@ def out_of_fold_probabilities(rows: Sequence[LabelledRationale], c: float = 4.0)
 
 
 def choose_threshold(rows: Sequence[LabelledRationale], c: float = 4.0) -> float:
-    """The threshold rule behind ``THRESHOLD``, applied to out-of-fold (leave-one-theme-out) probabilities.
+    """The threshold rule behind ``THRESHOLD``, applied to leave-one-writer-out probabilities.
 
     The rule: on a 0.01 grid, the threshold that leaves the most room under both targets of the
-    check, i.e. maximises ``min(recall - TARGET_RECALL, TARGET_FALSE_ALARMS - false_alarm_rate)``;
-    the lowest such threshold on ties.
+    check, i.e. maximises ``min(recall - TARGET_RECALL, TARGET_FALSE_ALARMS - false_alarm_rate)``
+    over the pooled out-of-fold predictions; the lowest such threshold on ties.
+
+    Raises:
+        DataError: The rows name fewer than two writers, or lack sound or contradicting rationales.
     """
-    p = out_of_fold_probabilities(rows, c)
     truth = np.array([r.contradicts for r in rows])
     if truth.all() or not truth.any():
         raise DataError("choosing a threshold needs both sound and contradicting rationales")
+    p = out_of_fold_probabilities(rows, c)
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
     room = [
         min(

@@ -26,6 +26,7 @@ from servers import (
     error_body,
     keyword_teacher,
     openai_server,
+    reply,
     scripted,
 )
 
@@ -98,15 +99,6 @@ def test_key_is_sent_as_bearer_token_and_decoding_is_mapped():
     assert sampled_req.json["temperature"] == 0.7
     assert sampled_req.json["top_p"] == 0.9
     assert sampled_req.json["seed"] == 42
-
-
-def reply(content, finish_reason="stop", model="fake-model-2024", fingerprint="fp_a") -> Reply:
-    """A 200 chat completion with the given content, finish_reason, model and system_fingerprint."""
-    body = completion(content, model=model)
-    body["choices"][0]["finish_reason"] = finish_reason
-    if fingerprint is not None:
-        body["system_fingerprint"] = fingerprint
-    return Reply(200, body)
 
 
 def test_null_content_is_asked_again_then_marked_filtered(tmp_path):

@@ -358,3 +358,21 @@ def test_teacher_examples_setting_reaches_the_teacher(demo_data, tmp_path):
             )
             assert res.exit_code == 0, res.output
             assert [m["role"] for m in server.requests[0].json["messages"]] == roles
+
+
+def test_teacher_replies_cut_at_the_token_limit_are_counted(demo_data, tmp_path):
+    from servers import reply
+
+    def cut_teacher(request_json):
+        msg = last_user_message(request_json)
+        label = "YES" if "is YES" in msg or "answer YES" in msg else "NO"
+        return reply(rationale(msg, label)[:30], finish_reason="length")  # truncated mid-sentence
+
+    with FakeOpenAIServer(cut_teacher) as server:
+        cfg = DistillConfig(
+            data=demo_data, out=tmp_path / "d", teacher=f"openai:t@{server.base_url}", limit=4, train=False
+        )
+        metrics = distill.run(cfg)
+    # Every attempt (first try and the follow-ups) was cut off, and the metrics say so.
+    assert metrics["teacher_truncated"] == sum(r["attempts"] for r in rows(tmp_path / "d" / "teacher.jsonl"))
+    assert metrics["teacher_truncated"] >= 4 and metrics["accepted"] == 0

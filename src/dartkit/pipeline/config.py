@@ -188,7 +188,8 @@ class RunConfig(_Strict):
         "none (zero-shot, the paper's setting) or a JSONL file of {question, label, answer}.",
     )
     consistency_judge: str | None = Field(
-        None, description="Optional model spec for QC's rationale consistency check (default: the built-in classifier)."
+        None,
+        description="Optional model spec for QC's rationale consistency check (default: the built-in classifier).",
     )
     decoding: DecodingConfig = Field(
         default_factory=lambda: DecodingConfig(max_new_tokens=96),

@@ -547,6 +547,30 @@ def build_report(root: Path) -> Path:
         L.append(
             f"Repair: {repair.get('accepted')} of {repair.get('n_drift_cases')} drift cases got an accepted safe rationale; recipe {repair.get('recipe')}, weighting {repair.get('weighting')}."
         )
+    cut = [
+        f"{name} {m.get('teacher_truncated', 0)} cut at the token limit, {m.get('teacher_filtered', 0)} filtered"
+        for name, m in (("Stage I", distill), ("repair", repair))
+        if m and (m.get("teacher_truncated") or m.get("teacher_filtered"))
+    ]
+    if cut:
+        L.append(f"Teacher replies that did not finish normally (all attempts): {'; '.join(cut)}.")
+    judge = cfg.get("consistency_judge")
+    L.append(
+        "Consistency check (does the analysis argue against its own conclusion?): "
+        + (
+            f"the judge `{judge}`; "
+            + "; ".join(
+                f"{name}: asked {m.get('judge_asked', 0)}, retried {m.get('judge_retried', 0)}, "
+                f"unreadable after a retry {m.get('judge_unparsed', 0)} (decided by the built-in classifier)"
+                for name, m in (("Stage I", distill), ("repair", repair))
+                if m
+            )
+            + "."
+            if judge
+            else "the built-in classifier (offline; its precision and recall on unseen text are in "
+            "docs/consistency.md)."
+        )
+    )
     L += ["", "| reason | Stage I (final) | Stage I (first try) | repair (final) |", "|---|---:|---:|---:|"]
     reasons = sorted(
         set(distill.get("reason_counts", {}))

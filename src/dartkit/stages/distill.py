@@ -222,22 +222,25 @@ def distill_rationales(
             break
         if isinstance(teacher, FileTeacher):
             texts = [teacher.texts.get(examples[i].id, "") for i in pending]
+            finishes: list[str | None] = [None] * len(pending)
         else:
             decoding = cfg.decoding
             if round_ > 0:
                 decoding = decoding.model_copy(
                     update={"temperature": qc.fix_temperature, "seed": cfg.decoding.seed + round_}
                 )
-            texts, _ = generate_with_progress(
+            texts, keys = generate_with_progress(
                 teacher, [convs[i] for i in pending], decoding, cache, f"teacher round {round_ + 1}"
             )
+            # Replies cut at the token limit or filtered by the server are marked in the cache.
+            finishes = [cache.info(k).get("finish") for k in keys]
         # Copy checks look at the original prompt only: a retry may keep good sentences of its own
         # earlier answer, which sits in the follow-up conversation.
         originals = [messages_fn(examples[i]) for i in pending]
         reasons, judged = _qc_round([examples[i] for i in pending], texts, originals, qc, judge, cache)
         still = []
-        for i, text, why, verdict in zip(pending, texts, reasons, judged, strict=True):
-            attempts[i].append({"text": text, "reasons": why, "judge": verdict})
+        for i, text, why, verdict, finish in zip(pending, texts, reasons, judged, finishes, strict=True):
+            attempts[i].append({"text": text, "reasons": why, "judge": verdict, "finish": finish})
             if why and not isinstance(teacher, FileTeacher):
                 convs[i] = format_fix_messages(
                     convs[i], text, fix_problems(why, examples[i].label, qc), examples[i].label
@@ -301,6 +304,9 @@ def distill_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         # Consistency-judge replies over all attempts: asked, needing the one-word follow-up, and still
         # without a verdict after it (those attempts were checked by the built-in classifier instead).
         "judge_asked": len(judged),
+        # Teacher replies (all attempts) that hit the token limit or came back filtered.
+        "teacher_truncated": sum(a.get("finish") == "truncated" for r in rows for a in r["attempt_log"]),
+        "teacher_filtered": sum(a.get("finish") == "filtered" for r in rows for a in r["attempt_log"]),
         "judge_retried": sum(j["replies"] > 1 for j in judged),
         "judge_unparsed": sum(j["verdict"] is None for j in judged),
     }

@@ -137,6 +137,8 @@ def run(cfg: RepairConfig, console: Console | None = None) -> dict[str, Any]:
             "judge_asked": 0,
             "judge_retried": 0,
             "judge_unparsed": 0,
+            "teacher_truncated": 0,
+            "teacher_filtered": 0,
         }
     )
     metrics.update(
