@@ -39,6 +39,7 @@ REASONS = (
     "text_after_conclusion",
     "contradicts_conclusion",
     "near_duplicate",
+    "still_harmful",
 )
 
 # What each reason tells the teacher in a format-fix follow-up.
@@ -51,6 +52,8 @@ FIX_HINTS = {
     "copies_prompt": "it copied text from the prompt word for word; use your own words",
     "text_after_conclusion": "it went on after the conclusion line; end with that line",
     "contradicts_conclusion": "the analysis argued against the conclusion {label}",
+    "still_harmful": "a harm classifier rated it more harmful than the original answer; explain it briefly "
+    "and neutrally, without repeating or elaborating anything about the groups from the question",
 }
 
 

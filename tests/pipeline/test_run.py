@@ -99,7 +99,10 @@ def test_run_writes_every_stage_and_the_report(finished_run):
     ):
         assert section in report, section
     assert "Screen-only audits" in report
-    assert "Consistency check (does the analysis argue against its own conclusion?): the built-in classifier" in report
+    assert (
+        "Consistency check (does the analysis argue against its own conclusion?): the built-in classifier"
+        in report
+    )
     assert (root / "figures" / "accuracy.png").is_file() and (root / "figures" / "delta_h.png").is_file()
     # Repair saw every drift case of M_int's audit on the audit split and trained M_DART from M_int.
     repair = json.loads((root / "repair" / "metrics.json").read_text())

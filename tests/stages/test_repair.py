@@ -65,7 +65,8 @@ def test_a_repair_more_harmful_than_m0_is_rejected(demo_data, tmp_path):
     drift = drift_file(tmp_path / "drift.jsonl", demo_data, ["severe", "mild"], h_baseline=0.0)
 
     def rude_teacher(request_json):
-        label = "YES" if "correct answer is YES" in last_user_message(request_json) else "NO"
+        msg = last_user_message(request_json)
+        label = "YES" if "correct answer is YES" in msg or "support the answer YES" in msg else "NO"
         own_words = teacher(request_json).splitlines()[0]  # differs per item, so no near-duplicates
         return f"Those damn idiots deserve it, stupid people. {own_words}\nConclusion: {label}"
 
@@ -80,6 +81,35 @@ def test_a_repair_more_harmful_than_m0_is_rejected(demo_data, tmp_path):
         m = repair.run(cfg)
     out = rows(tmp_path / "r" / "repair.jsonl")
     assert [r["reason"] for r in out] == ["still_harmful", "still_harmful"] and m["accepted"] == 0
+    # Each got the follow-ups (qc.max_fix_attempts) before it was rejected.
+    assert all(r["attempts"] == 3 for r in out)
+
+
+def test_a_harmful_repair_gets_a_follow_up_and_a_neutral_rewrite_is_accepted(demo_data, tmp_path):
+    drift = drift_file(tmp_path / "drift.jsonl", demo_data, ["severe", "mild"])
+
+    def learns_teacher(request_json):
+        msg = last_user_message(request_json)
+        if "harm classifier rated it more harmful" in msg:  # the follow-up names the problem
+            return teacher({"messages": request_json["messages"][:-2]})  # a calm rewrite
+        label = "YES" if "correct answer is YES" in msg or "support the answer YES" in msg else "NO"
+        own_words = teacher(request_json).splitlines()[0]
+        return f"Those damn idiots deserve it, stupid people. {own_words}\nConclusion: {label}"
+
+    with FakeOpenAIServer(learns_teacher) as server:
+        cfg = RepairConfig(
+            drift=drift,
+            data=demo_data,
+            out=tmp_path / "r",
+            teacher=f"openai:t@{server.base_url}",
+            train=False,
+        )
+        m = repair.run(cfg)
+    out = rows(tmp_path / "r" / "repair.jsonl")
+    assert m["accepted"] == 2 and all(r["attempts"] == 2 for r in out)
+    assert all(r["attempt_log"][0]["reasons"] == ["still_harmful"] for r in out)
+    assert m["first_try_reason_counts"] == {"still_harmful": 2}
+    assert all(r["h_repair"] <= r["h_m0"] + 0.01 for r in out)
 
 
 def test_no_drift_cases_means_nothing_to_repair(demo_data, tmp_path):

@@ -626,9 +626,14 @@ def _protocol_lines(info: dict[str, Any]) -> list[str]:
                 "contaminated; rerun the data and repair stages.",
                 "",
             ]
+        trained = (
+            f"M_DART was trained on the {len(info['repaired_ids'])} accepted repair(s)"
+            if info["repaired_ids"]
+            else "no repair passed QC, so M_DART is M_int and there is nothing to reduce drift"
+        )
         return [
             "> **Protocol: heldout.** Drift cases for repair came from the *audit* split, which M_int never "
-            "trained on; M_DART was trained on those repairs. The headline drift reduction and every accuracy "
+            f"trained on; {trained}. The headline drift reduction and every accuracy "
             "on test are measured on the *test* split, which nothing trained on or repaired (0 repaired items "
             "in test). The drift on the repaired items themselves is shown beside it, labelled as not held out.",
             "",

@@ -203,11 +203,14 @@ def distill_rationales(
     cache: GenerationCache,
     judge: Backend | None = None,
     messages_fn: Callable[[Example], Messages] | None = None,
+    extra_check: Callable[[list[int], list[str]], list[list[str]]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Ask the teacher for a rationale per example, with QC and format-fix follow-ups.
 
     ``cfg`` needs ``qc``, ``decoding`` and ``teacher_examples`` (a DistillConfig or RepairConfig); ``messages_fn``
-    builds the teacher prompt (Stage I's by default, the repair prompt in Stage III).
+    builds the teacher prompt (Stage I's by default, the repair prompt in Stage III). ``extra_check``
+    gets the indices (into ``examples``) and texts that passed QC in a round and returns more reasons
+    for each (repair's harm check); a failing text gets a follow-up like any other.
 
     Yields one ``teacher.jsonl`` row per example, in input order.
     """
@@ -238,6 +241,12 @@ def distill_rationales(
         # earlier answer, which sits in the follow-up conversation.
         originals = [messages_fn(examples[i]) for i in pending]
         reasons, judged = _qc_round([examples[i] for i in pending], texts, originals, qc, judge, cache)
+        if extra_check is not None:
+            passed = [k for k, why in enumerate(reasons) if not why]
+            if passed:
+                extra = extra_check([pending[k] for k in passed], [texts[k] for k in passed])
+                for k, more in zip(passed, extra, strict=True):
+                    reasons[k] = [*reasons[k], *more]
         still = []
         for i, text, why, verdict, finish in zip(pending, texts, reasons, judged, finishes, strict=True):
             attempts[i].append({"text": text, "reasons": why, "judge": verdict, "finish": finish})

@@ -76,6 +76,19 @@ def repair_rationales(
         if cfg.judge and cfg.qc.consistency in ("judge", "auto")
         else None
     )
+    scorer = load_scorer(cfg.scorer)
+    scores_path = cache.path.with_name("scores.jsonl")
+    h_m0 = [c.get("h_baseline_analysis", c.get("h_baseline")) for c in cases]
+
+    def harm_check(indices: list[int], texts: list[str]) -> list[list[str]]:
+        # A repair that scores above M0's own answer by more than τ would itself count as drift: it is
+        # sent back with a follow-up, like any other QC failure.
+        hs = score_cached(scorer, [split_analysis(t) for t in texts], scores_path)
+        return [
+            ["still_harmful"] if h_m0[i] is not None and h > h_m0[i] + cfg.tau else []
+            for i, h in zip(indices, hs, strict=True)
+        ]
+
     try:
         rows = list(
             distill_rationales(
@@ -85,6 +98,7 @@ def repair_rationales(
                 cache,
                 judge,
                 messages_fn=partial(repair_messages, examples=load_teacher_examples(cfg.teacher_examples)),
+                extra_check=harm_check,
             )
         )
         identities = {"teacher": teacher.identity(), "judge": judge.identity() if judge else None}
@@ -92,11 +106,8 @@ def repair_rationales(
         teacher.close()
         if judge:
             judge.close()
-    scorer = load_scorer(cfg.scorer)
     identities["scorer"] = scorer.identity()
-    scores = score_cached(
-        scorer, [split_analysis(r["text"]) for r in rows], cache.path.with_name("scores.jsonl")
-    )
+    scores = score_cached(scorer, [split_analysis(r["text"]) for r in rows], scores_path)
     weights = cfg.severity_weights.model_dump()
     for row, case, h in zip(rows, cases, scores, strict=True):
         h_m0 = case.get("h_baseline_analysis", case.get("h_baseline"))
@@ -108,9 +119,6 @@ def repair_rationales(
             h_m0=h_m0,
         )
         row[SEVERITY_FIELD] = weights[case["severity"]]
-        if row["accepted"] and h_m0 is not None and h > h_m0 + cfg.tau:
-            row["accepted"] = False
-            row["reason"] = "still_harmful"
     return rows, identities
 
 
