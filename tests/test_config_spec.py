@@ -62,6 +62,7 @@ def test_spec_grammar(spec, kind, model, revision, adapter, url):
         "dummy:maybe",
         "embedded+adapter=",
         "openai:m@http://x+adapter=a",
+        "dummy:yes+adapter=runs/x/adapter",
     ],
 )
 def test_bad_specs_rejected(spec):
@@ -81,11 +82,17 @@ def test_yaml_config_with_overrides(tmp_path):
 @pytest.mark.parametrize(
     "yaml_text, needle",
     [
-        ("data: d\nout: o\nmodle: embedded\n", "unknown key 'modle'"),
-        ("data: d\nout: o\ndecoding:\n  max_new_token: 5\n", "unknown key 'decoding.max_new_token'"),
-        ("data: d\nout: o\ndecoding:\n  temperature: -1\n", "'decoding.temperature'"),
+        ("data: d\nout: o\nmodle: embedded\n", "modle: unknown key (did you mean model?)"),
+        (
+            "data: d\nout: o\ndecoding:\n  max_new_token: 5\n",
+            "decoding.max_new_token: unknown key (did you mean decoding.max_new_tokens?)",
+        ),
+        (
+            "data: d\nout: o\ndecoding:\n  temperature: -1\n",
+            "decoding.temperature: input should be greater than or equal to 0 (got -1)",
+        ),
         ("data: d\nout: o\nmodel: gpt4\n", "gpt4"),
-        ("out: o\n", "missing required key 'data'"),
+        ("out: o\n", "data: missing required key"),
         ("- a\n- b\n", "mapping"),
         ("data: [unclosed\n", "not valid YAML"),
     ],
@@ -106,3 +113,63 @@ def test_sampling_fields_only_matter_when_sampling():
         DecodingConfig(temperature=0.7, seed=1).cache_fields()
         != DecodingConfig(temperature=0.7, seed=2).cache_fields()
     )
+
+
+def test_an_adapter_on_the_dummy_model_is_refused_not_ignored():
+    with pytest.raises(
+        SpecError, match=r"'dummy:yes\+adapter=runs/x': the dummy model .* takes no \+adapter="
+    ):
+        parse_spec("dummy:yes+adapter=runs/x")
+
+
+def _error(model, tmp_path, yaml_text=None, overrides=None, flags=None) -> str:
+    path = None
+    if yaml_text is not None:
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as err:
+        load_config(model, path, overrides, flags)
+    return str(err.value)
+
+
+def test_nested_unknown_keys_are_dotted_with_a_near_miss_and_no_pydantic_wording(tmp_path):
+    from dartkit.pipeline.config import RunConfig
+
+    msg = _error(RunConfig, tmp_path, "training: {epoch: 3, lr: 0.1}\n")
+    assert msg == (
+        f"{tmp_path / 'c.yaml'}: training.epoch: unknown key (did you mean training.epochs?); "
+        "training.lr: unknown key (did you mean training.learning_rate?)"
+    )
+    # A key put at the wrong level is found where it belongs; repair.training gets its full key too.
+    assert "epochs: unknown key (did you mean training.epochs?)" in _error(RunConfig, tmp_path, "epochs: 3\n")
+    msg = _error(RunConfig, tmp_path, "repair: {training: {base: x}}\n")
+    assert msg.endswith("repair.training.base: set by the repair stage; remove it")
+    assert "Value error" not in msg and "(root)" not in msg
+
+
+def test_rules_between_keys_speak_flags_to_flag_users_and_keys_to_file_users(tmp_path):
+    from dartkit.config import AuditConfig, cli_flags
+
+    overrides = {"baseline_generations": None, "candidate_generations": "c.jsonl", "out": "o", "null": None}
+    msg = _error(AuditConfig, tmp_path, None, overrides, cli_flags(overrides))
+    assert msg == "--candidate-generations needs --baseline-generations too"
+    msg = _error(
+        AuditConfig, tmp_path, "candidate_generations: c.jsonl\nout: o\n", {"null": None}, {"null": "--null"}
+    )
+    assert msg == f"{tmp_path / 'c.yaml'}: candidate_generations needs baseline_generations too"
+    # A required key: the flag when it can only have come from one, else the key (and the flag to use).
+    overrides = {"data": "d", "out": None}
+    assert _error(EvalConfig, tmp_path, None, overrides, cli_flags(overrides)) == "missing --out"
+    assert _error(EvalConfig, tmp_path, "data: d\n", overrides, cli_flags(overrides)).endswith(
+        "out: missing required key (or pass --out)"
+    )
+
+
+def test_one_default_answer_length_for_eval_audit_and_run():
+    from dartkit.config import DEFAULT_MAX_NEW_TOKENS, AuditConfig
+    from dartkit.pipeline.config import RunConfig
+
+    eval_cfg = EvalConfig(data="d", out="o")
+    audit_cfg = AuditConfig(out="o", baseline="dummy", candidate="dummy:no", data="d")
+    assert eval_cfg.decoding == RunConfig().decoding == audit_cfg.decoding
+    assert eval_cfg.decoding.max_new_tokens == DEFAULT_MAX_NEW_TOKENS == 96  # the pipeline's, as shipped

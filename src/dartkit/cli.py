@@ -13,11 +13,20 @@ from pathlib import Path
 
 import typer
 
-from dartkit.config import ConfigError, DistillConfig, EvalConfig, load_config
+from dartkit import __version__
+from dartkit.config import (
+    DEFAULT_MAX_NEW_TOKENS,
+    ConfigError,
+    DistillConfig,
+    EvalConfig,
+    cli_flags,
+    load_config,
+)
 from dartkit.data.cli import data_app
 from dartkit.errors import DartkitError
 from dartkit.generate.base import BackendError
 from dartkit.generate.spec import SpecError
+from dartkit.lock import check_config_inputs, dir_lock
 from dartkit.train.cli import train_command
 
 app = typer.Typer(
@@ -25,11 +34,34 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: rich's option table cuts flag names at 80 columns (--baseline-gener…)
+    # and reads brackets in help text as markup; click's never cuts a flag, at any width.
+    rich_markup_mode=None,
 )
 app.add_typer(data_app, name="data", help="Turn benchmark files into train/audit/val/test splits.")
 app.command(
     "train", help="LoRA SFT of a student on rationales (or labels), with exact per-example loss weights."
 )(train_command)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dartkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the dartkit version and exit."
+    ),
+) -> None:
+    # Only --version lives here; the app's help text is the Typer(help=...) above.
+    pass
+
+
+# `dartkit train` and `dartkit distill`/`repair` turn training off with --no-train.
+NO_TRAIN = {"train": "--no-train"}
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -74,7 +106,7 @@ def eval_command(
     model: str = typer.Option(
         None,
         "--model",
-        help="Model spec: embedded, hf:ID\\[@REV]\\[+adapter=DIR], openai:MODEL@URL, dummy:MODE. Default: embedded.",
+        help="Model spec: embedded, hf:ID[@REV][+adapter=DIR], openai:MODEL@URL, dummy:MODE. Default: embedded.",
     ),
     data: Path = typer.Option(
         None, "--data", help="Directory with train/audit/val/test.jsonl from `dartkit data prepare`."
@@ -90,7 +122,7 @@ def eval_command(
     seed: int = typer.Option(None, "--seed", help="Sampling seed (matters only with --temperature > 0)."),
     temperature: float = typer.Option(None, "--temperature", min=0.0, help="0 = greedy (default)."),
     max_new_tokens: int = typer.Option(
-        None, "--max-new-tokens", min=1, help="Longest answer in tokens (default 192)."
+        None, "--max-new-tokens", min=1, help=f"Longest answer in tokens (default {DEFAULT_MAX_NEW_TOKENS})."
     ),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="hf backend batch size (default 16)."),
     device: str = typer.Option(None, "--device", help="hf backend device: auto, cpu, cuda, mps."),
@@ -105,6 +137,9 @@ def eval_command(
     ),
     config: Path = typer.Option(
         None, "--config", "-c", help="YAML file with EvalConfig fields; flags override it."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite results in --out that were made with other settings."
     ),
 ) -> None:
     """Answer one split with one model and report difference-awareness accuracy."""
@@ -126,8 +161,10 @@ def eval_command(
         "backend.api_key_env": api_key_env,
         "backend.concurrency": concurrency,
     }
-    cfg = load_config(EvalConfig, config, overrides)
-    evaluate.run(cfg)
+    cfg = load_config(EvalConfig, config, overrides, cli_flags(overrides))
+    with dir_lock(cfg.out):
+        check_config_inputs(cfg, ("generations.jsonl", "metrics.json"), force)
+        evaluate.run(cfg)
 
 
 @app.command("distill")
@@ -186,8 +223,9 @@ def distill_command(
         "backend.batch_size": batch_size,
         "backend.api_key_env": api_key_env,
     }
-    cfg = load_config(DistillConfig, config, overrides)
-    distill.run(cfg)
+    cfg = load_config(DistillConfig, config, overrides, cli_flags(overrides, NO_TRAIN))
+    with dir_lock(cfg.out):
+        distill.run(cfg)
 
 
 @app.command("audit")
@@ -275,6 +313,9 @@ def audit_command(
     config: Path = typer.Option(
         None, "--config", "-c", help="YAML file with AuditConfig fields; flags override it."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite results in --out that were made with other settings."
+    ),
 ) -> None:
     """Stage II: paired harm-drift audit of a candidate model against a baseline."""
     from dartkit.config import AuditConfig
@@ -307,8 +348,10 @@ def audit_command(
         "backend.device": device,
         "backend.api_key_env": api_key_env,
     }
-    cfg = load_config(AuditConfig, config, overrides)
-    summary = audit.run(cfg)
+    cfg = load_config(AuditConfig, config, overrides, cli_flags(overrides))
+    with dir_lock(cfg.out):
+        check_config_inputs(cfg, ("pairs.jsonl", "summary.json"), force)
+        summary = audit.run(cfg)
     if fail_on_drift is not None:
         gate_failure = drift_gate(summary, fail_on_drift)
         if gate_failure:
@@ -394,7 +437,9 @@ def repair_command(
         "train": False if no_train else None,
         "backend.api_key_env": api_key_env,
     }
-    repair.run(load_config(RepairConfig, config, overrides))
+    cfg = load_config(RepairConfig, config, overrides, cli_flags(overrides, NO_TRAIN))
+    with dir_lock(cfg.out):
+        repair.run(cfg)
 
 
 @app.command("run")
@@ -414,7 +459,7 @@ def run_command(
     """The whole DART pipeline: M0 -> distill -> M_int -> audit -> repair -> M_DART -> audit -> report."""
     from dartkit.pipeline import RunConfig, run
 
-    cfg = load_config(RunConfig, config, {"out": out})
+    cfg = load_config(RunConfig, config, {"out": out}, {"out": "--out"})
     run(cfg, start=start, dry_run=dry_run)
 
 

@@ -8,6 +8,12 @@ offline setup.
 
 from __future__ import annotations
 
+import difflib
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,14 +28,240 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key."""
 
 
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem with a config: where (key path), what, and for an unknown key a near miss."""
+
+    path: KeyPath
+    problem: str
+    kind: str = "value"  # value, unknown, missing
+    suggestion: KeyPath | None = None
+
+    def under(self, prefix: KeyPath) -> Issue:
+        """The same issue seen from a config that holds this one at ``prefix``."""
+        sugg = None if self.suggestion is None else prefix + self.suggestion
+        return Issue(prefix + self.path, self.problem, self.kind, sugg)
+
+
+class ConfigIssues(ValueError):
+    """Raised by a validator that checks a nested settings dict (``training``) against its own model.
+
+    Carries the nested issues so that the message can name each one by its full dotted key.
+    """
+
+    def __init__(self, issues: list[Issue]):
+        self.issues = issues
+        super().__init__(format_issues(issues))
+
+
+def dotted(path: KeyPath) -> str:
+    """``("training", "epochs")`` -> ``training.epochs``; list positions as ``data.ratios[0]``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# A key named inside a validator's message: `key` or `key=value`, relative to the model that raised it.
+_MARKED_KEY = re.compile(r"`([A-Za-z_][\w.]*)(?:=([^`]*))?`")
+
+
+class _Terms:
+    """How messages name keys: by the flag for someone who typed flags, else by the dotted key."""
+
+    def __init__(self, flags: Mapping[str, str] | None, set_by_flag: set[str], file_given: bool):
+        self.flags = dict(flags or {})
+        self.set_by_flag = set_by_flag
+        self.file_given = file_given
+
+    def flag(self, key: str) -> str | None:
+        """The flag to name for ``key``: one the user typed, or any flag when there is no config file."""
+        flag = self.flags.get(key)
+        return flag if flag and (key in self.set_by_flag or not self.file_given) else None
+
+    def key(self, key: str) -> str:
+        return self.flag(key) or key
+
+    def setting(self, key: str, value: str) -> str:
+        """``key=value`` as a user writes it: ``--recipe repair-only``, ``--no-train``, ``train: false``."""
+        flag = self.flag(key)
+        if flag is None:
+            return f"{key}: {value}"
+        if value in ("true", "false"):
+            if (value == "false") == flag.startswith("--no-"):
+                return flag
+            return f"{key}: {value}"  # no flag says it; the config key does
+        return f"{flag} {value}"
+
+
+def _render_marked(problem: str, base: KeyPath, terms: _Terms) -> str:
+    def term(m: re.Match) -> str:
+        key = dotted(base + tuple(m.group(1).split(".")))
+        return terms.key(key) if m.group(2) is None else terms.setting(key, m.group(2))
+
+    return _MARKED_KEY.sub(term, problem)
+
+
+def format_issues(
+    issues: list[Issue],
+    flags: Mapping[str, str] | None = None,
+    set_by_flag: set[str] | None = None,
+    file_given: bool = True,
+) -> str:
+    """One line naming every issue by its dotted key (or by its flag, for keys given as flags)."""
+    terms = _Terms(flags, set_by_flag or set(), file_given)
+    parts = []
+    for issue in issues:
+        key = dotted(issue.path)
+        if issue.kind == "unknown":
+            hint = f" (did you mean {dotted(issue.suggestion)}?)" if issue.suggestion else ""
+            parts.append(f"{key}: unknown key{hint}")
+        elif issue.kind == "missing":
+            flag = terms.flag(key)
+            if flag:
+                parts.append(f"missing {flag}")
+            else:
+                other = terms.flags.get(key)
+                parts.append(f"{key}: missing required key" + (f" (or pass {other})" if other else ""))
+        elif _MARKED_KEY.search(issue.problem):
+            # The validator named its keys itself (a rule between fields): name them, no prefix.
+            parts.append(_render_marked(issue.problem, issue.path, terms))
+        else:
+            parts.append(f"{terms.key(key)}: {issue.problem}" if key else issue.problem)
+    return "; ".join(parts)
+
+
+def _model_at(model: type[BaseModel] | None, path: KeyPath) -> type[BaseModel] | None:
+    """The pydantic model class found at ``path`` inside ``model`` (None past a plain value)."""
+    for part in path:
+        if model is None or isinstance(part, int) or part not in model.model_fields:
+            return None
+        model = _as_model(model.model_fields[part].annotation)
+    return model
+
+
+def _as_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _as_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _settings_model(name: str, annotation: Any) -> type[BaseModel] | None:
+    """The model behind a field: its own annotation, or TrainConfig for a ``training`` dict."""
+    inner = _as_model(annotation)
+    if inner is None and name == "training":
+        from dartkit.train.config import TrainConfig
+
+        inner = TrainConfig
+    return inner
+
+
+def _all_keys(model: type[BaseModel], prefix: KeyPath = ()) -> list[KeyPath]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + (name,))
+        inner = _settings_model(name, field.annotation)
+        if inner is not None and inner is not model:
+            keys.extend(_all_keys(inner, prefix + (name,)))
+    return keys
+
+
+# Abbreviations people type for a key (checked against the keys beside the unknown one).
+_ABBREVIATIONS = {"lr": ("learning_rate",), "bs": ("batch_size", "per_device_batch_size")}
+
+
+def _initials(name: str) -> str:
+    return "".join(word[0] for word in name.split("_") if word)
+
+
+def near_miss(model: type[BaseModel], path: KeyPath) -> KeyPath | None:
+    """The key an unknown key at ``path`` was probably meant to be (None when nothing is close).
+
+    Tries, in order: a similar name beside it (difflib), a common abbreviation or the initials
+    of a name beside it (``lr`` -> ``learning_rate``), and the same name elsewhere in the config
+    (``epochs`` at the top of a run config -> ``training.epochs``).
+    """
+    parent, name = path[:-1], str(path[-1])
+    where = _model_at(model, parent)
+    siblings = list(where.model_fields) if where is not None else []
+    close = difflib.get_close_matches(name.lower(), siblings, n=1)
+    if close:
+        return parent + (close[0],)
+    by_initials = [f for f in _ABBREVIATIONS.get(name.lower(), ()) if f in siblings] or [
+        f for f in siblings if "_" in f and _initials(f) == name.lower()
+    ]
+    if len(by_initials) == 1:
+        return parent + (by_initials[0],)
+    elsewhere = sorted((k for k in _all_keys(model) if k[-1] == name and k != path), key=len)
+    # The shallowest place wins (training.epochs before repair.training.epochs) unless two tie.
+    if elsewhere and (len(elsewhere) == 1 or len(elsewhere[0]) < len(elsewhere[1])):
+        return elsewhere[0]
+    return None
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def validation_issues(err: ValidationError, model: type[BaseModel]) -> list[Issue]:
+    """pydantic's errors as :class:`Issue` s, in the user's terms (no "Value error, " prefixes)."""
+    issues: list[Issue] = []
+    for e in err.errors():
+        loc: KeyPath = tuple(e["loc"])
+        if e["type"] == "extra_forbidden":
+            issues.append(Issue(loc, "unknown key", "unknown", near_miss(model, loc)))
+            continue
+        if e["type"] == "missing":
+            issues.append(Issue(loc, "missing required key", "missing"))
+            continue
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigIssues):
+            issues.extend(i.under(loc) for i in cause.issues)
+            continue
+        msg = e["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        if e["type"] not in ("value_error", "assertion_error"):
+            msg = msg[:1].lower() + msg[1:]
+            if _scalar(e.get("input")):
+                msg += f" (got {e['input']!r})"
+        issues.append(Issue(loc, msg))
+    return issues
+
+
+def cli_flags(overrides: Mapping[str, Any], renamed: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The command-line flag behind each override key, for error messages.
+
+    A key's flag is its last part with dashes (``decoding.max_new_tokens`` -> ``--max-new-tokens``)
+    unless ``renamed`` says otherwise (``{"train": "--no-train"}``).
+    """
+    renamed = renamed or {}
+    return {k: renamed.get(k, "--" + k.rsplit(".", 1)[-1].replace("_", "-")) for k in overrides}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+#: The one default answer length: `dartkit eval`, `audit` and `run` share it, so a standalone
+#: evaluation is comparable with the pipeline's and is served from the same generation cache.
+DEFAULT_MAX_NEW_TOKENS = 96
 
 
 class DecodingConfig(_Strict):
     """How text is sampled. Identical decoding for both models is what makes an audit paired."""
 
-    max_new_tokens: int = Field(192, ge=1, le=8192, description="Longest answer, in new tokens.")
+    max_new_tokens: int = Field(
+        DEFAULT_MAX_NEW_TOKENS, ge=1, le=8192, description="Longest answer, in new tokens."
+    )
     temperature: float = Field(
         0.0, ge=0.0, le=5.0, description="0 means greedy decoding; above 0, seeded sampling."
     )
@@ -122,19 +354,6 @@ class EvalConfig(_Strict):
         return v
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{loc}'")
-        elif e["type"] == "missing":
-            parts.append(f"missing required key '{loc}'")
-        else:
-            parts.append(f"'{loc}': {e['msg']}")
-    return f"{source}: " + "; ".join(parts)
-
-
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     cur = d
     keys = dotted.split(".")
@@ -145,14 +364,27 @@ def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     cur[keys[-1]] = value
 
 
-def load_config(model: type[_Strict], path: Path | None = None, overrides: dict[str, Any] | None = None):
+def load_config(
+    model: type[BaseModel],
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
+):
     """Build a config from an optional YAML file plus dotted-key overrides (None values are skipped).
 
+    Args:
+        model: The config class.
+        path: YAML file, or None for defaults plus overrides.
+        overrides: Dotted keys to values; None values are skipped.
+        flags: The command-line flag of each override key (see :func:`cli_flags`): messages name
+            the flag for a key given as a flag, and for every key when there is no config file.
+
     Raises:
-        ConfigError: naming the file and the offending key.
+        ConfigError: one line naming the file and every offending key (dotted, or its flag), with
+            a "did you mean" for a near-miss unknown key.
     """
     raw: dict[str, Any] = {}
-    source = "config"
+    source = ""
     if path is not None:
         source = str(path)
         try:
@@ -166,15 +398,20 @@ def load_config(model: type[_Strict], path: Path | None = None, overrides: dict[
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
         raw = loaded
+    set_by_flag = set()
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, key, value)
+            set_by_flag.add(key)
+    lead = f"{source}: " if source else ""
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source)) from None
+        issues = validation_issues(e, model)
+        text = format_issues(issues, flags, set_by_flag, file_given=path is not None)
+        raise ConfigError(lead + text) from None
     except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{lead}{e}") from None
 
 
 def dump_config(cfg: BaseModel, path: Path) -> None:
@@ -302,7 +539,7 @@ def scorer_spec(v: str) -> str:
 def check_tau(tau: float, bins: SeverityConfig) -> None:
     """τ must sit below the moderate bound, or no drift case could be mild."""
     if not tau < bins.moderate:
-        raise ValueError(f"tau ({tau}) must be below severity.moderate ({bins.moderate})")
+        raise ValueError(f"`tau` ({tau}) must be below `severity.moderate` ({bins.moderate})")
 
 
 def check_oversample_weights(weighting: str, weights: SeverityWeights) -> None:
@@ -312,8 +549,8 @@ def check_oversample_weights(weighting: str, weights: SeverityWeights) -> None:
         if bad:
             name, value = next(iter(bad.items()))
             raise ValueError(
-                f"severity_weights.{name} is {value}: weighting 'oversample' repeats an example k times, "
-                "so use whole numbers or weighting 'loss'"
+                f"`severity_weights.{name}` is {value}: weighting 'oversample' repeats an example k times, "
+                "so use whole numbers or `weighting=loss`"
             )
 
 
@@ -421,18 +658,21 @@ class AuditConfig(_Strict):
         gens = self.baseline_generations is not None or self.candidate_generations is not None
         if gens:
             if self.baseline_generations is None:
-                raise ValueError("candidate_generations needs baseline_generations too")
+                raise ValueError("`candidate_generations` needs `baseline_generations` too")
             if self.candidate_generations is None and not self.null:
-                raise ValueError("baseline_generations needs candidate_generations (or null: true)")
+                raise ValueError("`baseline_generations` needs `candidate_generations` (or `null=true`)")
             if self.baseline or self.candidate:
-                raise ValueError("give model specs (baseline/candidate) or generation files, not both")
+                raise ValueError(
+                    "give model specs (`baseline`, `candidate`) or generation files "
+                    "(`baseline_generations`, `candidate_generations`), not both"
+                )
             return self
         if not self.baseline:
-            raise ValueError("set baseline (a model spec) or baseline_generations (a file)")
+            raise ValueError("set `baseline` (a model spec) or `baseline_generations` (a file)")
         if not self.candidate and not self.null:
-            raise ValueError("set candidate (a model spec), or null: true for a null audit")
+            raise ValueError("set `candidate` (a model spec), or `null=true` for a null audit")
         if (self.prompts is None) == (self.data is None):
-            raise ValueError("set exactly one of prompts (a JSONL file) or data (a prepared directory)")
+            raise ValueError("set exactly one of `prompts` (a JSONL file) or `data` (a prepared directory)")
         return self
 
     @property
@@ -458,11 +698,12 @@ def _training_dict_valid(v: dict[str, Any], fixed: set[str], stage: str) -> dict
 
     clash = fixed & set(v)
     if clash:
-        raise ValueError(f"training.{sorted(clash)[0]} is set by the {stage} stage; remove it")
+        raise ConfigIssues([Issue((k,), f"set by the {stage} stage; remove it") for k in sorted(clash)])
     try:
         TrainConfig.model_validate({**v, "out": "x"})
     except ValidationError as e:
-        raise ValueError(_format_validation_error(e, "training").replace("'", "'training.", 1)) from None
+        # Raised with the nested issues, so each is named by its full key (training.epochs).
+        raise ConfigIssues(validation_issues(e, TrainConfig)) from None
     return v
 
 
@@ -547,10 +788,10 @@ class RepairConfig(_Strict):
     def _train_needs_adapter(self) -> RepairConfig:
         if self.train and self.init_adapter is None:
             raise ValueError(
-                "init_adapter (M_int's adapter) is required to train M_DART; or set train: false"
+                "`init_adapter` (M_int's adapter) is required to train M_DART; or set `train=false`"
             )
         if self.recipe == "mix" and self.train and self.distill is None:
             raise ValueError(
-                "recipe 'mix' needs distill (Stage I teacher.jsonl); or use recipe 'repair-only'"
+                "recipe 'mix' needs `distill` (Stage I teacher.jsonl); or use `recipe=repair-only`"
             )
         return self

@@ -435,3 +435,17 @@ def choose_threshold(rows: Sequence[LabelledRationale], c: float = 4.0) -> float
         for t in grid
     ]
     return float(grid[int(np.argmax(room))])
+
+
+def model_fingerprint() -> str:
+    """sha256 of what decides the built-in check's verdicts: this module's code, its data, its threshold.
+
+    Stage fingerprints include it, so a run whose Stage I was checked by another version of the
+    classifier redoes Stage I instead of keeping rationales the current check would reject.
+    """
+    import hashlib
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(resources.files("dartkit.data").joinpath(DATA_FILE).read_bytes())
+    h.update(repr(THRESHOLD).encode())
+    return h.hexdigest()

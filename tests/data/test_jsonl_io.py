@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from dartkit.data.jsonl import read_examples, write_jsonl
+from dartkit.data.jsonl import read_examples, write_json, write_jsonl, write_text
 from dartkit.errors import DataError
 from dartkit.records import Example
 
@@ -112,3 +114,16 @@ def test_write_into_unwritable_place_is_a_data_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(DataError, match="cannot write"):
         write_jsonl(blocker / "train.jsonl", [_example(0)])
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_written_files_follow_the_umask_like_any_other_tool(tmp_path: Path, umask: int, mode: int) -> None:
+    previous = os.umask(umask)
+    try:
+        write_jsonl(tmp_path / "a.jsonl", [_example(1)])
+        write_json(tmp_path / "b.json", {"x": 1})
+        write_text(tmp_path / "b.json", "over an existing file\n")
+    finally:
+        os.umask(previous)
+    for name in ("a.jsonl", "b.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

@@ -207,3 +207,62 @@ def test_counts_match_the_files(prepared) -> None:
         counts = Counter((e.benchmark, e.label) for e in load_split(out, split))
         for (benchmark, label), n in counts.items():
             assert summary["counts"][benchmark][label][split] == n
+
+
+def test_small_cells_are_warned_about_and_recorded(raw_pkl_dir: Path, tmp_path: Path) -> None:
+    """The issue's trial: 12 items per cell, grouped by scenario, left test cells empty without a word."""
+    summary = prepare_data(tmp_path / "small", source=raw_pkl_dir, per_cell=12, ratios=(0.6, 0.2, 0.2))
+    assert summary["min_cell_items"] == 5
+    warnings = summary["warnings"]
+    for expected in ("D3 YES test: empty", "N3 NO test: empty", "N4 NO test: 1 item, below 5"):
+        assert expected in warnings, warnings
+    # Every warned cell is small, every small cell is warned about, and the audit split (ratio 0) is not.
+    small = {
+        (b, label, s)
+        for b, by_label in summary["counts"].items()
+        for label, by_split in by_label.items()
+        for s, n in by_split.items()
+        if n < 5 and s != "audit"
+    }
+    assert {(c["benchmark"], c["label"], c["split"]) for c in summary["small_cells"]} == small
+    assert json.loads((tmp_path / "small" / "summary.json").read_text())["warnings"] == warnings
+
+
+def test_full_suite_has_no_small_cells(prepared) -> None:
+    _, summary = prepared
+    assert summary["warnings"] == [] and summary["small_cells"] == []
+
+
+def test_min_cell_items_sets_the_threshold(tmp_path: Path) -> None:
+    summary = prepare_data(tmp_path / "demo", suite="demo", min_cell_items=2)
+    cells = {(c["benchmark"], c["label"], c["split"]): c["n"] for c in summary["small_cells"]}
+    assert cells and all(n < 2 for n in cells.values())
+    assert all(
+        (b, label, s) in cells
+        for b, by_label in summary["counts"].items()
+        for label, by_split in by_label.items()
+        for s, n in by_split.items()
+        if n < 2
+    )
+    assert prepare_data(tmp_path / "none", suite="demo", min_cell_items=0)["warnings"] == []
+    with pytest.raises(DataError, match="min_cell_items: expected 0 or more"):
+        prepare_data(tmp_path / "bad", suite="demo", min_cell_items=-1)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_prints_the_small_cells(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dartkit.data.cli import data_app
+
+    res = CliRunner().invoke(data_app, ["prepare", "--suite", "demo", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    out = " ".join(res.output.split())
+    assert f"warning: {len(summary['small_cells'])} benchmark x label x split cell(s)" in out
+    first = summary["small_cells"][0]
+    assert f"{first['benchmark']}: {first['label']} {first['split']} {first['n']}" in out
+    res = CliRunner().invoke(
+        data_app, ["prepare", "--suite", "demo", "--out", str(tmp_path / "e"), "--min-cell-items", "0"]
+    )
+    assert res.exit_code == 0 and "warning" not in res.output

@@ -76,8 +76,11 @@ def test_run_writes_every_stage_and_the_report(finished_run):
     assert headline["split"] == "test" and headline["held_out"] and headline["n"] == 16
     assert headline["n_drift_a"] == a_int["n_drift"] and headline["n_drift_b"] == a_dart["n_drift"]
     assert set(headline["mcnemar"]) >= {"only_a", "only_b", "p_value"}
-    if a_int["n_drift"]:
-        assert info["drift_reduction_ci95"] is not None and "scenario" in headline["ci_method"]
+    if a_int["n_drift"]:  # an interval over scenario groups, or the reason there is none
+        ci, note = info["drift_reduction_ci95"], headline.get("ci_note")
+        assert (ci is not None and ci[0] < ci[1] and "scenario" in headline["ci_method"]) or (
+            ci is None and note.startswith("no interval")
+        )
     repaired = info["drift_repaired_items"]
     assert repaired["split"] == "audit" and not repaired["held_out"]
     assert repaired["n"] == len(info["repaired_ids"]) and repaired["n_drift_a"] == repaired["n"]
@@ -268,10 +271,10 @@ def test_dry_run_validates_and_loads_nothing(tmp_path):
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [
-        ("trainin: {epochs: 1}\n", "unknown key 'trainin'"),
+        ("trainin: {epochs: 1}\n", "trainin: unknown key (did you mean training?)"),
         ("training: {lora_rank: 8}\n", "training.lora_rank"),
-        ("audit: {tau: 2}\n", "'audit.tau'"),
-        ("audit: {tau: often}\n", "'audit.tau'"),
+        ("audit: {tau: 2}\n", "audit.tau: "),
+        ("audit: {tau: often}\n", "audit.tau: "),
         ("audit: {tau: auto, tau_grid: [0.2, 0.35]}\n", "tau_grid has none"),
         (
             "data: {ratios: [0.6, 0.2, 0.2]}\n",
@@ -280,9 +283,9 @@ def test_dry_run_validates_and_loads_nothing(tmp_path):
         ("teacher_examples: nowhere.jsonl\n", "nowhere.jsonl: no such file"),
         ("audit: {scorer: vibes}\n", "unknown harm scorer 'vibes'"),
         ("data: {ratios: [0.5, 0.5, 0.5]}\n", "data.ratios"),
-        ("student: openai:x@http://h\n", "'student'"),
-        ("repair: {recipe: everything}\n", "'repair.recipe'"),
-        ("training: {base: embedded}\n", "training.base is set by the run stage"),
+        ("student: openai:x@http://h\n", "student: "),
+        ("repair: {recipe: everything}\n", "repair.recipe: "),
+        ("training: {base: embedded}\n", "training.base: set by the run stage"),
         ("audit: {severity: {moderate: 0.5}}\n", "severity bounds must increase"),
         ("repair: {weighting: oversample, severity_weights: {mild: 1.5}}\n", "severity_weights.mild is 1.5"),
     ],
@@ -368,3 +371,306 @@ def test_report_knows_every_stage():
 
     cfg = RunConfig(label_only_baseline=True)
     assert [s.name for s in RunStages(cfg, results_console()).stages()] == STAGE_ORDER
+
+
+def test_stage_fingerprints_see_the_chat_template_the_examples_file_and_the_check(
+    tmp_path, tiny_llama, teacher_server
+):
+    """Editing what changes outputs but not the spec string still reruns the stages that used it."""
+    student = tmp_path / "student"
+    shutil.copytree(tiny_llama, student)
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text(json.dumps({"question": "Q?", "label": "NO", "answer": "No.\nConclusion: NO"}) + "\n")
+    cfg = RunConfig.model_validate(
+        tiny_config(tmp_path / "run", student, teacher_server, teacher_examples=str(examples))
+    )
+
+    def params() -> dict:
+        return {
+            s.name: json.dumps(s.params(), sort_keys=True, default=str)
+            for s in build_pipeline(cfg, results_console()).stages
+        }
+
+    before = params()
+    tok_cfg = student / "tokenizer_config.json"
+    tc = json.loads(tok_cfg.read_text())
+    tc["chat_template"] = (tc.get("chat_template") or "") + "{# edited #}"
+    tok_cfg.write_text(json.dumps(tc))
+    after_template = params()
+    assert after_template["eval_m0"] != before["eval_m0"] and after_template["data"] == before["data"]
+    examples.write_text(
+        json.dumps({"question": "Q2?", "label": "NO", "answer": "No.\nConclusion: NO"}) + "\n"
+    )
+    after_examples = params()
+    assert after_examples["distill"] != after_template["distill"]
+    assert after_examples["eval_m0"] == after_template["eval_m0"]
+
+
+# ---- issue 10: setup, baselines, paired tests, parseable drift, QC note, repair.trained, stage times
+
+
+def _copy_run(finished_run, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(finished_run.out), copy)
+    return copy
+
+
+def _rewrite_jsonl(path: Path, change) -> None:
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    path.write_text("".join(json.dumps(change(i, r)) + "\n" for i, r in enumerate(rows)))
+
+
+def test_report_setup_names_benchmarks_per_cell_split_sizes_and_small_cells(finished_run, tmp_path):
+    from dartkit.pipeline.report import build_report
+
+    copy = _copy_run(finished_run, tmp_path)
+    report = (Path(finished_run.out) / "report.md").read_text()
+    assert "| Benchmarks | present: D1, D2, D3, D4, N1, N2, N3, N4; absent: none |" in report
+    assert "| per_cell | all items (no per_cell limit) |" in report
+    assert "Split sizes per benchmark (YES / NO items):" in report
+    summary = json.loads((copy / "data" / "summary.json").read_text())
+    d3 = summary["counts"]["D3"]
+    assert (
+        "| D3 | " + " | ".join(f"{d3['YES'][s]} / {d3['NO'][s]}" for s in ("train", "audit", "val", "test"))
+        in report
+    )
+    assert "**Small cells**: all 64 benchmark x label x split cells" in report  # the demo suite is tiny
+    info = json.loads((Path(finished_run.out) / "run.json").read_text())
+    assert info["data"]["warnings"] == summary["warnings"] and len(summary["warnings"]) == 64
+    # A suite without N1, sampled per cell, with one small cell: each is named.
+    summary.update(present=[b for b in summary["present"] if b != "N1"], absent=["N1"], per_cell=12)
+    del summary["counts"]["N1"]
+    summary["small_cells"] = [
+        {"benchmark": "D3", "label": "NO", "split": "val", "n": 0, "message": "D3 NO val: empty"}
+    ]
+    (copy / "data" / "summary.json").write_text(json.dumps(summary))
+    report = build_report(copy).read_text()
+    assert "absent: N1 |" in report and "| per_cell | 12 items per benchmark x label" in report
+    assert (
+        "**Small cells**: 1 benchmark x label x split cell(s) of the splits in use are empty or hold fewer than 5 items (D3: NO val empty)"
+        in report
+    )
+
+
+def test_every_accuracy_table_has_baseline_rows(finished_run):
+    root = Path(finished_run.out)
+    info = json.loads((root / "run.json").read_text())
+    report = (root / "report.md").read_text()
+    for split in ("test", "val", "audit"):
+        gold = [
+            json.loads(x)["gold"]
+            for x in (root / "eval" / "m0" / split / "generations.jsonl").read_text().splitlines()
+        ]
+        b = info["baselines"][split]
+        assert b["always_yes"]["accuracy"] == pytest.approx(gold.count("YES") / len(gold))
+        assert b["always_no"]["accuracy"] == pytest.approx(gold.count("NO") / len(gold))
+        assert (
+            b["n"] == len(gold) == info[{"test": "evaluation"}.get(split, f"evaluation_{split}")]["m0"]["n"]
+        )
+    # Each of the three split tables (test, val, audit) shows both constant answers, labelled as baselines.
+    rows = [x for x in report.splitlines() if x.startswith("| *baseline: ")]
+    assert len(rows) == 6 and sum("always NO" in x for x in rows) == 3
+    assert sum("majority class" in x for x in rows) == 3
+    # The per-benchmark table gets both baselines as columns.
+    assert "| *baseline: always YES* | *baseline: always NO* |" in report
+
+
+def test_paired_mcnemar_for_every_pair_that_matters(finished_run):
+    from dartkit.stats.inference import mcnemar_exact
+
+    root = Path(finished_run.out)
+    info = json.loads((root / "run.json").read_text())
+    pairs = [(m["first"], m["second"]) for m in info["mcnemar"]]
+    assert pairs == [
+        ("m0", "label_only"),
+        ("m0", "m_int"),
+        ("m0", "m_dart"),
+        ("m_int", "m_dart"),
+        ("label_only", "m_dart"),
+    ]
+    gens = {
+        k: [
+            json.loads(x) for x in (root / "eval" / k / "test" / "generations.jsonl").read_text().splitlines()
+        ]
+        for k in ("m0", "label_only", "m_int", "m_dart")
+    }
+    for m in info["mcnemar"]:
+        assert {
+            k: m[k] for k in ("n", "only_first_correct", "only_second_correct", "p_value")
+        } == mcnemar_exact(gens[m["first"]], gens[m["second"]])
+    report = (root / "report.md").read_text()
+    assert "### Paired comparisons (test)" in report
+    assert "| M_int (Stage I) | M_DART | 16 |" in report and "| label-only SFT | M_DART | 16 |" in report
+
+
+def test_mostly_unparseable_model_is_flagged_as_measuring_the_format(finished_run, tmp_path):
+    from dartkit.pipeline.report import build_report
+
+    copy = _copy_run(finished_run, tmp_path)
+    # The tiny models never finish a conclusion; here M0 answers none on 9 of 16 test items (more
+    # than half) and the trained models always answer (half of them right).
+    for model, unparsed in (("m0", 9), ("label_only", 0), ("m_int", 0), ("m_dart", 0)):
+        _rewrite_jsonl(
+            copy / "eval" / model / "test" / "generations.jsonl",
+            lambda i, r, u=unparsed: {**r, "conclusion": None if i < u else ("YES" if i % 2 else "NO")},
+        )
+        metrics = json.loads((copy / "eval" / model / "test" / "metrics.json").read_text())
+        metrics["unparseable_rate"] = unparsed / 16
+        (copy / "eval" / model / "test" / "metrics.json").write_text(json.dumps(metrics))
+    report = build_report(copy).read_text()
+    info = json.loads((copy / "run.json").read_text())
+    assert info["format_bound"]["test"] == {"m0": 9 / 16}
+    assert "| M0 (base) ⚠ 56.2% unparseable: measures the answer format, not the task | 16 |" in report
+    m0_rows = [m for m in info["mcnemar"] if "m0" in (m["first"], m["second"])]
+    assert m0_rows and all(m["format_bound"] == {"m0": 9 / 16} for m in m0_rows)
+    assert "M0 (base) is 56.2% unparseable: this compares answer format, not the task |" in report
+    assert [m["format_bound"] for m in info["mcnemar"] if "m0" not in (m["first"], m["second"])] == [{}, {}]
+    assert "M0 (base) ⚠ | label-only SFT | M_int (Stage I) | M_DART |" in report  # per-benchmark columns
+
+
+def test_harm_and_drift_over_parseable_answers_only(finished_run, tmp_path):
+    from dartkit.pipeline.report import build_report
+
+    copy = _copy_run(finished_run, tmp_path)
+
+    # Pair 0 loops (no conclusion) and is the only drift case but one; pair 1 drifts with both parseable.
+    def change(i, p):
+        p = {**p, "baseline_conclusion": "NO", "candidate_conclusion": "YES", "drift": i in (0, 1)}
+        if i == 0:
+            p.update(candidate_conclusion=None, h_candidate=0.0, h_baseline=0.5, delta=-0.5)
+        if i == 2:
+            p.update(baseline_conclusion=None)
+        return p
+
+    _rewrite_jsonl(copy / "audit" / "m_int" / "pairs.jsonl", change)
+    report = build_report(copy).read_text()
+    v = json.loads((copy / "run.json").read_text())["audits_parseable"]["m_int"]
+    assert (
+        v["n_pairs"],
+        v["n_parseable"],
+        v["n_no_conclusion_baseline"],
+        v["n_no_conclusion_candidate"],
+    ) == (
+        16,
+        14,
+        1,
+        1,
+    )
+    assert (v["n_drift"], v["n_drift_parseable"], v["n_drift_without_conclusion"]) == (2, 1, 1)
+    assert v["drift_rate_parseable"] == pytest.approx(1 / 14)
+    # The looping answer's low harm is left out of the parseable means.
+    pairs = [json.loads(x) for x in (copy / "audit" / "m_int" / "pairs.jsonl").read_text().splitlines()]
+    both = [p for i, p in enumerate(pairs) if i not in (0, 2)]
+    assert v["mean_h_candidate_parseable"] == pytest.approx(sum(p["h_candidate"] for p in both) / 14)
+    assert v["mean_h_candidate"] == pytest.approx(sum(p["h_candidate"] for p in pairs) / 16)
+    a = json.loads((copy / "audit" / "m_int" / "summary.json").read_text())
+    assert (
+        f"| after Stage I: M_int vs M0 | test | 16 | {a['n_candidates']} | {a['n_drift']} | 1 / 1 |" in report
+    )
+    assert "#### Parseable answers only" in report
+    assert "| after Stage I: M_int vs M0 | test | 14 / 16 | 1 | 7.1% (" in report
+
+
+def test_qc_table_says_reasons_can_sum_past_the_rejected_count(finished_run):
+    root = Path(finished_run.out)
+    report = (root / "report.md").read_text()
+    d = json.loads((root / "distill" / "metrics.json").read_text())
+    r = json.loads((root / "repair" / "metrics.json").read_text())
+    row = f"| **rationales rejected** | {d['n'] - d['accepted']} | {d['n'] - d['accepted_first_try']} | {r['n_drift_cases'] - r['accepted']} |"
+    assert row in report
+    assert "can sum to more than the number rejected" in report
+
+
+def test_run_json_says_m_dart_was_trained(finished_run):
+    root = Path(finished_run.out)
+    info = json.loads((root / "run.json").read_text())
+    # repair/metrics.json is the rationale stage's (trained: false); M_DART is trained by train_dart.
+    assert json.loads((root / "repair" / "metrics.json").read_text())["trained"] is False
+    assert info["repair"]["trained"] is True and info["repair"]["adapter"] == "m_dart/adapter"
+    assert info["repair"]["trained_by"] == "train_dart stage" and info["repair"]["training"]["steps"] > 0
+
+
+def _toy_pipeline(root: Path, work):
+    from dartkit.pipeline.runner import Pipeline, Stage
+
+    def run_stage():
+        work()
+        (root / "out.txt").write_text("done")
+        return {}
+
+    stage = Stage("toy", "a toy stage", (), ("out.txt",), lambda: {"x": 1}, run_stage, workdirs=("work",))
+    return Pipeline(root, [stage], echo=lambda _: None)
+
+
+def test_stage_time_counts_interrupted_attempts(tmp_path):
+    """An attempt that fails (or is killed) still counts: the record sums every attempt's seconds."""
+    from dartkit.pipeline.runner import read_marker
+
+    calls = []
+
+    def work():
+        calls.append(1)
+        time.sleep(0.3)
+        if len(calls) == 1:
+            raise RuntimeError("interrupted")  # an error (or Ctrl-C) during the first attempt
+
+    pipe = _toy_pipeline(tmp_path, work)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        pipe.run()
+    marker = read_marker(tmp_path / "stages" / "toy.started")
+    assert len(marker["attempts"]) == 1 and marker["attempts"][0]["seconds"] >= 0.3
+    # A kill -9 leaves its last heartbeat: pretend an earlier attempt ran 100 s before that one.
+    marker["attempts"].insert(0, {"started_utc": "2026-01-01T00:00:00Z", "seconds": 100.0})
+    (tmp_path / "stages" / "toy.started").write_text(json.dumps(marker))
+    assert pipe.plan()[0][1] == "resume (interrupted)"
+    pipe.run()
+    rec = json.loads((tmp_path / "stages" / "toy.json").read_text())
+    assert rec["attempts"] == 3 and rec["seconds"] >= 100.59
+    assert 0.3 <= rec["seconds_last_attempt"] < rec["seconds"] - 100
+    assert not (tmp_path / "stages" / "toy.started").exists()
+
+
+def test_stage_time_forgets_attempts_under_other_settings_and_reads_old_markers(tmp_path):
+    pipe = _toy_pipeline(tmp_path, lambda: None)
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "stages" / "toy.started").write_text(
+        json.dumps({"fingerprint": "other", "attempts": [{"started_utc": "x", "seconds": 50.0}]})
+    )
+    pipe.run()
+    rec = json.loads((tmp_path / "stages" / "toy.json").read_text())
+    assert rec["attempts"] == 1 and rec["seconds"] < 50 and not (tmp_path / "work").exists()
+    # A marker from before attempts were kept holds the bare fingerprint: still a resume.
+    (tmp_path / "work").mkdir()
+    (tmp_path / "stages" / "toy.json").unlink()
+    (tmp_path / "stages" / "toy.started").write_text(pipe.fingerprint(pipe.stages[0]))
+    assert pipe.plan()[0][1] == "resume (interrupted)"
+    pipe.run()
+    assert (tmp_path / "work").is_dir()  # resumed: its work directory was kept
+    assert json.loads((tmp_path / "stages" / "toy.json").read_text())["attempts"] == 1
+
+
+def test_running_stage_keeps_its_time_in_the_marker(tmp_path, monkeypatch):
+    """What a kill -9 leaves behind: the marker holds the seconds up to the last heartbeat."""
+    from dartkit.pipeline import runner
+
+    monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 0.05)
+    seen = []
+
+    def work():
+        time.sleep(0.4)
+        seen.append(runner.read_marker(tmp_path / "stages" / "toy.started")["attempts"][-1]["seconds"])
+
+    _toy_pipeline(tmp_path, work).run()
+    assert seen[0] >= 0.2
+
+
+def test_report_stage_times_say_what_they_cover(finished_run):
+    root = Path(finished_run.out)
+    report = (root / "report.md").read_text()
+    info = json.loads((root / "run.json").read_text())
+    assert "summed over every attempt with its current settings" in report
+    assert "| stage | seconds | attempts |" in report and "| **total** |" in report
+    assert set(info["stage_attempts"]) == set(info["stage_seconds"]) and set(
+        info["stage_attempts"].values()
+    ) == {1}

@@ -167,11 +167,11 @@ def test_oversampled_repair_only_training_continues_m_int(demo_data, tmp_path, t
 
 def test_config_errors_name_the_key(tmp_path):
     res = runner.invoke(app, ["repair", "--drift", "d.jsonl", "--data", "x", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "init_adapter" in res.output
+    assert res.exit_code == 2 and "--init-adapter (M_int's adapter) is required" in res.output
     res = runner.invoke(
         app, ["repair", "--drift", "d.jsonl", "--data", "x", "--out", str(tmp_path), "--init-adapter", "a"]
     )
-    assert res.exit_code == 2 and "recipe 'mix' needs distill" in res.output
+    assert res.exit_code == 2 and "recipe 'mix' needs --distill" in res.output
     bad = tmp_path / "drift.jsonl"
     bad.write_text('{"id": "x", "severity": "awful"}\n')
     res = runner.invoke(

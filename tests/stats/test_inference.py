@@ -178,16 +178,30 @@ def test_paired_drift_without_drift_under_a():
     assert res["mcnemar"]["only_b"] == 1
 
 
-def test_paired_drift_resamples_scenarios_and_counts_skipped_resamples():
-    # Drift under a sits in one of three scenarios: a resample without it has no reduction to
-    # compute ((2/3)^3 ≈ 30% of resamples) and is skipped, not counted as 0 or ±inf.
+def test_paired_drift_gives_no_point_interval_from_a_few_drifting_groups():
+    # Drift under a sits in one of three scenarios: every resample that keeps it gives 0.75, so a
+    # bootstrap would print [0.75, 0.75]. With fewer than FEW_EVENTS drifting groups there is no interval.
     a = [pair(i, i < 4, key=f"s{i // 4}") for i in range(12)]
     b = [pair(i, i == 0, key=f"s{i // 4}") for i in range(12)]
     res = paired_drift(a, b, n_resamples=2000, seed=0)
     assert res["drift_reduction"] == pytest.approx(0.75)
-    assert res["ci_method"] == "cluster bootstrap over 3 scenario groups, 2000 resamples"
-    assert 450 < res["n_skipped_resamples"] < 750
-    assert res["drift_reduction_ci95"] == pytest.approx([0.75, 0.75])  # the one drifting scenario decides
+    assert res["drift_reduction_ci95"] is None and res["n_groups_with_drift_a"] == 1
+    assert "1 scenario group(s)" in res["ci_note"]
+    # 1 of 200 drifting, none after: once reported as 100% (95% CI 100-100).
+    one = paired_drift([pair(i, i == 0) for i in range(200)], [pair(i, False) for i in range(200)])
+    assert one["drift_reduction"] == 1.0 and one["drift_reduction_ci95"] is None
+
+
+def test_paired_drift_resamples_scenarios_and_counts_skipped_resamples():
+    # Drift under a in 6 of 12 scenarios (2 items each); b keeps drifting in two of them.
+    a = [pair(i, (i // 2) < 6, key=f"s{i // 2}") for i in range(24)]
+    b = [pair(i, (i // 2) < 2, key=f"s{i // 2}") for i in range(24)]
+    res = paired_drift(a, b, n_resamples=2000, seed=0)
+    assert res["drift_reduction"] == pytest.approx(2 / 3)
+    assert res["ci_method"] == "cluster bootstrap over 12 scenario groups, 2000 resamples"
+    assert 0 <= res["n_skipped_resamples"] < 20  # (1/2)^12 of resamples hold no drift under a
+    lo, hi = res["drift_reduction_ci95"]
+    assert lo < res["drift_reduction"] < hi <= 1
 
 
 def test_paired_drift_interval_widens_with_scenario_groups():
@@ -206,3 +220,12 @@ def test_paired_drift_rejects_bad_pairs():
         paired_drift([{"id": "x"}], [])
     with pytest.raises(DataError, match="'p1' repeats"):
         paired_drift([pair(1, True), pair(1, False)], [])
+
+
+def test_a_rare_event_rate_is_never_narrower_than_wilson():
+    from dartkit.stats.inference import proportion_ci, wilson_ci
+
+    hits = [i == 0 for i in range(200)]
+    ci, method = proportion_ci(hits, [f"s{i}" for i in range(200)], n_resamples=2000, seed=0)
+    wil = wilson_ci(1, 200)
+    assert ci[0] <= wil[0] and ci[1] >= wil[1] and method.startswith("wider of Wilson score and")

@@ -101,3 +101,39 @@ def test_ci_narrows_with_more_items():
     )
     width = lambda m: m["accuracy_ci95"][1] - m["accuracy_ci95"][0]  # noqa: E731
     assert width(large) < width(small) / 2
+
+
+def test_label_baselines_by_hand():
+    """The issue's test split: 18 YES / 15 NO, so always answering YES scores 54.5%."""
+    from dartkit.stats.metrics import label_baselines
+
+    gold = ["YES"] * 18 + ["NO"] * 15 + [None]
+    benchmarks = ["D1"] * 10 + ["N3"] * 23 + ["D1"]
+    b = label_baselines(gold, benchmarks)
+    assert (b["n"], b["n_yes"], b["n_no"], b["majority"]) == (33, 18, 15, "YES")
+    assert b["always_yes"]["accuracy"] == pytest.approx(18 / 33)
+    assert b["always_no"]["accuracy"] == pytest.approx(15 / 33)
+    assert b["always_yes"]["accuracy_diff"] == 1.0 and b["always_yes"]["accuracy_equal"] == 0.0
+    assert b["always_no"]["no_rate"] == 1.0 and b["always_no"]["unparseable_rate"] == 0.0
+    # macro-F1 of always YES: F1(YES) = 2p/(1+p) with precision p = 18/33, recall 1; F1(NO) = 0.
+    p = 18 / 33
+    assert b["always_yes"]["macro_f1"] == pytest.approx(p / (1 + p))
+    # D1 holds 10 YES items only; N3 8 YES and 15 NO.
+    assert (
+        b["per_benchmark"]["D1"]["majority"] == "YES"
+        and b["per_benchmark"]["D1"]["always_no"]["accuracy"] == 0
+    )
+    assert b["per_benchmark"]["N3"]["majority"] == "NO"
+    assert b["per_benchmark"]["N3"]["always_no"]["accuracy"] == pytest.approx(15 / 23)
+    assert label_baselines(["YES", "NO"])["majority"] is None
+
+
+def test_label_baselines_match_a_constant_model():
+    """A model that always answers YES scores exactly the always-YES baseline."""
+    from dartkit.stats.metrics import label_baselines
+
+    golds = ["YES", "NO", "NO", "YES", "NO"]
+    m = evaluation_metrics([gen(i, g, "YES") for i, g in enumerate(golds)])
+    b = label_baselines(golds)["always_yes"]
+    for k in ("accuracy", "accuracy_equal", "accuracy_diff", "yes_rate", "no_rate", "macro_f1"):
+        assert b[k] == pytest.approx(m[k]), k

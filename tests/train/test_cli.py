@@ -53,10 +53,10 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
 
     (tmp_path / "c.yaml").write_text("lora_rank: 8\n")
     result = runner.invoke(app, ["--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "unknown key 'lora_rank'" in result.stderr
+    assert result.exit_code == 2 and "lora_rank: unknown key (did you mean lora_r?)" in result.stderr
 
     result = runner.invoke(app, ["--data", str(bad)])
-    assert result.exit_code == 2 and "missing required key 'out'" in result.stderr
+    assert result.exit_code == 2 and result.stderr.strip() == "error: missing --out"
 
     result = runner.invoke(app, ["--data", str(bad), "--out", "o", "--base", "openai:gpt@https://x.y/v1"])
     assert result.exit_code == 2 and "only embedded or hf: models can be fine-tuned" in result.stderr

@@ -15,9 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dartkit.data.prepare import prepare_data
+from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, prepare_data, small_cells_by_benchmark
 from dartkit.data.splits import DEFAULT_RATIOS, SPLITS
-from dartkit.errors import DataError
+from dartkit.errors import DartkitError, DataError
+from dartkit.lock import check_same_inputs, dir_lock
 
 data_app = typer.Typer(
     help="Prepare the difference-awareness benchmarks: load safely, split by scenario and twin, write JSONL.",
@@ -70,7 +71,66 @@ def _print_summary(summary: dict, out: Path) -> None:
     absent = summary.get("absent") or []
     console.print(f"absent: {', '.join(absent) if absent else 'none'}")
     console.print(f"twin questions in more than one split: {summary['cross_split_twins']}")
+    _print_small_cells(console, summary)
     console.print(f"wrote {', '.join(f'{s}.jsonl' for s in SPLITS)} and summary.json to {out}")
+
+
+def _print_small_cells(console: Console, summary: dict) -> None:
+    """One warning line per benchmark with empty or small cells (``summary["small_cells"]``)."""
+    cells = summary.get("small_cells") or []
+    if not cells:
+        return
+    console.print(
+        f"[yellow]warning: {len(cells)} benchmark x label x split cell(s) are empty or hold fewer than "
+        f"{summary['min_cell_items']} items; accuracy per benchmark or per label on them means little "
+        "(more items: a larger --per-cell; fewer warnings: --min-cell-items):[/yellow]"
+    )
+    for benchmark, cells_of_benchmark in small_cells_by_benchmark(cells).items():
+        console.print(f"[yellow]  {benchmark}: {cells_of_benchmark}[/yellow]")
+
+
+def _check_prepared_inputs(
+    out: Path,
+    source: Path | None,
+    suite: str,
+    per_cell: int | None,
+    seed: int,
+    ratios: str,
+    cache_dir: Path | None,
+    force: bool,
+) -> None:
+    """Refuse to overwrite splits in ``out`` that ``summary.json`` says came from other inputs."""
+    from dartkit.data.jsonl import read_json
+    from dartkit.data.prepare import default_cache_dir
+    from dartkit.data.splits import check_ratios
+
+    def inputs(src: str | Path | None, suite: str, seed, ratios, per_cell) -> dict:
+        # The packaged demo suite has no path of its own; any other source is compared resolved.
+        where = "packaged demo suite" if suite == "demo" else str(Path(src).expanduser().resolve())
+        return {"source": where, "seed": seed, "ratios": [round(r, 9) for r in ratios], "per_cell": per_cell}
+
+    current = inputs(
+        source if source is not None else (cache_dir or default_cache_dir()),
+        suite,
+        seed,
+        check_ratios(_parse_ratios(ratios)),
+        per_cell,
+    )
+    summary_path = Path(out) / "summary.json"
+    previous = None
+    if summary_path.is_file():
+        s = read_json(summary_path)
+        previous = inputs(
+            s.get("source", ""), s.get("suite", ""), s.get("seed"), s.get("ratios", []), s.get("per_cell")
+        )
+    check_same_inputs(
+        out,
+        ["summary.json", *(f"{split}.jsonl" for split in SPLITS)],
+        previous,
+        current,
+        record="summary.json",
+        force=force,
+    )
 
 
 @data_app.command("prepare")
@@ -113,20 +173,31 @@ def prepare(
         "--url",
         help="Folder URL holding <B>_1k.pkl to download from (default $DARTKIT_WANG2025_URL or the upstream GitHub repo).",
     ),
+    min_cell_items: int = typer.Option(
+        DEFAULT_MIN_CELL_ITEMS,
+        "--min-cell-items",
+        help="Warn about every benchmark x label x split cell that is empty or holds fewer items than this.",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite splits in --out that were prepared from other inputs."
+    ),
 ) -> None:
     """Load a benchmark suite, split it by scenario and twin question (stratified by benchmark x label), write JSONL."""
     try:
-        summary = prepare_data(
-            out,
-            source=source,
-            suite=suite.value,
-            per_cell=per_cell,
-            seed=seed,
-            ratios=_parse_ratios(ratios),
-            cache_dir=cache_dir,
-            base_url=url,
-        )
-    except DataError as exc:
+        with dir_lock(out):
+            _check_prepared_inputs(out, source, suite.value, per_cell, seed, ratios, cache_dir, force)
+            summary = prepare_data(
+                out,
+                source=source,
+                suite=suite.value,
+                per_cell=per_cell,
+                seed=seed,
+                ratios=_parse_ratios(ratios),
+                cache_dir=cache_dir,
+                base_url=url,
+                min_cell_items=min_cell_items,
+            )
+    except DartkitError as exc:
         # One line, so the message stays readable in logs and nothing leaks a traceback.
         message = " ".join(str(exc).split())
         typer.echo(f"error: {message}", err=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from dartkit.data.jsonl import chmod_like_new_file
 from dartkit.data.wang2025 import benchmark_file_name
 from dartkit.errors import DataError
 from dartkit.records import BENCHMARKS
@@ -61,6 +62,7 @@ def _download(client: httpx.Client, url: str, target: Path) -> str | None:
     """Fetch ``url`` into ``target``; return None on success or why it is absent."""
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
+        chmod_like_new_file(fd)  # mkstemp makes it 0600; a downloaded file follows the umask
         with os.fdopen(fd, "wb") as handle, client.stream("GET", url) as response:
             if response.status_code == 404:
                 return "not found (HTTP 404)"

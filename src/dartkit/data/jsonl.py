@@ -93,6 +93,31 @@ def read_examples(path: Path) -> list[Example]:
     return examples
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it where the OS allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # Elsewhere the only way to read it is to set it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def chmod_like_new_file(fd: int) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (always 0600) the mode ``open()`` would have given it.
+
+    Results are read by colleagues, web servers and other tools like any other file the user
+    writes, so they follow the umask (0644 under the usual 022) instead of being private.
+    """
+    if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes
+        os.fchmod(fd, 0o666 & ~current_umask())
+
+
 def _write_atomic(path: Path, chunks: Iterable[str]) -> None:
     # Writing beside the target and renaming means a reader never sees half a
     # file, and a crash leaves the previous version in place.
@@ -104,6 +129,7 @@ def _write_atomic(path: Path, chunks: Iterable[str]) -> None:
         raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            chmod_like_new_file(fd)
             for chunk in chunks:
                 handle.write(chunk)
             handle.flush()

@@ -162,6 +162,64 @@ def summarize(examples: Sequence[Example]) -> dict[str, Any]:
     }
 
 
+DEFAULT_MIN_CELL_ITEMS = 5
+"""A benchmark x label x split cell with fewer items than this gets a warning from ``data prepare``."""
+
+
+def small_cells(
+    counts: dict[str, dict[str, dict[str, int]]],
+    ratios: Sequence[float],
+    min_items: int = DEFAULT_MIN_CELL_ITEMS,
+) -> list[dict[str, Any]]:
+    """The benchmark x label x split cells that are empty or hold fewer than ``min_items`` items.
+
+    Grouping by scenario hands out whole groups, so with few items per cell a split can end up with
+    no item of a label (or of a benchmark) without anyone asking for it; per-benchmark and per-label
+    figures on such a cell mean little. Splits whose ratio is 0 are meant to be empty and are skipped.
+
+    Args:
+        counts: ``summary["counts"]``: ``{benchmark: {label: {split: n}}}``.
+        ratios: The four split ratios (train, audit, val, test).
+        min_items: Cells below this many items are reported (empty cells always are).
+
+    Returns:
+        One ``{"benchmark", "label", "split", "n", "message"}`` per cell, in benchmark, label, split order.
+
+    Raises:
+        DataError: ``min_items`` is negative.
+    """
+    if min_items < 0:
+        raise DataError(f"min_cell_items: expected 0 or more items, got {min_items}")
+    wanted = [s for s, r in zip(SPLITS, check_ratios(ratios), strict=True) if r > 0]
+    out = []
+    for benchmark, by_label in counts.items():
+        for label, by_split in by_label.items():
+            for split in wanted:
+                n = int(by_split.get(split, 0))
+                if n == 0 or n < min_items:
+                    what = "empty" if n == 0 else f"{n} item{'s' if n > 1 else ''}, below {min_items}"
+                    out.append(
+                        {
+                            "benchmark": benchmark,
+                            "label": label,
+                            "split": split,
+                            "n": n,
+                            "message": f"{benchmark} {label} {split}: {what}",
+                        }
+                    )
+    return out
+
+
+def small_cells_by_benchmark(cells: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """:func:`small_cells` as one short line per benchmark, e.g. ``{"D3": "YES val empty, NO test 1"}``."""
+    out: dict[str, list[str]] = {}
+    for c in cells:
+        out.setdefault(c["benchmark"], []).append(
+            f"{c['label']} {c['split']} {'empty' if c['n'] == 0 else c['n']}"
+        )
+    return {b: ", ".join(parts) for b, parts in out.items()}
+
+
 def prepare_data(
     out: Path,
     source: Path | None = None,
@@ -171,6 +229,7 @@ def prepare_data(
     ratios: Sequence[float] = DEFAULT_RATIOS,
     cache_dir: Path | None = None,
     base_url: str | None = None,
+    min_cell_items: int = DEFAULT_MIN_CELL_ITEMS,
 ) -> dict[str, Any]:
     """Load a benchmark source, split it by scenario and twin question, and write the split files.
 
@@ -186,9 +245,12 @@ def prepare_data(
         ratios: Train, audit, val, test fractions (three numbers: train, val, test, no audit).
         cache_dir: Download cache; defaults to :func:`default_cache_dir`.
         base_url: Download location; see :func:`dartkit.data.download.resolve_base_url`.
+        min_cell_items: Warn about every benchmark x label x split cell (of a split with a non-zero
+            ratio) that is empty or holds fewer items than this.
 
     Returns:
-        The summary written to ``summary.json``.
+        The summary written to ``summary.json``; its ``warnings`` list one line per small cell
+        (``small_cells`` the same as records, see :func:`small_cells`).
 
     Raises:
         DataError: The source is missing, malformed or unsafe, the download
@@ -197,6 +259,8 @@ def prepare_data(
             is not written then).
     """
     ratios = check_ratios(ratios)
+    if min_cell_items < 0:  # checked before anything is loaded or written
+        raise DataError(f"min_cell_items: expected 0 or more items, got {min_cell_items}")
     examples, info = _load_source(source, suite, cache_dir, base_url)
     examples = split_examples(examples, ratios=ratios, seed=seed, per_cell=per_cell)
 
@@ -211,6 +275,8 @@ def prepare_data(
     written = [e for split in SPLITS for e in read_examples(out / f"{split}.jsonl")]
     check_disjoint_groups(written)
     summary = {**info, "seed": seed, "ratios": list(ratios), "per_cell": per_cell, **summarize(written)}
+    cells = small_cells(summary["counts"], ratios, min_cell_items)
+    summary.update(min_cell_items=min_cell_items, small_cells=cells, warnings=[c["message"] for c in cells])
     write_json(out / "summary.json", summary)
     return summary
 
@@ -239,5 +305,20 @@ def load_split(data_dir: Path, split: str) -> list[Example]:
                 f"{path}: no such file; {data_dir} was prepared before dartkit had an audit split, "
                 f"re-run `dartkit data prepare --out {data_dir}` (the splits will change)"
             )
-        raise DataError(f"{path}: no such file; run `dartkit data prepare --out {data_dir}` first")
+        raise DataError(f"{path}: no such file; {_prepare_hint(Path(data_dir))}")
     return read_examples(path)
+
+
+def _prepare_hint(data_dir: Path) -> str:
+    """What to run for prepared splits, never suggesting to write them into a folder of raw input files."""
+    files = sorted(p.name for p in data_dir.iterdir() if p.is_file()) if data_dir.is_dir() else []
+    pickles = [f for f in files if f.endswith(".pkl")]
+    own = [f for f in files if f.endswith(".jsonl") and f.removesuffix(".jsonl") not in SPLITS]
+    if pickles or own:
+        suite = "" if pickles else " --suite jsonl"
+        return (
+            f"{data_dir} holds input files ({(pickles or own)[0]}, ...), not prepared splits: run "
+            f"`dartkit data prepare{suite} --source {data_dir} --out <a new directory>` and pass that "
+            "directory as --data"
+        )
+    return f"run `dartkit data prepare --out {data_dir}` first (--source DIR reads benchmark files you have)"

@@ -20,6 +20,8 @@ from dartkit.errors import DartkitError
 from dartkit.generate.base import Completion, Messages
 from dartkit.generate.loading import (
     hub_commit,
+    hub_download_hint,
+    hub_local_files_only,
     hub_template_sha256,
     model_location,
     resolve_device,
@@ -42,14 +44,18 @@ def load_model_and_tokenizer(spec: ModelSpec, cfg: BackendConfig, for_training: 
 
     path, identity = model_location(spec)
     revision = spec.revision if spec.kind == "hf" else None
+    local_only = _hub_local_only(spec, path)  # fails at once, offline, for a model not downloaded yet
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     try:
-        tok = AutoTokenizer.from_pretrained(path, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(path, revision=revision, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, revision=revision, dtype=dtype, local_files_only=local_only
+        )
     except (OSError, ValueError) as e:
-        # Offline with an uncached hub id, a typo in a repo id, a directory without weights.
-        raise DartkitError(f"cannot load model '{spec}': {str(e).splitlines()[0]}") from None
+        # A typo in a repo id, a directory without weights, a cached model missing some files offline.
+        hint = f"; offline, {hub_download_hint(spec.model, spec.revision)}" if local_only else ""
+        raise DartkitError(f"cannot load model '{spec}': {str(e).splitlines()[0]}{hint}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if spec.adapter:
@@ -64,6 +70,13 @@ def load_model_and_tokenizer(spec: ModelSpec, cfg: BackendConfig, for_training: 
     if not for_training:
         model.eval()
     return model, tok, identity
+
+
+def _hub_local_only(spec: ModelSpec, path: str) -> bool:
+    """``local_files_only`` for a spec's weights: True only for a cached hub model while the hub is offline."""
+    if spec.kind != "hf" or Path(path).exists():
+        return False
+    return hub_local_files_only(spec.model, spec.revision, f"model '{spec}'")
 
 
 def plain_attention_cache(model_or_config) -> bool:
@@ -145,8 +158,9 @@ class HFBackend:
         from transformers import AutoConfig
 
         revision = self._parsed.revision if self._parsed.kind == "hf" else None
+        local_only = _hub_local_only(self._parsed, self._path)
         try:
-            config = AutoConfig.from_pretrained(self._path, revision=revision)
+            config = AutoConfig.from_pretrained(self._path, revision=revision, local_files_only=local_only)
         except (OSError, ValueError) as e:
             raise DartkitError(f"cannot load model '{self.spec}': {str(e).splitlines()[0]}") from None
         return plain_attention_cache(config)

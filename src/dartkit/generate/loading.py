@@ -8,8 +8,11 @@ from size plus the first and last 4 MiB of each weight file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +80,89 @@ def hub_commit(model_id: str, revision: str | None) -> str | None:
         return extract_commit_hash(path, None)
     except Exception:
         return None
+
+
+# How huggingface_hub itself reads its boolean environment variables.
+_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_offline_reason(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the Hugging Face Hub cannot be used now, or None when it can.
+
+    ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set means offline, without asking the
+    network. Otherwise one request to the hub endpoint decides, bounded by ``timeout_s`` in all
+    (name lookup included); its answer is kept for the rest of the process, so loading several
+    models costs one probe. Without this, a download attempt against an unreachable hub retries
+    with backoff for about a minute before it fails.
+    """
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in _TRUE_VALUES:
+            return f"{var} is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    return _probe_hub(endpoint.rstrip("/"), timeout_s)
+
+
+@functools.cache
+def _probe_hub(endpoint: str, timeout_s: float) -> str | None:
+    outcome: dict[str, Any] = {}
+
+    def probe() -> None:
+        try:
+            import requests
+
+            outcome["status"] = requests.head(endpoint, timeout=timeout_s, allow_redirects=False).status_code
+        except Exception as e:  # any failure to get an answer means "unreachable"
+            outcome["error"] = type(e).__name__
+
+    # requests' timeout does not cover the name lookup, which can hang on a machine without
+    # network; a daemon thread bounds the whole attempt.
+    thread = threading.Thread(target=probe, name="dartkit-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.5)
+    if "status" in outcome:
+        status = outcome["status"]
+        return None if status < 500 else f"{endpoint} answered HTTP {status}"
+    if "error" in outcome:
+        return f"{endpoint} is unreachable ({outcome['error']})"
+    return f"{endpoint} did not answer within {timeout_s:g} s"
+
+
+def hub_download_hint(model_id: str, revision: str | None = None) -> str:
+    """What to do about a hub model that is not in the local cache."""
+    rev = f" --revision {revision}" if revision else ""
+    return (
+        f"download it where the hub is reachable with `hf download {model_id}{rev}` (older "
+        f"huggingface_hub: `huggingface-cli download {model_id}{rev}`), or point hf: at a local "
+        "directory that holds the model"
+    )
+
+
+def hub_local_files_only(model_id: str, revision: str | None, what: str) -> bool:
+    """Decide, before anything downloads, whether loading a hub model must stay in the local cache.
+
+    Args:
+        model_id: Hub repository id (not a local path).
+        revision: Requested revision, or None.
+        what: How messages name the model, e.g. ``"model 'hf:org/name'"``.
+
+    Returns:
+        False when the hub is reachable (load normally); True when it is not but the model is
+        cached (load with ``local_files_only``, so no request is retried).
+
+    Raises:
+        DartkitError: at once, saying what to do, when the model is not cached and the hub
+            cannot be reached.
+    """
+    reason = hub_offline_reason()
+    if reason is None:
+        return False
+    if hub_commit(model_id, revision) is None:
+        raise DartkitError(
+            f"{what} is not in the local Hugging Face cache and the hub cannot be reached ({reason}): "
+            + hub_download_hint(model_id, revision)
+        )
+    return True
 
 
 def _hub_snapshot(model_id: str, revision: str | None) -> Path | None:

@@ -61,7 +61,10 @@ def parse_spec(spec: str) -> ModelSpec:
         mode = s.split(":", 1)[1] if ":" in s else "mixed"
         if mode not in DUMMY_MODES:
             raise SpecError(f"'{spec}': unknown dummy mode '{mode}' (one of {', '.join(DUMMY_MODES)})")
-        return ModelSpec("dummy", mode, adapter=adapter)
+        if adapter:
+            # The dummy answers by rule and has no weights: an adapter would be ignored silently.
+            raise SpecError(f"'{spec}': the dummy model has no weights, so it takes no +adapter=")
+        return ModelSpec("dummy", mode)
     if s.startswith("hf:"):
         body = s[3:]
         revision = None

@@ -80,16 +80,36 @@ class HFClassifierScorer:
             raise DartkitError(f"classifier directory not found: {self.model_id}")
         return self.model_id
 
+    def _local_files_only(self) -> bool:
+        """True for a cached hub model while the hub is offline; fails at once when it is not cached."""
+        if Path(self._location()).exists():
+            return False
+        from dartkit.generate.loading import hub_local_files_only
+
+        return hub_local_files_only(self.model_id, self.revision, f"classifier '{self.name}'")
+
+    def _load_error(self, e: Exception) -> DartkitError:
+        from dartkit.generate.loading import hub_download_hint
+
+        # Offline, a cached model that still fails to load lacks some of its files.
+        hint = (
+            f"; offline, {hub_download_hint(self.model_id, self.revision)}"
+            if self._local_files_only()
+            else ""
+        )
+        return DartkitError(f"cannot load classifier '{self.name}': {str(e).splitlines()[0]}{hint}")
+
     def _load_config(self):
         if self._config is None:
             from transformers import AutoConfig
 
+            local_only = self._local_files_only()
             try:
-                self._config = AutoConfig.from_pretrained(self._location(), revision=self.revision)
+                self._config = AutoConfig.from_pretrained(
+                    self._location(), revision=self.revision, local_files_only=local_only
+                )
             except (OSError, ValueError) as e:
-                raise DartkitError(
-                    f"cannot load classifier '{self.name}': {str(e).splitlines()[0]}"
-                ) from None
+                raise self._load_error(e) from None
         return self._config
 
     def positive_label(self) -> tuple[int, str]:
@@ -144,11 +164,16 @@ class HFClassifierScorer:
 
         self.positive_label()
         path = self._location()
+        local_only = self._local_files_only()
         try:
-            self._tok = AutoTokenizer.from_pretrained(path, revision=self.revision)
-            model = AutoModelForSequenceClassification.from_pretrained(path, revision=self.revision)
+            self._tok = AutoTokenizer.from_pretrained(
+                path, revision=self.revision, local_files_only=local_only
+            )
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, revision=self.revision, local_files_only=local_only
+            )
         except (OSError, ValueError) as e:
-            raise DartkitError(f"cannot load classifier '{self.name}': {str(e).splitlines()[0]}") from None
+            raise self._load_error(e) from None
         if self._tok.pad_token_id is None:
             if self._tok.eos_token is None:
                 raise DartkitError(f"classifier '{self.name}': tokenizer has no pad or eos token")

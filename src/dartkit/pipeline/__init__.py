@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dartkit.config import dump_config
+from dartkit.lock import dir_lock
 from dartkit.pipeline.config import RunConfig
 from dartkit.pipeline.runner import Pipeline
 from dartkit.pipeline.stages import RunStages
@@ -126,9 +127,10 @@ def run(
         console.print("dry run: config is valid; no model was loaded and nothing was run")
         return {"dry_run": True, "setup": setup, "plan": [(s.name, why) for s, why in pipeline.plan(start)]}
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "run_config.yaml")
-    t0 = time.perf_counter()
-    records = pipeline.run(start)
+    # One run per directory: a second `dartkit run` here would resume the same stages beside this one.
+    with dir_lock(out):
+        dump_config(cfg, out / "run_config.yaml")
+        t0 = time.perf_counter()
+        records = pipeline.run(start)
     console.print(f"run finished in {time.perf_counter() - t0:.0f} s; report: {out / 'report.md'}")
     return {"records": records, "report": str(out / "report.md")}

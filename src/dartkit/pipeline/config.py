@@ -192,8 +192,8 @@ class RunConfig(_Strict):
         description="Optional model spec for QC's rationale consistency check (default: the built-in classifier).",
     )
     decoding: DecodingConfig = Field(
-        default_factory=lambda: DecodingConfig(max_new_tokens=96),
-        description="Student decoding for every evaluation and audit.",
+        default_factory=DecodingConfig,
+        description="Student decoding for every evaluation and audit (the same default as `dartkit eval`).",
     )
     teacher_decoding: DecodingConfig = Field(
         default_factory=lambda: DecodingConfig(max_new_tokens=96), description="Teacher decoding."

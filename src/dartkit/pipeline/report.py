@@ -18,8 +18,11 @@ import yaml
 from dartkit.audit.core import SEVERITIES
 from dartkit.audit.markdown import CONTENT_WARNING, quote
 from dartkit.data.jsonl import read_json, save_figure, write_json, write_text
+from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, small_cells, small_cells_by_benchmark
 from dartkit.errors import DartkitError
+from dartkit.pipeline.runner import HEARTBEAT_SECONDS
 from dartkit.stats.inference import mcnemar_exact, paired_drift, proportion_ci
+from dartkit.stats.metrics import label_baselines
 
 MODELS = (
     ("m0", "M0 (base)"),
@@ -38,7 +41,19 @@ SPLIT_AUDITS = (
     ("m_dart_audit", "M_DART vs M0, audit split (includes the repaired items)"),
     ("m_int_val", "M_int vs M0, validation split (τ sweep)"),
 )
-
+# Paired accuracy comparisons on test (exact McNemar): M0 against each trained model, and M_DART
+# against the two models it must beat.
+MCNEMAR_PAIRS = (
+    ("m0", "label_only"),
+    ("m0", "m_int"),
+    ("m0", "m_dart"),
+    ("m_int", "m_dart"),
+    ("label_only", "m_dart"),
+)
+# Above this share of unparseable answers a model's accuracy measures whether it writes the
+# "Conclusion:" line, not whether it tells the groups apart.
+FORMAT_BOUND_RATE = 0.5
+LABELS = dict(MODELS)
 
 STAGE_ORDER = [
     "data",
@@ -77,7 +92,9 @@ def _ci(m: dict[str, Any]) -> str:
     return f"{_pct(ci[0])}–{_pct(ci[1])}" if ci else "–"
 
 
-def _accuracy_figure(evals: dict[str, dict[str, Any]], path: Path) -> Path | None:
+def _accuracy_figure(
+    evals: dict[str, dict[str, Any]], path: Path, baselines: dict[str, Any] | None = None
+) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,11 +121,22 @@ def _accuracy_figure(evals: dict[str, dict[str, Any]], path: Path) -> Path | Non
                 capsize=3,
             )
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    if baselines and baselines.get("n"):
+        # The majority-class floor on overall accuracy, across the overall group's bars.
+        best = max(baselines["always_yes"]["accuracy"], baselines["always_no"]["accuracy"])
+        ax.hlines(
+            100 * best,
+            -width / 2,
+            (len(names) - 0.5) * width,
+            colors="gray",
+            linestyles="--",
+            label="majority class",
+        )
     ax.set_xticks(np.arange(len(groups)) + width * (len(names) - 1) / 2, [g for _, g in groups])
     ax.set_ylabel("accuracy, % (test)")
     ax.set_ylim(0, 122)
     ax.set_yticks(range(0, 101, 20))
-    ax.legend(fontsize=8, loc="upper center", ncol=len(names), frameon=False)
+    ax.legend(fontsize=8, loc="upper center", ncol=len(names) + 1, frameon=False)
     ax.set_title("Accuracy on the test split (95% bootstrap CI on overall)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
@@ -200,6 +228,175 @@ def _drift_view(
     return out
 
 
+def _baselines(
+    root: Path, split: str, models: list[str], drop: set[str] | None = None
+) -> dict[str, Any] | None:
+    """Always-YES / always-NO accuracy on the items of one split's table (from the gold labels).
+
+    The items are those of the first model's ``generations.jsonl``; ``items_differ`` says when another
+    model of the table was evaluated on other items (a changed ``eval_limit``), whose rows then
+    compare against a slightly different floor.
+    """
+    items = {}
+    for k in models:
+        rows = [r for r in _lines(root / "eval" / k / split / "generations.jsonl") if r.get("gold")]
+        rows = [r for r in rows if not drop or r["id"] not in drop]
+        if rows:
+            items[k] = rows
+    if not items:
+        return None
+    first = next(iter(items.values()))
+    out = label_baselines([r["gold"] for r in first], [r.get("benchmark") for r in first])
+    ids = {r["id"] for r in first}
+    out["items_differ"] = any({r["id"] for r in rows} != ids for rows in items.values())
+    return out
+
+
+def _format_bound(evals: dict[str, Any]) -> dict[str, float]:
+    """Models more than half of whose answers are unparseable, with that share."""
+    return {
+        k: m["unparseable_rate"]
+        for k, m in evals.items()
+        if (m.get("unparseable_rate") or 0) > FORMAT_BOUND_RATE
+    }
+
+
+def _mcnemar_pairs(
+    root: Path, on: set[str], evals: dict[str, Any], split: str = "test"
+) -> list[dict[str, Any]]:
+    """Exact McNemar for every comparison in ``MCNEMAR_PAIRS`` whose two models ran."""
+    gens = {
+        k: _lines(root / "eval" / k / split / "generations.jsonl")
+        for k, _ in MODELS
+        if k in on and k in evals
+    }
+    bound = _format_bound(evals)
+    out = []
+    for a, b in MCNEMAR_PAIRS:
+        if not gens.get(a) or not gens.get(b):
+            continue
+        mc = mcnemar_exact(gens[a], gens[b])
+        if mc is None:
+            continue
+        out.append(
+            {
+                "first": a,
+                "second": b,
+                "split": split,
+                **mc,
+                # Either model mostly unparseable: the test compares who writes a conclusion line.
+                "format_bound": {k: bound[k] for k in (a, b) if k in bound},
+            }
+        )
+    return out
+
+
+def _mean(xs: list[float]) -> float | None:
+    return float(np.mean(xs)) if xs else None
+
+
+def _parseable_view(pairs: list[dict[str, Any]], n_boot: int) -> dict[str, Any] | None:
+    """Harm and drift of one audit over the pairs in which both answers reach a conclusion.
+
+    An answer without a ``Conclusion:`` line (unparseable, cut at the token limit, looping) often
+    repeats a few words and scores low on harm, so a broken model can look safer than a working
+    one; counting those answers beside the drift and recounting without them shows it.
+    """
+    if not pairs:
+        return None
+    no_base = [p for p in pairs if p.get("baseline_conclusion") is None]
+    no_cand = [p for p in pairs if p.get("candidate_conclusion") is None]
+    both = [
+        p
+        for p in pairs
+        if p.get("baseline_conclusion") is not None and p.get("candidate_conclusion") is not None
+    ]
+    hits = [bool(p["drift"]) for p in both]
+    keys = [p.get("scenario_key") for p in both]
+    ci, method = proportion_ci(hits, keys if all(keys) else None, n_boot) if both else (None, None)
+    return {
+        "n_pairs": len(pairs),
+        "n_no_conclusion_baseline": len(no_base),
+        "n_no_conclusion_candidate": len(no_cand),
+        "n_drift": sum(bool(p["drift"]) for p in pairs),
+        "n_drift_without_conclusion": sum(
+            bool(p["drift"])
+            for p in pairs
+            if p.get("baseline_conclusion") is None or p.get("candidate_conclusion") is None
+        ),
+        "mean_h_baseline": _mean([p["h_baseline"] for p in pairs]),
+        "mean_h_candidate": _mean([p["h_candidate"] for p in pairs]),
+        "mean_delta": _mean([p["delta"] for p in pairs]),
+        "n_parseable": len(both),
+        "n_drift_parseable": sum(hits),
+        "drift_rate_parseable": sum(hits) / len(both) if both else None,
+        "drift_rate_parseable_ci95": ci,
+        "drift_rate_parseable_ci_method": method,
+        "mean_h_baseline_parseable": _mean([p["h_baseline"] for p in both]),
+        "mean_h_candidate_parseable": _mean([p["h_candidate"] for p in both]),
+        "mean_delta_parseable": _mean([p["delta"] for p in both]),
+    }
+
+
+def _stage_times(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Seconds and attempts per stage record, in pipeline order (the report's own stage is not done yet)."""
+    ordered = sorted(stages.items(), key=lambda kv: STAGE_ORDER.index(kv[0]) if kv[0] in STAGE_ORDER else 99)
+    return {
+        k: {"seconds": v.get("seconds"), "attempts": v.get("attempts", 1)}
+        for k, v in ordered
+        if k != "report"
+    }
+
+
+def _repair_info(root: Path, stages: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The repair stage's metrics, with ``trained`` taken from the stage that trains M_DART.
+
+    In the pipeline the repair stage only writes the rationales (``repair.run`` with ``train`` off,
+    so its ``metrics.json`` says ``trained: false``); ``train_dart`` trains M_DART into ``m_dart/``.
+    """
+    repair = _maybe(root / "repair" / "metrics.json")
+    if repair is None:
+        return None
+    rec = stages.get("train_dart")
+    if rec is not None:
+        info = rec.get("info") or {}
+        trained = bool(info.get("trained"))
+        repair = {**repair, "trained": trained, "trained_by": "train_dart stage"}
+        if trained:
+            repair["adapter"] = info.get("adapter") or "m_dart/adapter"
+            repair["training"] = {
+                k: info[k] for k in ("steps", "first_loss", "final_loss", "seconds") if k in info
+            }
+    elif (root / "m_dart" / "adapter").is_dir():  # record lost, files still there
+        repair = {**repair, "trained": True, "trained_by": "train_dart stage", "adapter": "m_dart/adapter"}
+    return repair
+
+
+def _data_info(root: Path) -> dict[str, Any] | None:
+    """What the setup section says about the data: benchmarks, per_cell, split sizes, small cells."""
+
+    data = _maybe(root / "data" / "summary.json")
+    if not data:
+        return None
+    counts = data.get("counts") or {}
+    cells = data.get("small_cells")
+    if cells is None and counts and data.get("ratios"):  # prepared before the check existed
+        cells = small_cells(counts, data["ratios"], DEFAULT_MIN_CELL_ITEMS)
+    return {
+        "suite": data.get("suite"),
+        "present": data.get("present") or list(counts),
+        "absent": data.get("absent") or [],
+        "absent_reasons": data.get("absent_reasons") or {},
+        "per_cell": data.get("per_cell"),
+        "ratios": data.get("ratios"),
+        "split_totals": data.get("split_totals"),
+        "counts": counts,
+        "min_cell_items": data.get("min_cell_items", DEFAULT_MIN_CELL_ITEMS),
+        "small_cells": cells or [],
+        "warnings": [c["message"] for c in cells or []],
+    }
+
+
 def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the report shows, as one JSON-able dict (this is ``run.json``).
 
@@ -217,6 +414,8 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
         found = {k: _maybe(root / "eval" / k / split / "metrics.json") for k, _ in MODELS if k in on}
         return {k: v for k, v in found.items() if v}
 
+    by_split = {"test": metrics("test"), "val": metrics("val"), "audit": metrics("audit") if heldout else {}}
+
     audits = {
         k: _maybe(root / "audit" / k / "summary.json")
         for k in ("m_int", "m_dart", "null", "m_int_val", "m_int_audit", "m_dart_audit")
@@ -224,7 +423,7 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     pairs = {
         k: _lines(root / "audit" / k / "pairs.jsonl")
-        for k in ("m_int", "m_dart", "m_int_audit", "m_dart_audit")
+        for k in ("m_int", "m_dart", "null", "m_int_val", "m_int_audit", "m_dart_audit")
     }
     repair_rows = _lines(root / "repair" / "repair.jsonl")
     repaired = {r["id"] for r in repair_rows if r.get("accepted")}
@@ -256,7 +455,6 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
             repair_split.update(
                 split="audit", held_out=False, items="every audit-split item (the repair source)"
             )
-    gens = {k: _lines(root / "eval" / k / "test" / "generations.jsonl") for k in ("m0", "m_dart")}
     # Under the paper protocol repair trains on test's drift cases: accuracy on the test items that
     # were *not* repaired is the fair test-split comparison.
     unrepaired = {}
@@ -269,18 +467,38 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
         }
     stages = _records(root)
     reduction = headline["drift_reduction"] if headline else None
+    evaluation = by_split["test"]
+    mcnemar = _mcnemar_pairs(root, on, evaluation)
+    m0_dart = next((m for m in mcnemar if (m["first"], m["second"]) == ("m0", "m_dart")), None)
+    shown = [k for k, _ in MODELS if k in on]
+    baselines = {
+        split: _baselines(root, split, shown) for split in ("test", "val", *(("audit",) if heldout else ()))
+    }
+    if unrepaired:
+        baselines["test_unrepaired"] = _baselines(root, "test", shown, set(repaired_in_test))
     return {
         "protocol": protocol,
         "test_contaminated": bool(repaired_in_test),
         "repaired_in_test": len(repaired_in_test),
         "tau": _maybe(root / "audit" / "tau.json")
         or {"tau": (cfg.get("audit") or {}).get("tau"), "rule": "fixed in the config"},
-        "evaluation": metrics("test"),
-        "evaluation_val": metrics("val"),
-        "evaluation_audit": metrics("audit") if heldout else {},
+        "data": _data_info(root),
+        "evaluation": evaluation,
+        "evaluation_val": by_split["val"],
+        "evaluation_audit": by_split["audit"],
         "evaluation_test_unrepaired": {k: v for k, v in unrepaired.items() if v},
+        # What answering one label to everything scores on the same items (per split, per benchmark).
+        "baselines": {k: v for k, v in baselines.items() if v},
+        # Models more than half unparseable per split: their accuracy measures the answer format.
+        "format_bound": {
+            split: bound for split, evals in by_split.items() if (bound := _format_bound(evals))
+        },
         "repaired_ids": sorted(repaired),
         "audits": {k: v for k, v in audits.items() if v},
+        # The same audits over the pairs in which both answers reach a conclusion.
+        "audits_parseable": {
+            k: view for k in audits if audits[k] and (view := _parseable_view(pairs.get(k) or [], n_boot))
+        },
         "drift_reduction": reduction,
         "drift_reduction_ci95": headline["drift_reduction_ci95"] if headline else None,
         "drift_reduction_split": "test (held out)"
@@ -292,19 +510,19 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
         "drift_test": headline,
         "drift_repaired_items": on_repaired,
         "drift_repair_split": repair_split,
-        "mcnemar_m0_vs_m_dart": mcnemar_exact(gens["m0"], gens["m_dart"])
-        if gens["m0"] and gens["m_dart"]
+        # Exact McNemar on test for every pair that matters (MCNEMAR_PAIRS); M0 vs M_DART also alone.
+        "mcnemar": mcnemar,
+        "mcnemar_m0_vs_m_dart": {
+            k: m0_dart[k] for k in ("n", "only_first_correct", "only_second_correct", "p_value")
+        }
+        if m0_dart
         else None,
         "distill": _maybe(root / "distill" / "metrics.json"),
-        "repair": _maybe(root / "repair" / "metrics.json"),
-        # In pipeline order; the report's own stage is not done yet when it writes this.
-        "stage_seconds": {
-            k: v.get("seconds")
-            for k, v in sorted(
-                stages.items(), key=lambda kv: STAGE_ORDER.index(kv[0]) if kv[0] in STAGE_ORDER else 99
-            )
-            if k != "report"
-        },
+        "repair": _repair_info(root, stages),
+        # Seconds per stage summed over every attempt with its current settings (a resumed stage
+        # counts its interrupted attempts too), in pipeline order.
+        "stage_seconds": {k: v["seconds"] for k, v in _stage_times(stages).items()},
+        "stage_attempts": {k: v["attempts"] for k, v in _stage_times(stages).items()},
     }
 
 
@@ -369,6 +587,13 @@ def _setup(root: Path, cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
             f"{data.get('suite', cfg.get('data', {}).get('suite'))}: "
             + ", ".join(f"{s} {n}" for s, n in (data.get("split_totals") or {}).items()),
         ),
+        ("Benchmarks", _benchmarks_cell(info.get("data") or {})),
+        (
+            "per_cell",
+            f"{data['per_cell']} items per benchmark x label, sampled before splitting"
+            if data.get("per_cell")
+            else "all items (no per_cell limit)",
+        ),
         (
             "Seeds",
             f"split {cfg.get('data', {}).get('seed')}, decoding {cfg.get('decoding', {}).get('seed')}, training {cfg.get('training', {}).get('seed', 42)}, judge A/B {audit_cfg.get('seed')}",
@@ -396,7 +621,49 @@ def _setup(root: Path, cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
             f"{env.get('platform')}, {env.get('cpu_count')} CPUs, GPUs: {', '.join(env.get('gpus') or []) or 'none'}",
         ),
     ]
-    return ["| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+    return ["| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), *_split_lines(info.get("data"))]
+
+
+def _benchmarks_cell(d: dict[str, Any]) -> str:
+    if not d:
+        return "–"
+    reasons = d.get("absent_reasons") or {}
+    absent = [f"{b} ({reasons[b]})" if reasons.get(b) else b for b in d.get("absent") or []]
+    return f"present: {', '.join(d.get('present') or []) or 'none'}; absent: {', '.join(absent) or 'none'}"
+
+
+def _split_lines(d: dict[str, Any] | None) -> list[str]:
+    """Split sizes per benchmark (YES / NO items) and the cells too small to read per benchmark."""
+    if not d or not d.get("counts"):
+        return []
+    splits = list(next(iter(next(iter(d["counts"].values())).values())))
+    out = [
+        "",
+        "Split sizes per benchmark (YES / NO items):",
+        "",
+        "| benchmark | " + " | ".join(splits) + " |",
+        "|---|" + "---:|" * len(splits),
+    ]
+    for b, by_label in d["counts"].items():
+        out.append(
+            f"| {b} | " + " | ".join(f"{by_label['YES'][x]} / {by_label['NO'][x]}" for x in splits) + " |"
+        )
+    totals = d.get("split_totals") or {}
+    out.append("| total | " + " | ".join(str(totals.get(x, "–")) for x in splits) + " |")
+    cells = d.get("small_cells") or []
+    if cells:
+        used = sum(1 for r in d.get("ratios") or [] if r > 0) * 2 * len(d["counts"])
+        below = f"empty or hold fewer than {d.get('min_cell_items')} items"
+        if len(cells) == used:
+            what = f"all {used} benchmark x label x split cells of the splits in use are {below}"
+        else:
+            what = (
+                f"{len(cells)} benchmark x label x split cell(s) of the splits in use are {below} ("
+                + "; ".join(f"{b}: {c}" for b, c in small_cells_by_benchmark(cells).items())
+                + ")"
+            )
+        out += ["", f"**Small cells**: {what}, so per-benchmark or per-label figures on them mean little."]
+    return out
 
 
 def build_report(root: Path) -> Path:
@@ -438,22 +705,19 @@ def build_report(root: Path) -> Path:
     L += ["## Setup", "", *_setup(root, cfg, info), ""]
 
     # ---- accuracy
-    fig_acc = _accuracy_figure(evals, root / "figures" / "accuracy.png")
+    fig_acc = _accuracy_figure(
+        evals, root / "figures" / "accuracy.png", (info.get("baselines") or {}).get("test")
+    )
     L += [
         f"## Accuracy on the test split ({'held out' if not info['test_contaminated'] else 'see the note above'})",
         "",
     ]
-    L += _metrics_table(evals)
+    baselines = info.get("baselines") or {}
+    L += _metrics_table(evals, baselines.get("test"))
     L += ["", _ci_note(evals)]
     if fig_acc:
         L += ["", "![accuracy](figures/accuracy.png)"]
-    mc = info["mcnemar_m0_vs_m_dart"]
-    if mc:
-        L += [
-            "",
-            f"McNemar's exact test, M0 vs M_DART on {mc['n']} paired test items: {mc['only_first_correct']} right only "
-            f"for M0, {mc['only_second_correct']} right only for M_DART, p = {mc['p_value']:.3g}.",
-        ]
+    L += _mcnemar_lines(info)
     unrep = info["evaluation_test_unrepaired"]
     if info["repaired_in_test"] and unrep:
         L += [
@@ -462,10 +726,10 @@ def build_report(root: Path) -> Path:
             "cases, with their gold labels), so the test split above is not held out for M_DART. The same models "
             f"on the {next(iter(unrep.values()))['n']} test items that were not repaired:",
             "",
-            *_metrics_table(unrep),
+            *_metrics_table(unrep, baselines.get("test_unrepaired")),
         ]
     L += ["", "### Per benchmark (accuracy %, test)", ""]
-    L += _per_benchmark(evals)
+    L += _per_benchmark(evals, baselines.get("test"))
 
     # ---- drift
     L += ["", "## Harm drift", ""]
@@ -476,28 +740,32 @@ def build_report(root: Path) -> Path:
         "",
         "Drift counts per audit; the mirror column counts pairs whose harm score *fell* by more than τ "
         "(ΔH < −τ): if fine-tuning only changed wording, drift and mirror are equal in expectation, and the "
-        "sign test asks whether they differ.",
+        "sign test asks whether they differ. *No conclusion* counts the answers of each side without a "
+        "`Conclusion:` line (unparseable, cut at the token limit or looping), which often score low on harm.",
         "",
-        "| audit | split | pairs | ΔH > τ | drift | rate (95% CI) | mirror | sign test p | "
-        + " | ".join(SEVERITIES)
-        + " |",
-        "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(SEVERITIES),
+        "| audit | split | pairs | ΔH > τ | drift | no conclusion (M0 / model) | rate (95% CI) | mirror | "
+        "sign test p | " + " | ".join(SEVERITIES) + " |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(SEVERITIES),
     ]
     rows = [(k, label, "test") for k, label in AUDITS] + [
         (k, label, {"m_int_audit": "audit", "m_dart_audit": "audit", "m_int_val": "val"}[k])
         for k, label in SPLIT_AUDITS
     ]
+    parseable = info.get("audits_parseable") or {}
     for k, label, split in rows:
         a = audits.get(k)
         if a:
             sev = " | ".join(str(a["severity_counts"][x]) for x in SEVERITIES)
             sign = a.get("sign_test") or {}
             p_sign = sign.get("p_value")
+            v = parseable.get(k)
+            unparsed = f"{v['n_no_conclusion_baseline']} / {v['n_no_conclusion_candidate']}" if v else "–"
             L.append(
-                f"| {label} | {split} | {a['n_pairs']} | {a['n_candidates']} | {a['n_drift']} | "
+                f"| {label} | {split} | {a['n_pairs']} | {a['n_candidates']} | {a['n_drift']} | {unparsed} | "
                 f"{_pct(a['drift_rate'])}% ({_ci_of(a.get('drift_rate_ci95'))}) | {a.get('n_mirror', '–')} | "
                 f"{'–' if p_sign is None else f'{p_sign:.3g}'} | {sev} |"
             )
+    L += _parseable_lines(rows, parseable)
     if audits.get("null"):
         L += [
             "",
@@ -528,13 +796,13 @@ def build_report(root: Path) -> Path:
         "nothing from it is trained on):",
         "",
     ]
-    L += _metrics_table(info["evaluation_val"])
+    L += _metrics_table(info["evaluation_val"], baselines.get("val"))
     if info.get("evaluation_audit"):
         L += [
             "",
             "## Audit split (M_int never trained on it; M_DART trained on its repaired items)",
             "",
-            *_metrics_table(info["evaluation_audit"]),
+            *_metrics_table(info["evaluation_audit"], baselines.get("audit")),
         ]
 
     # ---- QC
@@ -582,17 +850,37 @@ def build_report(root: Path) -> Path:
             f"| {r} | {distill.get('reason_counts', {}).get(r, 0)} | {distill.get('first_try_reason_counts', {}).get(r, 0)} | {repair.get('reason_counts', {}).get(r, 0)} |"
         )
 
+    def rejected(m: dict[str, Any], n: str, ok: str) -> str:
+        return str(m[n] - m[ok]) if m.get(n) is not None and m.get(ok) is not None else "–"
+
+    L += [
+        f"| **rationales rejected** | {rejected(distill, 'n', 'accepted')} | "
+        f"{rejected(distill, 'n', 'accepted_first_try')} | {rejected(repair, 'n_drift_cases', 'accepted')} |",
+        "",
+        "One rationale can fail several checks at once and is counted under each reason it failed, so a "
+        "column of reasons can sum to more than the number rejected (the last row).",
+    ]
+
     # ---- cases
     L += _cases(root, info["protocol"] == "heldout")
     secs = info["stage_seconds"]
     if secs:
+        attempts = info.get("stage_attempts") or {}
+        total = sum(v for v in secs.values() if v is not None)
         L += [
             "",
             "## Stage times",
             "",
-            "| stage | seconds |",
-            "|---|---:|",
-            *(f"| {k} | {v} |" for k, v in secs.items()),
+            "Wall-clock seconds of each stage, summed over every attempt with its current settings: a stage "
+            "resumed after a kill or an error includes the time of its interrupted attempts (a `kill -9` loses "
+            f"at most the last {HEARTBEAT_SECONDS:g} s of one), and a stage skipped as done keeps the time of "
+            "the invocation that ran it. Time spent under settings changed since is not counted; the report "
+            "stage itself is not listed.",
+            "",
+            "| stage | seconds | attempts |",
+            "|---|---:|---:|",
+            *(f"| {k} | {v} | {attempts.get(k, 1)} |" for k, v in secs.items()),
+            f"| **total** | {round(total, 2)} | |",
         ]
     L += [
         "",
@@ -684,9 +972,9 @@ def _drift_lines(info: dict[str, Any]) -> list[str]:
     out.append(
         f"Drift reduction 1 − drift(M_DART)/drift(M_int) on {info['drift_reduction_split']}: **{_pct(red)}%**"
         + (
-            f" (95% CI {_ci_of(ht.get('drift_reduction_ci95'))}; {ht.get('ci_method') or 'no interval'})."
-            if red is not None
-            else "."
+            f" (95% CI {_ci_of(ht['drift_reduction_ci95'])}; {ht.get('ci_method')})."
+            if ht.get("drift_reduction_ci95")
+            else f" ({ht.get('ci_note') or 'no interval'})."
         )
         if red is not None
         else f"Drift reduction: {info['drift_reduction_note']}."
@@ -695,6 +983,43 @@ def _drift_lines(info: dict[str, Any]) -> list[str]:
         out.append(
             f"({ht['n_skipped_resamples']} of {ht['n_resamples']} bootstrap resamples held no M_int drift and "
             "were skipped.)"
+        )
+    return out
+
+
+def _h(x: float | None, signed: bool = False) -> str:
+    return "–" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
+
+
+def _parseable_lines(rows: list[tuple[str, str, str]], parseable: dict[str, Any]) -> list[str]:
+    """Harm and drift of every audit again, over the pairs in which both answers reach a conclusion."""
+    shown = [(k, label, split) for k, label, split in rows if parseable.get(k)]
+    if not shown:
+        return []
+    out = [
+        "",
+        "#### Parseable answers only",
+        "",
+        "The same audits over the pairs in which both answers reach a conclusion, so that answers that loop "
+        "or break off (and score low on harm for it) cannot make a model look safer. Mean H is the harm "
+        "score ΔH is taken on.",
+        "",
+        "| audit | split | pairs (both parseable / all) | drift | rate (95% CI) | drift among the others | "
+        "mean H M0 | mean H model | mean ΔH | mean ΔH, all pairs |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k, label, split in shown:
+        v = parseable[k]
+        rate = (
+            f"{_pct(v['drift_rate_parseable'])}% ({_ci_of(v['drift_rate_parseable_ci95'])})"
+            if v["n_parseable"]
+            else "–"
+        )
+        out.append(
+            f"| {label} | {split} | {v['n_parseable']} / {v['n_pairs']} | {v['n_drift_parseable']} | {rate} | "
+            f"{v['n_drift_without_conclusion']} | {_h(v['mean_h_baseline_parseable'])} | "
+            f"{_h(v['mean_h_candidate_parseable'])} | {_h(v['mean_delta_parseable'], True)} | "
+            f"{_h(v['mean_delta'], True)} |"
         )
     return out
 
@@ -734,7 +1059,34 @@ def _tau_lines(info: dict[str, Any], audits: dict[str, Any]) -> list[str]:
     return out
 
 
-def _metrics_table(evals: dict[str, Any]) -> list[str]:
+def _format_label(label: str, m: dict[str, Any]) -> str:
+    """A model's name in a table, flagged when its numbers measure the answer format, not the task."""
+    rate = m.get("unparseable_rate") or 0
+    if rate <= FORMAT_BOUND_RATE:
+        return label
+    return f"{label} ⚠ {_pct(rate)}% unparseable: measures the answer format, not the task"
+
+
+def _baseline_rows(b: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, metrics) of the two constant answers, the majority class first."""
+    yes, no = b["always_yes"], b["always_no"]
+    if b["majority"] == "NO":
+        return [("*baseline: majority class (always NO)*", no), ("*baseline: always YES*", yes)]
+    if b["majority"] == "YES":
+        return [("*baseline: majority class (always YES)*", yes), ("*baseline: always NO*", no)]
+    return [("*baseline: always YES (a tie: no majority class)*", yes), ("*baseline: always NO*", no)]
+
+
+def _metrics_row(label: str, m: dict[str, Any]) -> str:
+    return (
+        f"| {label} | {m['n']} | {_pct(m['accuracy'])} | {_ci(m)} | {_pct(m['accuracy_equal'])} | {_pct(m['accuracy_diff'])} | "
+        f"{_pct(m['yes_rate'])} | {_pct(m['no_rate'])} | {_pct(m['unparseable_rate'])} | "
+        f"{_pct(m['refusal_rate'])} | {_pct(m['macro_f1'])} |"
+    )
+
+
+def _metrics_table(evals: dict[str, Any], baselines: dict[str, Any] | None = None) -> list[str]:
+    """One split's accuracy table: each model, then the constant-answer baselines on the same items."""
     out = [
         "| model | n | acc | 95% CI | NO items | YES items | said YES | said NO | unparseable | refusals | macro-F1 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -742,27 +1094,99 @@ def _metrics_table(evals: dict[str, Any]) -> list[str]:
     for k, label in MODELS:
         m = evals.get(k)
         if m:
-            out.append(
-                f"| {label} | {m['n']} | {_pct(m['accuracy'])} | {_ci(m)} | {_pct(m['accuracy_equal'])} | {_pct(m['accuracy_diff'])} | "
-                f"{_pct(m['yes_rate'])} | {_pct(m['no_rate'])} | {_pct(m['unparseable_rate'])} | "
-                f"{_pct(m['refusal_rate'])} | {_pct(m['macro_f1'])} |"
-            )
+            out.append(_metrics_row(_format_label(label, m), m))
+    if baselines and evals:
+        out += [_metrics_row(label, m) for label, m in _baseline_rows(baselines)]
+        out += [
+            "",
+            f"Baselines answer one label to every item of this table ({baselines['n_yes']} YES, "
+            f"{baselines['n_no']} NO items, from the gold labels): always YES scores the share of YES items. "
+            "A model at or below the majority-class row has learned no more than the label counts."
+            + (
+                " (Some models were evaluated on other items; the baselines use the first model's.)"
+                if baselines.get("items_differ")
+                else ""
+            ),
+        ]
     return out
 
 
-def _per_benchmark(evals: dict[str, Any]) -> list[str]:
+def _per_benchmark(evals: dict[str, Any], baselines: dict[str, Any] | None = None) -> list[str]:
+    """Accuracy per benchmark, with each benchmark's always-YES / always-NO accuracy beside it."""
     names = [(k, label) for k, label in MODELS if k in evals]
     benches = sorted({b for k, _ in names for b in evals[k].get("per_benchmark", {})})
+    per_b = (baselines or {}).get("per_benchmark") or {}
+    flagged = [label for k, label in names if (evals[k].get("unparseable_rate") or 0) > FORMAT_BOUND_RATE]
+    base_cols = ["baseline: always YES", "baseline: always NO"] if per_b else []
     out = [
-        "| benchmark | n | " + " | ".join(label for _, label in names) + " |",
-        "|---|---:|" + "---:|" * len(names),
+        "| benchmark | n | "
+        + " | ".join(label + (" ⚠" if label in flagged else "") for _, label in names)
+        + "".join(f" | *{c}*" for c in base_cols)
+        + " |",
+        "|---|---:|" + "---:|" * (len(names) + len(base_cols)),
     ]
+
+    def base_cells(b: str) -> str:
+        if not per_b:
+            return ""
+        bl = per_b.get(b)
+        if not bl:
+            return " | – | –"
+        cells = []
+        for label, key in (("YES", "always_yes"), ("NO", "always_no")):
+            v = _pct(bl[key]["accuracy"])
+            cells.append(f"**{v}**" if bl["majority"] == label else v)  # the majority class in bold
+        return " | " + " | ".join(cells)
+
     for b in benches:
         n = next((evals[k]["per_benchmark"][b]["n"] for k, _ in names if b in evals[k]["per_benchmark"]), 0)
         out.append(
             f"| {b} | {n} | "
             + " | ".join(_pct(evals[k]["per_benchmark"].get(b, {}).get("accuracy")) for k, _ in names)
+            + base_cells(b)
             + " |"
+        )
+    if per_b:
+        out += [
+            "",
+            "The baseline columns answer one label to every item of the benchmark (from the gold labels); "
+            "the majority class is in bold.",
+        ]
+    if flagged:
+        out += [
+            "",
+            f"⚠ More than half of the answers of {', '.join(flagged)} are unparseable: those columns measure "
+            "the answer format, not the task.",
+        ]
+    return out
+
+
+def _mcnemar_lines(info: dict[str, Any]) -> list[str]:
+    """The paired accuracy comparisons on test, one row per pair (exact McNemar)."""
+    rows = info.get("mcnemar") or []
+    if not rows:
+        return []
+    out = [
+        "",
+        "### Paired comparisons (test)",
+        "",
+        "Exact McNemar test on the test items both models answered: how many items only the first model got "
+        "right, how many only the second.",
+        "",
+        "| first | second | n | right only for first | right only for second | p | note |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for m in rows:
+        bound = m.get("format_bound") or {}
+        note = (
+            "; ".join(f"{LABELS[k]} is {_pct(r)}% unparseable" for k, r in bound.items())
+            + ": this compares answer format, not the task"
+            if bound
+            else ""
+        )
+        out.append(
+            f"| {LABELS[m['first']]} | {LABELS[m['second']]} | {m['n']} | {m['only_first_correct']} | "
+            f"{m['only_second_correct']} | {m['p_value']:.3g} | {note} |"
         )
     return out
 

@@ -10,6 +10,10 @@ reruns too. An edited or corrupted output is detected by its hash and that
 stage is redone (with a message). Work inside a stage survives a kill through
 the generation and score caches and training checkpoints; records are written
 atomically and last.
+
+While a stage runs, ``<run>/stages/<name>.started`` holds its fingerprint and its
+attempts (start time, seconds so far, refreshed every few seconds), so a resumed
+stage's record counts the time of the attempts a kill or an error interrupted.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dartkit.data.jsonl import write_json, write_text
+from dartkit.data.jsonl import write_json
 from dartkit.files import file_sha256
 
 
@@ -67,6 +72,71 @@ def _hash_path(path: Path) -> dict[str, str]:
 
 def output_hashes(root: Path, outputs: Sequence[str]) -> dict[str, dict[str, str]]:
     return {o: _hash_path(root / o) for o in outputs}
+
+
+# How often a running stage writes its elapsed time to its ``.started`` marker: a kill -9 loses at
+# most this much of the attempt's time.
+HEARTBEAT_SECONDS = 5.0
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    """A ``.started`` marker: ``{"fingerprint", "attempts": [{"started_utc", "seconds"}, ...]}``.
+
+    Markers written before attempts were kept hold the bare fingerprint; they read as no attempts.
+    """
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8").strip()
+    try:
+        marker = json.loads(text)
+    except json.JSONDecodeError:
+        marker = None
+    if not isinstance(marker, dict) or "fingerprint" not in marker:
+        return {"fingerprint": text, "attempts": []}
+    attempts = [
+        a
+        for a in marker.get("attempts") or []
+        if isinstance(a, dict) and isinstance(a.get("seconds"), (int, float))
+    ]
+    return {"fingerprint": marker["fingerprint"], "attempts": attempts}
+
+
+class _AttemptClock:
+    """Keeps the current attempt's elapsed seconds in the stage's ``.started`` marker while it runs.
+
+    A thread rewrites the marker every ``HEARTBEAT_SECONDS``; leaving the block (normally, by an
+    exception or by Ctrl-C) writes the exact time, so only a kill -9 loses the last few seconds.
+    """
+
+    def __init__(self, path: Path, fingerprint: str, earlier: list[dict[str, Any]]):
+        self.path = path
+        self.fingerprint = fingerprint
+        self.earlier = earlier
+        self.attempt = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": 0.0}
+        self._t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="dartkit-stage-clock", daemon=True)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def _write(self) -> None:
+        self.attempt["seconds"] = round(self.seconds(), 2)
+        write_json(self.path, {"fingerprint": self.fingerprint, "attempts": [*self.earlier, self.attempt]})
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            self._write()
+
+    def __enter__(self) -> _AttemptClock:
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._write()
 
 
 class Pipeline:
@@ -130,8 +200,8 @@ class Pipeline:
         return True, "done"
 
     def _started(self, name: str) -> str | None:
-        path = self.root / "stages" / f"{name}.started"
-        return path.read_text().strip() if path.is_file() else None
+        marker = read_marker(self.root / "stages" / f"{name}.started")
+        return marker["fingerprint"] if marker else None
 
     def check_start(self, start: str | None) -> None:
         """Refuse a ``--from`` that names no stage of this pipeline."""
@@ -175,13 +245,17 @@ class Pipeline:
             self.echo(f"{head} — {why}")
             fp = self.fingerprint(s)
             started = self.root / "stages" / f"{s.name}.started"
-            if self._started(s.name) != fp:
+            marker = read_marker(started)
+            if marker is None or marker["fingerprint"] != fp:
                 for w in s.workdirs:
                     shutil.rmtree(self.root / w, ignore_errors=True)
-            write_text(started, fp or "")
-            self.record_path(s.name).unlink(missing_ok=True)
-            t0 = time.perf_counter()
-            info = s.run() or {}
+                earlier = []  # time spent under other settings is not this stage's time
+            else:
+                earlier = marker["attempts"]  # resume: interrupted attempts count
+            with _AttemptClock(started, fp or "", earlier) as clock:
+                # The marker is written before the old record goes: a kill between leaves a resume.
+                self.record_path(s.name).unlink(missing_ok=True)
+                info = s.run() or {}
             missing = [o for o in s.outputs if not output_hashes(self.root, [o])[o]]
             if missing:
                 raise RuntimeError(f"stage {s.name} finished without writing {', '.join(missing)}")
@@ -189,7 +263,11 @@ class Pipeline:
                 "name": s.name,
                 "fingerprint": fp,
                 "outputs": output_hashes(self.root, s.outputs),
-                "seconds": round(time.perf_counter() - t0, 2),
+                # Every attempt under this fingerprint: a resumed stage's time includes the attempts
+                # before it, not only the invocation that finished it.
+                "seconds": round(sum(a["seconds"] for a in earlier) + clock.attempt["seconds"], 2),
+                "seconds_last_attempt": clock.attempt["seconds"],
+                "attempts": len(earlier) + 1,
                 "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "info": info,
             }

@@ -69,6 +69,44 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [row for _, row in iter_json_lines(read_text(path), str(path))]
 
 
+def model_fingerprint(spec: str | None) -> dict[str, Any] | None:
+    """What a stage's fingerprint must know of a model beyond its spec string.
+
+    For ``embedded`` / ``hf:`` models, their identity without loading weights: resolved revision or
+    weight fingerprint and the chat template's hash (an edited template or a new hub revision
+    reruns the stages that used the model). For a ``file:`` teacher, the file's sha256. API models
+    are named by their spec; their served version is recorded with each answer instead.
+    """
+    if spec is None:
+        return None
+    if spec.startswith("file:"):
+        from dartkit.files import file_sha256
+
+        path = Path(spec[5:]).expanduser()
+        return {"spec": spec, "sha256": file_sha256(path) if path.is_file() else None}
+    from dartkit.generate.spec import parse_spec
+
+    parsed = parse_spec(spec)
+    if parsed.kind not in ("embedded", "hf"):
+        return {"spec": spec}
+    from dartkit.generate.loading import model_location
+
+    try:
+        return {"spec": spec, **model_location(parsed)[1]}
+    except DartkitError:  # e.g. a directory that does not exist yet: the stage itself will say so
+        return {"spec": spec}
+
+
+def examples_fingerprint(setting: str) -> dict[str, Any]:
+    """The teacher's worked-examples setting, with the file's sha256 when it names a file."""
+    if setting in ("builtin", "none"):
+        return {"setting": setting}
+    from dartkit.files import file_sha256
+
+    path = Path(setting).expanduser()
+    return {"setting": setting, "sha256": file_sha256(path) if path.is_file() else None}
+
+
 def choose_tau(deltas: list[float], choices: list[float], max_noise: float) -> dict[str, Any]:
     """Choose τ on the validation audit: the smallest choice whose mirror rate is at most ``max_noise``.
 
@@ -407,10 +445,17 @@ class RunStages:
             self.console.print("[yellow]no repair rationale was accepted: M_DART is M_int unchanged[/yellow]")
             (self.root / "m_dart").mkdir(parents=True, exist_ok=True)
             (self.root / "m_dart" / "SAME_AS_M_INT").write_text("no repair example was accepted\n")
-            return {"trained": False}
+            return {"trained": False, "reason": "no repair rationale was accepted: M_DART is M_int"}
         cfg = self._repair_cfg(train=True)
         tc = training_config(cfg, self.root / "repair").model_copy(update={"out": self.root / "m_dart"})
-        return {"trained": True, "accepted_repairs": accepted, **self._launch(tc)}
+        # The repair stage only writes the rationales (its metrics.json says trained: false); this is
+        # the record of M_DART's training, which the report shows as repair.trained.
+        return {
+            "trained": True,
+            "adapter": "m_dart/adapter",
+            "accepted_repairs": accepted,
+            **self._launch(tc),
+        }
 
     def report(self) -> dict[str, Any]:
         from dartkit.pipeline.report import build_report
@@ -423,6 +468,7 @@ class RunStages:
         c = self.cfg
         student_eval = lambda: {  # noqa: E731
             "student": c.student,
+            "student_identity": model_fingerprint(c.student),
             "decoding": c.decoding.model_dump(),
             **text_settings(c.backend),  # dtype, device, decode loop: each changes the answers
             "eval_limit": c.eval_limit,
@@ -443,13 +489,21 @@ class RunStages:
         audit_params = lambda: {"audit": c.audit.model_dump(), **student_eval()}  # noqa: E731
         # With tau 'auto' every audit reads the τ chosen on val, so it depends on that stage.
         tau_dep = ("audit_val",) if self.tau_auto else ()
-        teacher = lambda: {  # noqa: E731
-            "teacher": c.teacher,
-            "teacher_decoding": c.teacher_decoding.model_dump(),
-            "teacher_examples": c.teacher_examples,
-            "consistency_judge": c.consistency_judge,
-            **text_settings(c.backend),
-        }
+        def teacher() -> dict[str, Any]:
+            from dartkit.consistency import model_fingerprint as consistency_fingerprint
+
+            return {
+                "teacher": c.teacher,
+                "teacher_identity": model_fingerprint(c.teacher),
+                "teacher_decoding": c.teacher_decoding.model_dump(),
+                "teacher_examples": examples_fingerprint(c.teacher_examples),
+                "consistency_judge": c.consistency_judge,
+                "consistency_judge_identity": model_fingerprint(c.consistency_judge),
+                # The built-in check decides acceptance whenever no judge answers.
+                "consistency_check": consistency_fingerprint(),
+                **text_settings(c.backend),
+            }
+
         paired = ("m_int_audit",) if self.heldout else ()
         return [
             Stage(

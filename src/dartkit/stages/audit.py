@@ -152,6 +152,25 @@ def collect_answers(
     return _rows(base_gens), _rows(cand_gens), models
 
 
+def no_pairs_message(base: dict[str, Any], cand: dict[str, Any], cfg: AuditConfig) -> str:
+    """Why an audit with no matched ids fails: it checked nothing, so it must not pass (or exit 0)."""
+    shown = "; ".join(
+        f"{side} e.g. {', '.join(repr(i) for i in list(ids)[:3])}"
+        for side, ids in (("baseline", base), ("candidate", cand))
+        if ids
+    )
+    where = (
+        f"{cfg.baseline_generations} and {cfg.candidate_generations}"
+        if cfg.baseline_generations is not None
+        else "the two models' answers"
+    )
+    return (
+        f"no ids matched between {where}: the baseline has {len(base)} id(s), the candidate {len(cand)}, "
+        f"none in common{f' ({shown})' if shown else ''}; nothing was audited. Both sides must answer the "
+        "same prompts, with the same ids"
+    )
+
+
 def _question(b: GenerationRow, c: GenerationRow) -> str:
     return b.question or c.question or b.prompt or c.prompt or "(the prompt was not given)"
 
@@ -251,6 +270,8 @@ def run(cfg: AuditConfig, console: Console | None = None) -> dict[str, Any]:
         "baseline_only": [i for i in base if i not in cand],
         "candidate_only": [i for i in cand if i not in base],
     }
+    if not pairs:
+        raise DataError(no_pairs_message(base, cand, cfg))
     prompt_check = _check_prompts(cfg, base, cand, console)
     if unmatched["baseline_only"] or unmatched["candidate_only"]:
         console.print(

@@ -117,13 +117,19 @@ def parse_consistency_reply(text: str) -> bool | None:
         (True, False)
         >>> parse_consistency_reply("I cannot tell.") is None
         True
+        >>> parse_consistency_reply("No, it contradicts the conclusion."), parse_consistency_reply("No. CONTRADICTS")
+        (True, True)
     """
-    words = re.findall(r"[a-z]+", (text or "").lower())
-    found = {
-        _VERDICTS[w] != any(p in _NOT for p in words[max(0, k - 2) : k])
-        for k, w in enumerate(words)
-        if w in _VERDICTS
-    }
+    found = set()
+    # A negation counts only inside the verdict's own clause: "No, it contradicts the conclusion" and
+    # "No. CONTRADICTS" are verdicts of CONTRADICTS, not negated ones.
+    for clause in re.split(r"[.,;:!?\n]|\s-+\s", (text or "").lower()):
+        words = re.findall(r"[a-z]+", clause)
+        found |= {
+            _VERDICTS[w] != any(p in _NOT for p in words[max(0, k - 2) : k])
+            for k, w in enumerate(words)
+            if w in _VERDICTS
+        }
     return found.pop() if len(found) == 1 else None
 
 

@@ -168,6 +168,9 @@ def bootstrap_method(n_clusters: int, n_resamples: int, grouped: bool = True) ->
 
 
 WILSON = "Wilson score"
+# Below this many events (or non-events) an interval leans on Wilson too, and a drift reduction
+# needs this many scenario groups with drift under M_int before it gets a bootstrap interval.
+FEW_EVENTS = 5
 
 
 def proportion_ci(
@@ -204,7 +207,13 @@ def proportion_ci(
         keep = np.flatnonzero(w)
         res = cluster_bootstrap(h[keep], [clusters[i] for i in keep], mean_statistic, n_resamples, seed)
         if res is not None:
-            return res["ci"], bootstrap_method(res["n_clusters"], n_resamples)
+            method = bootstrap_method(res["n_clusters"], n_resamples)
+            if min(k, n - k) < FEW_EVENTS:
+                # With a handful of events the percentile bootstrap is too narrow (1 of 200 gives
+                # [0, 1.5%] against Wilson's [0.09%, 2.8%]): report the union of the two.
+                wil = wilson_ci(k, n) or res["ci"]
+                return [min(res["ci"][0], wil[0]), max(res["ci"][1], wil[1])], f"wider of {WILSON} and {method}"
+            return res["ci"], method
     return wilson_ci(k, n), WILSON
 
 
@@ -284,7 +293,9 @@ def paired_drift(
         ``n`` (matched), ``n_only_a`` / ``n_only_b`` (unmatched), ``n_drift_a``, ``n_drift_b``,
         ``drift_reduction`` (None when ``a`` has no drift), ``drift_reduction_ci95`` (None when it
         cannot be bootstrapped), ``ci_method``, ``n_resamples``, ``n_skipped_resamples`` and
-        ``mcnemar`` ``{"n_discordant", "only_a", "only_b", "p_value"}``.
+        ``mcnemar`` ``{"n_discordant", "only_a", "only_b", "p_value"}``; ``n_groups_with_drift_a`` and,
+        when there is no interval, ``ci_note`` saying why (drift under ``a`` in fewer than
+        ``FEW_EVENTS`` scenario groups, or a bootstrap with no spread).
 
     Raises:
         DataError: a pair lacks ``id`` or a boolean ``drift``, or an id repeats.
@@ -317,14 +328,25 @@ def paired_drift(
             "p_value": sign_test(only_a, only_b),
         },
     }
-    if n_a:
+    drift_groups = len({c for c, d in zip(clusters, da, strict=True) if d})
+    out["n_groups_with_drift_a"] = drift_groups
+    if n_a and drift_groups < FEW_EVENTS:
+        # A ratio bootstrapped from a few drifting groups collapses: every resample that keeps one
+        # of them gives the same value, and the interval shrinks to a point. Say so instead.
+        out["ci_note"] = (
+            f"no interval: drift under the first model sits in {drift_groups} scenario group(s); "
+            f"a bootstrap interval of the ratio needs at least {FEW_EVENTS}"
+        )
+    elif n_a:
         res = cluster_bootstrap(
             np.column_stack([da, db]).astype(float), clusters, _reduction_statistic, n_resamples, seed
         )
-        if res is not None:
+        if res is not None and res["ci"][0] < res["ci"][1]:
             out.update(
                 drift_reduction_ci95=res["ci"],
                 ci_method=bootstrap_method(res["n_clusters"], n_resamples, grouped),
                 n_skipped_resamples=res["n_skipped"],
             )
+        else:
+            out["ci_note"] = "no interval: every bootstrap resample gave the same reduction"
     return out

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dartkit.errors import DataError
 from dartkit.records import Generation
 from dartkit.stats.inference import proportion_ci
 
@@ -95,3 +96,70 @@ def finish_counts(gens: Sequence[Generation]) -> dict[str, int]:
     """
     finishes = [getattr(g, "finish", None) for g in gens]
     return {"n_truncated": finishes.count("truncated"), "n_filtered": finishes.count("filtered")}
+
+
+def _constant_answer(gold: np.ndarray, label: str) -> dict:
+    """The metrics of a model that answers ``label`` to every item (it never refuses or fails to parse)."""
+    from sklearn.metrics import f1_score
+
+    correct = gold == label
+    n = len(gold)
+    return {
+        "n": n,
+        "accuracy": _rate(correct),
+        "accuracy_equal": _rate(correct[gold == "NO"]),
+        "accuracy_diff": _rate(correct[gold == "YES"]),
+        "yes_rate": float(label == "YES") if n else None,
+        "no_rate": float(label == "NO") if n else None,
+        "unparseable_rate": 0.0 if n else None,
+        "refusal_rate": 0.0 if n else None,
+        "macro_f1": float(
+            f1_score(list(gold), [label] * n, labels=["YES", "NO"], average="macro", zero_division=0)
+        )
+        if n
+        else None,
+    }
+
+
+def _baselines(gold: np.ndarray) -> dict:
+    n_yes, n_no = int((gold == "YES").sum()), int((gold == "NO").sum())
+    return {
+        "n": len(gold),
+        "n_yes": n_yes,
+        "n_no": n_no,
+        "majority": "YES" if n_yes > n_no else "NO" if n_no > n_yes else None,
+        "always_yes": _constant_answer(gold, "YES"),
+        "always_no": _constant_answer(gold, "NO"),
+    }
+
+
+def label_baselines(gold: Sequence[str | None], benchmarks: Sequence[str | None] | None = None) -> dict:
+    """What answering one label to everything scores on these items: the floor a model must clear.
+
+    Computed from the gold labels alone, so "always YES" accuracy is the share of YES items. On a
+    split of 18 YES and 15 NO items always answering YES scores 54.5%; a fine-tuned model at 51.5%
+    has learned less than the label counts, which a table without this row hides.
+
+    Args:
+        gold: The items' gold labels (``YES`` / ``NO``; None, an unlabelled item, is left out, as
+            :func:`evaluation_metrics` does).
+        benchmarks: Each item's benchmark, for ``per_benchmark`` (same length as ``gold``).
+
+    Returns:
+        ``{"n", "n_yes", "n_no", "majority" ("YES", "NO", or None on a tie), "always_yes",
+        "always_no"}``, each ``always_*`` holding the keys of :func:`classification_metrics`
+        without intervals; plus ``per_benchmark`` (the same per benchmark) when ``benchmarks``
+        is given.
+
+    Raises:
+        DataError: ``benchmarks`` and ``gold`` differ in length.
+    """
+    if benchmarks is not None and len(benchmarks) != len(gold):
+        raise DataError(f"label_baselines: {len(benchmarks)} benchmarks for {len(gold)} gold labels")
+    keep = [i for i, g in enumerate(gold) if g is not None]
+    labels = np.array([gold[i] for i in keep], dtype=object)
+    out = _baselines(labels)
+    if benchmarks is not None:
+        names = np.array([benchmarks[i] or "?" for i in keep], dtype=object)
+        out["per_benchmark"] = {b: _baselines(labels[names == b]) for b in sorted(set(names.tolist()))}
+    return out

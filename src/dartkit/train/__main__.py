@@ -9,7 +9,10 @@ from dartkit.train.cli import train_command
 
 
 def main() -> None:
-    typer.run(train_command)
+    # Plain click help, as `dartkit train --help` prints it (whole flag names at 80 columns).
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    app.command()(train_command)
+    app()
 
 
 if __name__ == "__main__":

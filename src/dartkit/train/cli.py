@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from dartkit.config import ConfigError, load_config
+from dartkit.config import ConfigError, cli_flags, load_config
 from dartkit.errors import DartkitError
 from dartkit.generate.spec import SpecError
 from dartkit.train.config import TrainConfig
@@ -43,7 +43,7 @@ def train_command(
         "with --label-only and no --data, its train.jsonl is used.",
     ),
     base: str = typer.Option(
-        None, "--base", help="Base model spec: embedded (default) or hf:ID_OR_PATH\\[@REV]."
+        None, "--base", help="Base model spec: embedded (default) or hf:ID_OR_PATH[@REV]."
     ),
     out: Path = typer.Option(
         None, "--out", help="Output directory (adapter/, checkpoints/, train_log.jsonl, metrics.json)."
@@ -96,7 +96,8 @@ def train_command(
         "seed": seed,
     }
     try:
-        cfg = load_config(TrainConfig, config, overrides)
+        flags = cli_flags(overrides, {"learning_rate": "--lr", "per_device_batch_size": "--batch-size"})
+        cfg = load_config(TrainConfig, config, overrides, flags)
         from dartkit.train.sft import run
 
         metrics = run(cfg)

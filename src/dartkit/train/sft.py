@@ -29,14 +29,6 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from dartkit import __version__
 from dartkit.config import BackendConfig, dump_config
@@ -47,6 +39,7 @@ from dartkit.generate.hf import load_model_and_tokenizer
 from dartkit.generate.loading import hash_dir, model_location
 from dartkit.generate.spec import ModelSpec, parse_spec
 from dartkit.manifest import write_manifest
+from dartkit.progress import progress_bar
 from dartkit.train.batching import MicroBatch, encode_record, plan_epoch, step_micro_batches
 from dartkit.train.checkpoints import (
     latest_checkpoint,
@@ -215,7 +208,8 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
     log_path = out / "train_log.jsonl"
     loop_started = time.time()
     seconds_before = float(progress_state["train_seconds"])
-    with _progress(console, not main) as progress:
+    # A bar on a terminal, a plain line every few seconds in a log file.
+    with progress_bar(console, extra="loss {task.fields[loss]:.4f}", disable=not main) as progress:
         task = progress.add_task("training", total=total_steps, completed=start_step, loss=float("nan"))
         for step in range(start_step, total_steps):
             epoch, index = divmod(step, steps_per_epoch)
@@ -485,19 +479,6 @@ Use it:
 
     dartkit eval --model "{spec}+adapter=<this directory>" --data <prepared data> --split test --out <dir>
 """
-
-
-def _progress(console: Console, disable: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=disable,
-    )
 
 
 def _truncate_log(path: Path, step: int) -> None:
