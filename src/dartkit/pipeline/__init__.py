@@ -52,7 +52,13 @@ def planned_split_sizes(cfg: RunConfig) -> dict[str, int] | str:
     summary = Path(cfg.out) / "data" / "summary.json"
     if summary.is_file():
         s = read_json(summary)
-        if s.get("seed") == d.seed and s.get("per_cell") == d.per_cell and s.get("split_totals"):
+        same_source = s.get("suite") == d.suite and (d.source is None or s.get("source") == str(d.source))
+        if (
+            same_source
+            and s.get("seed") == d.seed
+            and s.get("per_cell") == d.per_cell
+            and s.get("split_totals")
+        ):
             ratios_match = [round(x, 9) for x in s.get("ratios", [])] == [
                 round(x, 9) for x in _ratios4(d.ratios)
             ]

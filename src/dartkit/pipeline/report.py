@@ -137,7 +137,9 @@ def _accuracy_figure(
     ax.set_ylim(0, 122)
     ax.set_yticks(range(0, 101, 20))
     ax.legend(fontsize=8, loc="upper center", ncol=len(names) + 1, frameon=False)
-    ax.set_title("Accuracy on the test split (95% bootstrap CI on overall)", fontsize=10)
+    ax.set_title(
+        "Accuracy on the test split (95% CI on overall: see the table for each interval)", fontsize=10
+    )
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
@@ -501,9 +503,9 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
         },
         "drift_reduction": reduction,
         "drift_reduction_ci95": headline["drift_reduction_ci95"] if headline else None,
-        "drift_reduction_split": "test (held out)"
-        if heldout
-        else "test (contaminated: its drift cases were repaired)",
+        "drift_reduction_split": "test (contaminated: its drift cases were repaired)"
+        if repaired_in_test
+        else "test (held out)",
         "drift_reduction_note": None
         if reduction is not None
         else "undefined: the audit of M_int on test found no drift (or has not run), so there was nothing to reduce",
@@ -579,8 +581,13 @@ def _setup(root: Path, cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
         ("Audit judge", f"`{judge}`{_ident(judge_id)}"),
         (
             "Harm scorer",
-            f"`{audit_cfg.get('scorer')}` on the {audit_cfg.get('score_on')} text, τ = {audit_cfg.get('tau')}"
-            f"{_ident(scorer_id)}",
+            f"`{audit_cfg.get('scorer')}` on the {audit_cfg.get('score_on')} text, τ = "
+            + (
+                f"{info['tau']['tau']:g} (chosen on val)"
+                if info.get("tau", {}).get("table")
+                else f"{audit_cfg.get('tau')} (fixed)"
+            )
+            + f"{_ident(scorer_id)}",
         ),
         (
             "Data",
@@ -609,7 +616,13 @@ def _setup(root: Path, cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
         ),
         (
             "Repair",
-            f"recipe {cfg.get('repair', {}).get('recipe')}, weighting {cfg.get('repair', {}).get('weighting')}, severity weights {cfg.get('repair', {}).get('severity_weights')}",
+            f"recipe {cfg.get('repair', {}).get('recipe')}, weighting {cfg.get('repair', {}).get('weighting')}, severity weights {cfg.get('repair', {}).get('severity_weights')}; "
+            "M_DART training: "
+            + (
+                ", ".join(f"{k} {v}" for k, v in (cfg.get("repair", {}).get("training") or {}).items())
+                or "as M_int's"
+            )
+            + " (other settings as M_int's)",
         ),
         (
             "Versions",
@@ -797,6 +810,8 @@ def build_report(root: Path) -> Path:
         "",
     ]
     L += _metrics_table(info["evaluation_val"], baselines.get("val"))
+    if info["evaluation_val"]:
+        L += ["", _ci_note(info["evaluation_val"])]
     if info.get("evaluation_audit"):
         L += [
             "",
@@ -895,12 +910,24 @@ def _ci_of(ci: list[float] | None) -> str:
     return f"{_pct(ci[0])}–{_pct(ci[1])}" if ci else "–"
 
 
+def _ci_mark(m: dict[str, Any]) -> str:
+    """Which interval a row's CI is: ᵂ Wilson score, ᴮ cluster bootstrap, ᵂᴮ the wider of the two."""
+    method = m.get("ci_method") or ""
+    if method.startswith("wider of"):
+        return " ᵂᴮ"
+    if method.startswith("cluster bootstrap"):
+        return " ᴮ"
+    return " ᵂ" if method.startswith("Wilson") else ""
+
+
 def _ci_note(evals: dict[str, Any]) -> str:
     methods = sorted({m.get("ci_method") for m in evals.values() if m.get("ci_method")})
-    shown = "; ".join(methods) if methods else "percentile bootstrap"
+    shown = "; ".join(methods) if methods else "none recorded"
     return (
-        f"95% CI of overall accuracy: {shown}. Items of one scenario are not independent, so intervals "
-        "resample whole scenario groups where the data names them; a rate at 0% or 100% gets a Wilson interval."
+        f"95% CI of overall accuracy, per row: ᴮ a percentile bootstrap that resamples whole scenario groups "
+        "(items of one scenario are not independent), ᵂ the Wilson score interval (used where every item has "
+        "the same outcome, so a bootstrap could only say [0, 0], or where groups are unknown), ᵂᴮ the wider of "
+        f"the two (few events). In this table: {shown}."
     )
 
 
@@ -1079,7 +1106,7 @@ def _baseline_rows(b: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def _metrics_row(label: str, m: dict[str, Any]) -> str:
     return (
-        f"| {label} | {m['n']} | {_pct(m['accuracy'])} | {_ci(m)} | {_pct(m['accuracy_equal'])} | {_pct(m['accuracy_diff'])} | "
+        f"| {label} | {m['n']} | {_pct(m['accuracy'])} | {_ci(m)}{_ci_mark(m)} | {_pct(m['accuracy_equal'])} | {_pct(m['accuracy_diff'])} | "
         f"{_pct(m['yes_rate'])} | {_pct(m['no_rate'])} | {_pct(m['unparseable_rate'])} | "
         f"{_pct(m['refusal_rate'])} | {_pct(m['macro_f1'])} |"
     )

@@ -210,7 +210,9 @@ class RunStages:
         summary = prepare_data(
             self.data_dir, source=d.source, suite=d.suite, per_cell=d.per_cell, seed=d.seed, ratios=d.ratios
         )
-        return {"split_totals": summary.get("split_totals")}
+        for warning in summary.get("warnings") or []:
+            self.console.print(f"[yellow]warning: {warning}[/yellow]")
+        return {"split_totals": summary.get("split_totals"), "warnings": summary.get("warnings") or []}
 
     def evaluate(self, model: str) -> dict[str, Any]:
         from dartkit.stages import evaluate
@@ -489,6 +491,7 @@ class RunStages:
         audit_params = lambda: {"audit": c.audit.model_dump(), **student_eval()}  # noqa: E731
         # With tau 'auto' every audit reads the τ chosen on val, so it depends on that stage.
         tau_dep = ("audit_val",) if self.tau_auto else ()
+
         def teacher() -> dict[str, Any]:
             from dartkit.consistency import model_fingerprint as consistency_fingerprint
 
@@ -627,7 +630,7 @@ class RunStages:
                 "report.md, figures, run.json",
                 tuple(STAGE_ORDER[:-1]),  # reads every stage's outputs
                 ("report.md", "run.json"),
-                lambda: {"report_version": 2},
+                lambda: {"report_version": 3},
                 self.report,
             ),
         ]

@@ -212,7 +212,10 @@ def proportion_ci(
                 # With a handful of events the percentile bootstrap is too narrow (1 of 200 gives
                 # [0, 1.5%] against Wilson's [0.09%, 2.8%]): report the union of the two.
                 wil = wilson_ci(k, n) or res["ci"]
-                return [min(res["ci"][0], wil[0]), max(res["ci"][1], wil[1])], f"wider of {WILSON} and {method}"
+                return [
+                    min(res["ci"][0], wil[0]),
+                    max(res["ci"][1], wil[1]),
+                ], f"wider of {WILSON} and {method}"
             return res["ci"], method
     return wilson_ci(k, n), WILSON
 
