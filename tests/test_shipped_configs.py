@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from dartkit.config import load_config
+from dartkit.errors import DartkitError
 from dartkit.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -23,7 +24,7 @@ def test_embedded_run_config_is_the_default():
     assert shipped == RunConfig(), "configs/embedded.yaml must spell out RunConfig's defaults"
 
 
-def test_paper_run_config_validates_and_dry_runs_offline(tmp_path):
+def test_paper_run_config_validates_and_dry_runs_offline(tmp_path, monkeypatch):
     from dartkit.pipeline import run
     from dartkit.pipeline.config import RunConfig
 
@@ -45,6 +46,17 @@ def test_paper_run_config_validates_and_dry_runs_offline(tmp_path):
     # M_DART trains 3 epochs as the authors' code does (the pipeline's own repair default is 1).
     assert {**cfg.training, **cfg.repair.training}["epochs"] == 3 and cfg.repair.training == {"epochs": 3}
     assert cfg.teacher_examples == "none"  # the paper prompts its teacher zero-shot
+    # Offline, with none of its hub models cached, the plan cannot run: the dry run says so, naming
+    # each model and what to do, before anything runs.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DartkitError) as err:
+        run(cfg, dry_run=True)
+    message = str(err.value)
+    assert "student: hub model 'meta-llama/Meta-Llama-3-8B-Instruct' is not in the local cache" in message
+    assert "audit.scorer: hub model 's-nlp/roberta_toxicity_classifier'" in message
+    assert "hf download meta-llama/Meta-Llama-3-8B-Instruct" in message
+    # With the models available (here: pretend they are cached) the same plan passes.
+    monkeypatch.setattr("dartkit.generate.loading.hub_commit", lambda model, rev: "0" * 40)
     result = run(cfg, dry_run=True)
     plan = result["plan"]
     assert result["setup"]["audit judge"] == cfg.audit.judge and "heldout" in result["setup"]["protocol"]

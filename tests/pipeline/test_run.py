@@ -674,3 +674,10 @@ def test_report_stage_times_say_what_they_cover(finished_run):
     assert set(info["stage_attempts"]) == set(info["stage_seconds"]) and set(
         info["stage_attempts"].values()
     ) == {1}
+
+
+def test_dry_run_fails_for_a_data_source_that_does_not_exist(tmp_path):
+    cfg = write_cfg(tmp_path / "c.yaml", {"data": {"suite": "wang2025", "source": str(tmp_path / "nowhere")}})
+    res = runner.invoke(app, ["run", "--config", str(cfg), "--out", str(tmp_path / "r"), "--dry-run"])
+    assert res.exit_code == 2 and "nowhere: no such file or directory" in res.output, res.output
+    assert "config is valid" not in res.output

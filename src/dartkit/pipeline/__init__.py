@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dartkit.config import dump_config
+from dartkit.errors import DartkitError
 from dartkit.lock import dir_lock
 from dartkit.pipeline.config import RunConfig
 from dartkit.pipeline.runner import Pipeline
@@ -119,6 +120,50 @@ def setup_table(setup: dict[str, Any]) -> Table:
     return table
 
 
+def _hub_models(cfg: RunConfig) -> list[tuple[str, str, str | None]]:
+    """(where, hub id, revision) of every hub model the run will load: models and hf: scorers."""
+    import re
+
+    from dartkit.generate.spec import parse_spec
+
+    found = []
+    for where, spec in (
+        ("student", cfg.student),
+        ("teacher", cfg.teacher),
+        ("consistency_judge", cfg.consistency_judge),
+        ("audit.judge", cfg.audit.judge),
+    ):
+        if spec and not spec.startswith("file:"):
+            parsed = parse_spec(spec)
+            if parsed.kind == "hf" and not Path(parsed.model).expanduser().exists():
+                found.append((where, parsed.model, parsed.revision))
+    for model, rev in re.findall(r"hf:([^@#,()\s]+)(?:@([^#,()\s]+))?", cfg.audit.scorer):
+        if not Path(model).expanduser().exists():
+            found.append(("audit.scorer", model, rev or None))
+    return found
+
+
+def plan_problems(cfg: RunConfig) -> list[str]:
+    """What would stop the run, found without loading a model: hub models that are neither in the
+    local cache nor downloadable (the hub is unreachable or HF_HUB_OFFLINE is set).
+
+    A missing ``data.source`` is reported by :func:`planned_split_sizes`, which reads it.
+    """
+    from dartkit.generate.loading import hub_commit, hub_download_hint, hub_offline_reason
+
+    problems = []
+    missing = [(w, m, r) for w, m, r in _hub_models(cfg) if hub_commit(m, r) is None]
+    if missing:
+        reason = hub_offline_reason()
+        if reason is not None:
+            problems += [
+                f"{where}: hub model '{model}' is not in the local cache and the hub cannot be reached "
+                f"({reason}): {hub_download_hint(model, rev)}"
+                for where, model, rev in missing
+            ]
+    return problems
+
+
 def run(
     cfg: RunConfig, start: str | None = None, dry_run: bool = False, console: Console | None = None
 ) -> dict[str, Any]:
@@ -130,6 +175,9 @@ def run(
         setup = planned_setup(cfg)
         console.print(setup_table(setup))
         console.print(plan_table(pipeline, start))
+        problems = plan_problems(cfg)
+        if problems:
+            raise DartkitError("dry run: this plan cannot run:\n  " + "\n  ".join(problems))
         console.print("dry run: config is valid; no model was loaded and nothing was run")
         return {"dry_run": True, "setup": setup, "plan": [(s.name, why) for s, why in pipeline.plan(start)]}
     out = Path(cfg.out)
