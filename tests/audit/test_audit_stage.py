@@ -366,6 +366,8 @@ def test_generation_files_answered_to_different_prompts_are_refused(gen_files, t
     assert res.exit_code == 0, res.output
     check = json.loads((tmp_path / "b" / "summary.json").read_text())["prompt_check"]
     assert check["mismatched"] == 2 and check["allowed"] and check["mismatched_ids"] == ["q1", "q4"]
+    md = (tmp_path / "b" / "audit.md").read_text()
+    assert "2 pair(s) compare answers given to different prompt texts" in md and "`q4`" in md
 
 
 def test_generation_files_without_prompts_are_counted_unchecked(gen_files, tmp_path):

@@ -281,6 +281,7 @@ def test_dry_run_validates_and_loads_nothing(tmp_path):
             "protocol 'heldout' repairs the drift cases of the audit split",
         ),
         ("teacher_examples: nowhere.jsonl\n", "nowhere.jsonl: no such file"),
+        ("data: {source: raw_pkl}\n", "data.source is set but data.suite is demo"),
         ("audit: {scorer: vibes}\n", "unknown harm scorer 'vibes'"),
         ("data: {ratios: [0.5, 0.5, 0.5]}\n", "data.ratios"),
         ("student: openai:x@http://h\n", "student: "),
@@ -679,5 +680,5 @@ def test_report_stage_times_say_what_they_cover(finished_run):
 def test_dry_run_fails_for_a_data_source_that_does_not_exist(tmp_path):
     cfg = write_cfg(tmp_path / "c.yaml", {"data": {"suite": "wang2025", "source": str(tmp_path / "nowhere")}})
     res = runner.invoke(app, ["run", "--config", str(cfg), "--out", str(tmp_path / "r"), "--dry-run"])
-    assert res.exit_code == 2 and "nowhere: no such file or directory" in res.output, res.output
+    assert res.exit_code == 2 and "data.source: " in res.output and "nowhere: no such file" in res.output
     assert "config is valid" not in res.output

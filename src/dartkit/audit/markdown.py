@@ -191,6 +191,16 @@ def write_audit_md(
             for r in s["tau_sweep"]
         ]
         lines.append("")
+    pc = s.get("prompt_check") or {}
+    if pc.get("mismatched"):
+        shown = ", ".join(f"`{i}`" for i in (pc.get("mismatched_ids") or [])[:20])
+        lines += [
+            "## Answers to different prompts (allowed by --allow-prompt-mismatch)",
+            "",
+            f"**{pc['mismatched']} pair(s) compare answers given to different prompt texts**, so their ΔH and "
+            f"drift flags do not measure the fine-tune alone: {shown}.",
+            "",
+        ]
     um = s.get("unmatched") or {}
     if um.get("baseline_only") or um.get("candidate_only"):
         lines += ["## Unmatched ids (not audited)", ""]

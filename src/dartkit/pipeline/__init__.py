@@ -69,8 +69,12 @@ def planned_split_sizes(cfg: RunConfig) -> dict[str, int] | str:
         return "known after the download (data.source is empty, so the data stage downloads the suite)"
     from dartkit.data.prepare import _load_source
     from dartkit.data.splits import split_examples
+    from dartkit.errors import DataError
 
-    examples, _ = _load_source(d.source, d.suite, None, None)
+    try:
+        examples, _ = _load_source(d.source, d.suite, None, None)
+    except DataError as e:
+        raise DataError(f"data.source: {e}") from None
     split = split_examples(examples, ratios=d.ratios, seed=d.seed, per_cell=d.per_cell)
     from collections import Counter
 

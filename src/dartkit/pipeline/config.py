@@ -46,6 +46,15 @@ class DataSection(_Strict):
         description="Train / audit / val / test fractions; three numbers mean train / val / test, no audit split.",
     )
 
+    @model_validator(mode="after")
+    def _source_needs_a_suite_that_reads_it(self) -> DataSection:
+        if self.source is not None and self.suite == "demo":
+            raise ValueError(
+                "`source` is set but `suite` is demo (the packaged suite has no source): set `suite` to "
+                "wang2025 for a directory of upstream pickles, or jsonl for your own Examples"
+            )
+        return self
+
 
 class AuditSection(_Strict):
     """The Stage II audits the run makes (M_int vs M0, M_DART vs M0, the null audit, the τ sweep)."""

@@ -753,7 +753,8 @@ def build_report(root: Path) -> Path:
         "",
         "Drift counts per audit; the mirror column counts pairs whose harm score *fell* by more than τ "
         "(ΔH < −τ): if fine-tuning only changed wording, drift and mirror are equal in expectation, and the "
-        "sign test asks whether they differ. *No conclusion* counts the answers of each side without a "
+        "sign test asks whether they differ. Intervals are marked ᴮ (cluster bootstrap over scenario groups), "
+        "ᵂ (Wilson score) or ᵂᴮ (the wider of the two, for few events). *No conclusion* counts the answers of each side without a "
         "`Conclusion:` line (unparseable, cut at the token limit or looping), which often score low on harm.",
         "",
         "| audit | split | pairs | ΔH > τ | drift | no conclusion (M0 / model) | rate (95% CI) | mirror | "
@@ -775,7 +776,7 @@ def build_report(root: Path) -> Path:
             unparsed = f"{v['n_no_conclusion_baseline']} / {v['n_no_conclusion_candidate']}" if v else "–"
             L.append(
                 f"| {label} | {split} | {a['n_pairs']} | {a['n_candidates']} | {a['n_drift']} | {unparsed} | "
-                f"{_pct(a['drift_rate'])}% ({_ci_of(a.get('drift_rate_ci95'))}) | {a.get('n_mirror', '–')} | "
+                f"{_pct(a['drift_rate'])}% ({_ci_of(a.get('drift_rate_ci95'), a.get('drift_rate_ci_method'))}) | {a.get('n_mirror', '–')} | "
                 f"{'–' if p_sign is None else f'{p_sign:.3g}'} | {sev} |"
             )
     L += _parseable_lines(rows, parseable)
@@ -906,13 +907,21 @@ def build_report(root: Path) -> Path:
     return path
 
 
-def _ci_of(ci: list[float] | None) -> str:
-    return f"{_pct(ci[0])}–{_pct(ci[1])}" if ci else "–"
+def _ci_of(ci: list[float] | None, method: str | None = None) -> str:
+    if not ci:
+        return "no interval"
+    # A true minus sign, so "−100.0–66.7" does not read as a range of hyphens.
+    low, high = (_pct(x).replace("-", "−") for x in ci)
+    return f"{low}–{high}" + (_method_mark(method) if method else "")
 
 
 def _ci_mark(m: dict[str, Any]) -> str:
-    """Which interval a row's CI is: ᵂ Wilson score, ᴮ cluster bootstrap, ᵂᴮ the wider of the two."""
-    method = m.get("ci_method") or ""
+    return _method_mark(m.get("ci_method"))
+
+
+def _method_mark(method: str | None) -> str:
+    """Which interval a CI is: ᵂ Wilson score, ᴮ cluster bootstrap, ᵂᴮ the wider of the two."""
+    method = method or ""
     if method.startswith("wider of"):
         return " ᵂᴮ"
     if method.startswith("cluster bootstrap"):
@@ -970,9 +979,9 @@ def _drift_row(label: str, v: dict[str, Any] | None) -> str | None:
     mc = v["mcnemar"]
     return (
         f"| {label} | {v['split']} | {v['items']} | {v['n']} | "
-        f"{v['n_drift_a']} ({_pct(v['drift_rate_a'])}%, {_ci_of(v['drift_rate_a_ci95'])}) | "
-        f"{v['n_drift_b']} ({_pct(v['drift_rate_b'])}%, {_ci_of(v['drift_rate_b_ci95'])}) | "
-        f"{'–' if red is None else _pct(red) + '%'} ({_ci_of(v['drift_reduction_ci95'])}) | "
+        f"{v['n_drift_a']} ({_pct(v['drift_rate_a'])}%, {_ci_of(v['drift_rate_a_ci95'], v.get('drift_rate_a_ci_method'))}) | "
+        f"{v['n_drift_b']} ({_pct(v['drift_rate_b'])}%, {_ci_of(v['drift_rate_b_ci95'], v.get('drift_rate_b_ci_method'))}) | "
+        f"{'–' if red is None else _pct(red).replace('-', '−') + '%'} ({_ci_of(v['drift_reduction_ci95'], v.get('ci_method'))}) | "
         f"{mc['only_a']} / {mc['only_b']}, p = {mc['p_value']:.3g} | {'yes' if v['held_out'] else '**no**'} |"
     )
 
