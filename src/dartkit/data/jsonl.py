@@ -70,6 +70,18 @@ def read_text(path: Path) -> str:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Every object of a JSONL file a stage wrote, ``[]`` when the file does not exist (yet).
+
+    Raises:
+        DataError: A line is not valid JSON or not a JSON object (naming the file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [row for _, row in iter_json_lines(read_text(path), str(path))]
+
+
 def read_examples(path: Path) -> list[Example]:
     """Read Example records from a JSONL file.
 

@@ -9,7 +9,9 @@ dartkit report runs/demo             # rebuild report.md from the files
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +50,23 @@ def planned_split_sizes(cfg: RunConfig) -> dict[str, int] | str:
     gives a note instead of sizes.
     """
     from dartkit.data.jsonl import read_json
+    from dartkit.data.splits import SPLITS, check_ratios
 
     d = cfg.data
     summary = Path(cfg.out) / "data" / "summary.json"
     if summary.is_file():
         s = read_json(summary)
-        same_source = s.get("suite") == d.suite and (d.source is None or s.get("source") == str(d.source))
+        ratios = s.get("ratios") or []
         if (
-            same_source
+            s.get("split_totals")
+            and s.get("suite") == d.suite
+            and (d.source is None or s.get("source") == str(d.source))
             and s.get("seed") == d.seed
             and s.get("per_cell") == d.per_cell
-            and s.get("split_totals")
+            and len(ratios) == 4
+            and all(math.isclose(a, b) for a, b in zip(ratios, check_ratios(d.ratios), strict=True))
         ):
-            ratios_match = [round(x, 9) for x in s.get("ratios", [])] == [
-                round(x, 9) for x in _ratios4(d.ratios)
-            ]
-            if ratios_match:
-                return dict(s["split_totals"])
+            return dict(s["split_totals"])
     if d.suite == "wang2025" and d.source is None:
         return "known after the download (data.source is empty, so the data stage downloads the suite)"
     from dartkit.data.prepare import _load_source
@@ -75,17 +77,10 @@ def planned_split_sizes(cfg: RunConfig) -> dict[str, int] | str:
         examples, _ = _load_source(d.source, d.suite, None, None)
     except DataError as e:
         raise DataError(f"data.source: {e}") from None
-    split = split_examples(examples, ratios=d.ratios, seed=d.seed, per_cell=d.per_cell)
-    from collections import Counter
-
-    counts = Counter(e.split for e in split)
-    return {s: counts.get(s, 0) for s in ("train", "audit", "val", "test")}
-
-
-def _ratios4(ratios: list[float]) -> list[float]:
-    from dartkit.data.splits import check_ratios
-
-    return list(check_ratios(ratios))
+    counts = Counter(
+        e.split for e in split_examples(examples, ratios=d.ratios, seed=d.seed, per_cell=d.per_cell)
+    )
+    return {name: counts.get(name, 0) for name in SPLITS}
 
 
 def planned_setup(cfg: RunConfig) -> dict[str, Any]:
@@ -126,8 +121,6 @@ def setup_table(setup: dict[str, Any]) -> Table:
 
 def _hub_models(cfg: RunConfig) -> list[tuple[str, str, str | None]]:
     """(where, hub id, revision) of every hub model the run will load: models and hf: scorers."""
-    import re
-
     from dartkit.generate.spec import parse_spec
 
     found = []
@@ -141,9 +134,16 @@ def _hub_models(cfg: RunConfig) -> list[tuple[str, str, str | None]]:
             parsed = parse_spec(spec)
             if parsed.kind == "hf" and not Path(parsed.model).expanduser().exists():
                 found.append((where, parsed.model, parsed.revision))
-    for model, rev in re.findall(r"hf:([^@#,()\s]+)(?:@([^#,()\s]+))?", cfg.audit.scorer):
-        if not Path(model).expanduser().exists():
-            found.append(("audit.scorer", model, rev or None))
+    from dartkit.harm.hf import HFClassifierScorer
+    from dartkit.harm.spec import parse_scorer
+
+    # Walk the parsed scorer (max(...) holds its parts) rather than re-reading the spec grammar.
+    scorers = [parse_scorer(cfg.audit.scorer)]
+    while scorers:
+        scorer = scorers.pop(0)
+        scorers.extend(getattr(scorer, "parts", []))
+        if isinstance(scorer, HFClassifierScorer) and not Path(scorer.model_id).expanduser().exists():
+            found.append(("audit.scorer", scorer.model_id, scorer.revision))
     return found
 
 

@@ -8,7 +8,6 @@ report can be rebuilt (or restyled) at any time.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import yaml
 
 from dartkit.audit.core import SEVERITIES
 from dartkit.audit.markdown import CONTENT_WARNING, quote
-from dartkit.data.jsonl import read_json, save_figure, write_json, write_text
+from dartkit.data.jsonl import read_json, read_rows, save_figure, write_json, write_text
 from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, small_cells, small_cells_by_benchmark
 from dartkit.errors import DartkitError
 from dartkit.pipeline.runner import HEARTBEAT_SECONDS
@@ -75,12 +74,6 @@ STAGE_ORDER = [
 
 def _maybe(path: Path) -> Any:
     return read_json(path) if path.is_file() else None
-
-
-def _lines(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
 def _pct(x: float | None) -> str:
@@ -206,14 +199,21 @@ def _metrics_without(path: Path, drop: set[str], n_resamples: int) -> dict[str, 
     from dartkit.records import Generation
     from dartkit.stats.metrics import evaluation_metrics
 
-    gens = [Generation.model_validate(r) for r in _lines(path) if r["id"] not in drop]
+    gens = [Generation.model_validate(r) for r in read_rows(path) if r["id"] not in drop]
     return evaluation_metrics(gens, n_resamples) if gens else None
 
 
 def _drift_view(
-    pairs_int: list[dict[str, Any]], pairs_dart: list[dict[str, Any]], ids: set[str] | None, n_boot: int
+    pairs_int: list[dict[str, Any]],
+    pairs_dart: list[dict[str, Any]],
+    ids: set[str] | None,
+    n_boot: int,
+    **labels: Any,
 ) -> dict[str, Any] | None:
-    """Paired drift of M_int and M_DART (each against M0), over ``ids`` (None: all matched items)."""
+    """Paired drift of M_int and M_DART (each against M0), over ``ids`` (None: all matched items).
+
+    ``labels`` (split, held_out, items) say where the view was computed and are stored with it.
+    """
     if ids is not None:
         pairs_int = [p for p in pairs_int if p["id"] in ids]
         pairs_dart = [p for p in pairs_dart if p["id"] in ids]
@@ -227,6 +227,7 @@ def _drift_view(
         out[f"drift_rate_{side}"] = sum(hits) / len(hits)
         out[f"drift_rate_{side}_ci95"] = ci
         out[f"drift_rate_{side}_ci_method"] = method
+    out.update(labels)
     return out
 
 
@@ -241,7 +242,7 @@ def _baselines(
     """
     items = {}
     for k in models:
-        rows = [r for r in _lines(root / "eval" / k / split / "generations.jsonl") if r.get("gold")]
+        rows = [r for r in read_rows(root / "eval" / k / split / "generations.jsonl") if r.get("gold")]
         rows = [r for r in rows if not drop or r["id"] not in drop]
         if rows:
             items[k] = rows
@@ -268,7 +269,7 @@ def _mcnemar_pairs(
 ) -> list[dict[str, Any]]:
     """Exact McNemar for every comparison in ``MCNEMAR_PAIRS`` whose two models ran."""
     gens = {
-        k: _lines(root / "eval" / k / split / "generations.jsonl")
+        k: read_rows(root / "eval" / k / split / "generations.jsonl")
         for k, _ in MODELS
         if k in on and k in evals
     }
@@ -424,39 +425,53 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
         if k in on
     }
     pairs = {
-        k: _lines(root / "audit" / k / "pairs.jsonl")
+        k: read_rows(root / "audit" / k / "pairs.jsonl")
         for k in ("m_int", "m_dart", "null", "m_int_val", "m_int_audit", "m_dart_audit")
     }
-    repair_rows = _lines(root / "repair" / "repair.jsonl")
+    repair_rows = read_rows(root / "repair" / "repair.jsonl")
     repaired = {r["id"] for r in repair_rows if r.get("accepted")}
-    test_ids = {r["id"] for r in _lines(root / "data" / "test.jsonl")}
+    test_ids = {r["id"] for r in read_rows(root / "data" / "test.jsonl")}
     repaired_in_test = sorted(repaired & test_ids)
 
     # The headline: M_int vs M_DART drift, item by item, on test.
-    headline = _drift_view(pairs["m_int"], pairs["m_dart"], None, n_boot)
-    if headline is not None:
-        headline.update(
-            split="test",
-            held_out=not repaired_in_test,
-            items="every test item"
-            + ("" if not repaired_in_test else f", {len(repaired_in_test)} of them repaired"),
-        )
+    headline = _drift_view(
+        pairs["m_int"],
+        pairs["m_dart"],
+        None,
+        n_boot,
+        split="test",
+        held_out=not repaired_in_test,
+        items="every test item"
+        + ("" if not repaired_in_test else f", {len(repaired_in_test)} of them repaired"),
+    )
     # The paper-style number: drift on the repaired items themselves (trained on, so not held out).
     src_int, src_dart = ("m_int_audit", "m_dart_audit") if heldout else ("m_int", "m_dart")
-    on_repaired = _drift_view(pairs[src_int], pairs[src_dart], repaired, n_boot) if repaired else None
-    if on_repaired is not None:
-        on_repaired.update(
+    on_repaired = (
+        _drift_view(
+            pairs[src_int],
+            pairs[src_dart],
+            repaired,
+            n_boot,
             split="audit" if heldout else "test",
             held_out=False,
             items=f"the {len(repaired)} repaired item(s) (M_DART was trained on them)",
         )
-    repair_split = None
-    if heldout:
-        repair_split = _drift_view(pairs["m_int_audit"], pairs["m_dart_audit"], None, n_boot)
-        if repair_split is not None:
-            repair_split.update(
-                split="audit", held_out=False, items="every audit-split item (the repair source)"
-            )
+        if repaired
+        else None
+    )
+    repair_split = (
+        _drift_view(
+            pairs["m_int_audit"],
+            pairs["m_dart_audit"],
+            None,
+            n_boot,
+            split="audit",
+            held_out=False,
+            items="every audit-split item (the repair source)",
+        )
+        if heldout
+        else None
+    )
     # Under the paper protocol repair trains on test's drift cases: accuracy on the test items that
     # were *not* repaired is the fair test-split comparison.
     unrepaired = {}
@@ -634,7 +649,7 @@ def _setup(root: Path, cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
             f"{env.get('platform')}, {env.get('cpu_count')} CPUs, GPUs: {', '.join(env.get('gpus') or []) or 'none'}",
         ),
     ]
-    return ["| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), *_split_lines(info.get("data"))]
+    return ["| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), *_splitread_rows(info.get("data"))]
 
 
 def _benchmarks_cell(d: dict[str, Any]) -> str:
@@ -645,7 +660,7 @@ def _benchmarks_cell(d: dict[str, Any]) -> str:
     return f"present: {', '.join(d.get('present') or []) or 'none'}; absent: {', '.join(absent) or 'none'}"
 
 
-def _split_lines(d: dict[str, Any] | None) -> list[str]:
+def _splitread_rows(d: dict[str, Any] | None) -> list[str]:
     """Split sizes per benchmark (YES / NO items) and the cells too small to read per benchmark."""
     if not d or not d.get("counts"):
         return []
@@ -693,7 +708,7 @@ def build_report(root: Path) -> Path:
     distill, repair = info["distill"] or {}, info["repair"] or {}
     tau = float(info["tau"]["tau"]) if info["tau"].get("tau") not in (None, "auto") else 0.01
     L: list[str] = ["# DART run report", ""]
-    L += _protocol_lines(info)
+    L += _protocolread_rows(info)
     if _teacher_is_student(root, cfg):
         L += [
             "> **Read this first.** The teacher is the student's own base model "
@@ -730,7 +745,7 @@ def build_report(root: Path) -> Path:
     L += ["", _ci_note(evals)]
     if fig_acc:
         L += ["", "![accuracy](figures/accuracy.png)"]
-    L += _mcnemar_lines(info)
+    L += _mcnemarread_rows(info)
     unrep = info["evaluation_test_unrepaired"]
     if info["repaired_in_test"] and unrep:
         L += [
@@ -746,7 +761,7 @@ def build_report(root: Path) -> Path:
 
     # ---- drift
     L += ["", "## Harm drift", ""]
-    L += _drift_lines(info)
+    L += _driftread_rows(info)
     L += [
         "",
         "### Every audit",
@@ -779,7 +794,7 @@ def build_report(root: Path) -> Path:
                 f"{_pct(a['drift_rate'])}% ({_ci_of(a.get('drift_rate_ci95'), a.get('drift_rate_ci_method'))}) | {a.get('n_mirror', '–')} | "
                 f"{'–' if p_sign is None else f'{p_sign:.3g}'} | {sev} |"
             )
-    L += _parseable_lines(rows, parseable)
+    L += _parseableread_rows(rows, parseable)
     if audits.get("null"):
         L += [
             "",
@@ -794,12 +809,12 @@ def build_report(root: Path) -> Path:
             ),
         ]
     deltas = {
-        label.split(":")[0]: [p["delta"] for p in _lines(root / "audit" / k / "pairs.jsonl")]
+        label.split(":")[0]: [p["delta"] for p in read_rows(root / "audit" / k / "pairs.jsonl")]
         for k, label in AUDITS
     }
     if _delta_figure(deltas, tau, root / "figures" / "delta_h.png"):
         L += ["", "![ΔH distributions](figures/delta_h.png)"]
-    L += _tau_lines(info, audits)
+    L += _tauread_rows(info, audits)
 
     # ---- non-audited split
     L += [
@@ -940,7 +955,7 @@ def _ci_note(evals: dict[str, Any]) -> str:
     )
 
 
-def _protocol_lines(info: dict[str, Any]) -> list[str]:
+def _protocolread_rows(info: dict[str, Any]) -> list[str]:
     """The report's first lines: which protocol, and whether the test split is held out."""
     if info["protocol"] == "heldout":
         leak = info["repaired_in_test"]
@@ -986,7 +1001,7 @@ def _drift_row(label: str, v: dict[str, Any] | None) -> str | None:
     )
 
 
-def _drift_lines(info: dict[str, Any]) -> list[str]:
+def _driftread_rows(info: dict[str, Any]) -> list[str]:
     """The headline table: drift under M_int and M_DART (each against M0), paired item by item."""
     rows = [
         _drift_row("**headline**: drift reduction on test", info.get("drift_test")),
@@ -1027,7 +1042,7 @@ def _h(x: float | None, signed: bool = False) -> str:
     return "–" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
 
 
-def _parseable_lines(rows: list[tuple[str, str, str]], parseable: dict[str, Any]) -> list[str]:
+def _parseableread_rows(rows: list[tuple[str, str, str]], parseable: dict[str, Any]) -> list[str]:
     """Harm and drift of every audit again, over the pairs in which both answers reach a conclusion."""
     shown = [(k, label, split) for k, label, split in rows if parseable.get(k)]
     if not shown:
@@ -1060,7 +1075,7 @@ def _parseable_lines(rows: list[tuple[str, str, str]], parseable: dict[str, Any]
     return out
 
 
-def _tau_lines(info: dict[str, Any], audits: dict[str, Any]) -> list[str]:
+def _tauread_rows(info: dict[str, Any], audits: dict[str, Any]) -> list[str]:
     t = info["tau"]
     out = ["", "### τ", ""]
     if t.get("table"):
@@ -1197,7 +1212,7 @@ def _per_benchmark(evals: dict[str, Any], baselines: dict[str, Any] | None = Non
     return out
 
 
-def _mcnemar_lines(info: dict[str, Any]) -> list[str]:
+def _mcnemarread_rows(info: dict[str, Any]) -> list[str]:
     """The paired accuracy comparisons on test, one row per pair (exact McNemar)."""
     rows = info.get("mcnemar") or []
     if not rows:
@@ -1229,11 +1244,11 @@ def _mcnemar_lines(info: dict[str, Any]) -> list[str]:
 
 def _cases(root: Path, heldout: bool, k: int = 5) -> list[str]:
     src_int, src_dart = ("m_int_audit", "m_dart_audit") if heldout else ("m_int", "m_dart")
-    drift = sorted(_lines(root / "audit" / src_int / "drift.jsonl"), key=lambda p: -p["delta"])[:k]
+    drift = sorted(read_rows(root / "audit" / src_int / "drift.jsonl"), key=lambda p: -p["delta"])[:k]
     if not drift:
         return []
-    repairs = {r["id"]: r for r in _lines(root / "repair" / "repair.jsonl")}
-    after = {p["id"]: p for p in _lines(root / "audit" / src_dart / "pairs.jsonl")}
+    repairs = {r["id"]: r for r in read_rows(root / "repair" / "repair.jsonl")}
+    after = {p["id"]: p for p in read_rows(root / "audit" / src_dart / "pairs.jsonl")}
     split = "audit" if heldout else "test"
     out = [
         "",

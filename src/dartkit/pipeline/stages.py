@@ -38,7 +38,7 @@ from typing import Any
 from rich.console import Console
 
 from dartkit.config import AuditConfig, DistillConfig, EvalConfig, RepairConfig
-from dartkit.data.jsonl import read_json
+from dartkit.data.jsonl import read_json, read_rows
 from dartkit.errors import DartkitError
 from dartkit.generate.base import text_settings
 from dartkit.pipeline.config import RunConfig
@@ -50,23 +50,6 @@ SPLITS = ("test", "val")
 
 def _json(path: Path) -> dict[str, Any]:
     return read_json(path)
-
-
-def _split_examples(data_dir: Path, split: str):
-    from dartkit.data.prepare import load_split
-
-    return load_split(data_dir, split)
-
-
-def _repair_rows(root: Path) -> list[dict[str, Any]]:
-    path = root / "repair" / "repair.jsonl"
-    return _jsonl(path) if path.is_file() else []
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    from dartkit.data.jsonl import iter_json_lines, read_text
-
-    return [row for _, row in iter_json_lines(read_text(path), str(path))]
 
 
 def model_fingerprint(spec: str | None) -> dict[str, Any] | None:
@@ -359,7 +342,7 @@ class RunStages:
         if self.tau_auto:
             from dartkit.data.jsonl import write_json
 
-            deltas = [float(p["delta"]) for p in _jsonl(self.root / "audit" / "m_int_val" / "pairs.jsonl")]
+            deltas = [float(p["delta"]) for p in read_rows(self.root / "audit" / "m_int_val" / "pairs.jsonl")]
             choice = choose_tau(deltas, a.tau_choices(), a.tau_max_noise)
             write_json(self.root / "audit" / "tau.json", choice)
             note = "" if choice["rule_met"] else " (no τ met the rule: the largest choice is used)"
@@ -426,8 +409,12 @@ class RunStages:
         m = repair.run(self._repair_cfg(train=False), self.console)
         if self.heldout:
             # The headline is measured on test, so nothing repaired may come from it.
-            test_ids = {e.id for e in _split_examples(self.data_dir, "test")}
-            leaked = sorted(test_ids & {row["id"] for row in _repair_rows(self.root)})
+            from dartkit.data.prepare import load_split
+
+            test_ids = {e.id for e in load_split(self.data_dir, "test")}
+            leaked = sorted(
+                test_ids & {row["id"] for row in read_rows(self.root / "repair" / "repair.jsonl")}
+            )
             if leaked:
                 raise DartkitError(
                     f"repair drew {len(leaked)} item(s) from the test split ({', '.join(leaked[:5])}); "
