@@ -83,3 +83,15 @@ def test_audit_with_no_matched_ids_fails_without_any_gate(tmp_path):
     assert res.exit_code == 2
     assert "the baseline has 2 id(s), the candidate 1, none in common" in res.stderr
     assert "baseline e.g. 'a', 'b'; candidate e.g. 'z'" in res.stderr
+
+
+def test_eval_on_one_raw_pickle_points_to_its_folder_as_source(tmp_path):
+    raw = tmp_path / "raw_pkl"
+    raw.mkdir()
+    pkl = raw / "D1_1k.pkl"
+    pkl.write_bytes(b"not read")
+    res = runner.invoke(app, ["eval", "--model", "dummy", "--data", str(pkl), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert f"{pkl}: a file, not a prepared data directory" in res.stderr
+    assert f"--source {raw} --out <a new directory>" in res.stderr
+    assert f"--out {pkl}" not in res.stderr

@@ -173,3 +173,13 @@ def test_one_default_answer_length_for_eval_audit_and_run():
     audit_cfg = AuditConfig(out="o", baseline="dummy", candidate="dummy:no", data="d")
     assert eval_cfg.decoding == RunConfig().decoding == audit_cfg.decoding
     assert eval_cfg.decoding.max_new_tokens == DEFAULT_MAX_NEW_TOKENS == 96  # the pipeline's, as shipped
+
+
+def test_one_default_teacher_answer_length_for_distill_repair_and_run():
+    """A standalone distill or repair asks the teacher for as many tokens as the pipeline (was 160 vs 96)."""
+    from dartkit.config import DistillConfig, RepairConfig
+    from dartkit.pipeline.config import RunConfig
+
+    distill = DistillConfig(data="d", out="o")
+    repair = RepairConfig(drift="x.jsonl", data="d", out="o", train=False)
+    assert distill.decoding == repair.decoding == RunConfig().teacher_decoding

@@ -6,27 +6,23 @@ dartkit eval --model embedded --data runs/demo/data --split test --out runs/demo
 
 from __future__ import annotations
 
-import functools
-import sys
 from enum import Enum
 from pathlib import Path
 
 import typer
 
 from dartkit import __version__
+from dartkit.cli_support import user_errors
 from dartkit.config import (
     DEFAULT_MAX_NEW_TOKENS,
-    ConfigError,
     DistillConfig,
     EvalConfig,
     cli_flags,
     load_config,
 )
 from dartkit.data.cli import data_app
-from dartkit.errors import DartkitError
-from dartkit.generate.base import BackendError
-from dartkit.generate.spec import SpecError
 from dartkit.lock import check_config_inputs, dir_lock
+from dartkit.suites.cli import suite_app
 from dartkit.train.cli import train_command
 
 app = typer.Typer(
@@ -39,6 +35,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(data_app, name="data", help="Turn benchmark files into train/audit/val/test splits.")
+app.add_typer(
+    suite_app, name="suite", help="External evaluations: open-ended transfer, HateCheck, BOLD, XSTest."
+)
 app.command(
     "train", help="LoRA SFT of a student on rationales (or labels), with exact per-example loss weights."
 )(train_command)
@@ -62,30 +61,6 @@ def _main(
 
 # `dartkit train` and `dartkit distill`/`repair` turn training off with --no-train.
 NO_TRAIN = {"train": "--no-train"}
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error and exit (no traceback: the input was wrong, not the code)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def user_errors(fn):
-    """Turn errors caused by input or environment into a one-line message and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (DartkitError, ConfigError, SpecError, BackendError) as e:
-            fail(str(e))
-        except KeyboardInterrupt:
-            typer.echo(
-                "interrupted: finished generations are cached; rerun the same command to continue", err=True
-            )
-            sys.exit(130)
-
-    return wrapper
 
 
 class PolicyChoice(str, Enum):

@@ -288,10 +288,21 @@ class DecodingConfig(_Strict):
         return fields
 
 
+# The 'auto' token cap of a generation batch on a CPU (BackendConfig.max_batch_tokens).
+CPU_MAX_BATCH_TOKENS = 8192
+
+
 class BackendConfig(_Strict):
     """Settings for how models are run, shared by every backend."""
 
     batch_size: int = Field(16, ge=1, description="hf backend: prompts per forward batch (sorted by length).")
+    max_batch_tokens: int | Literal["auto"] = Field(
+        "auto",
+        description="hf backend: also cap a batch at this many tokens (rows x (longest prompt + max_new_tokens)), "
+        "which bounds the KV cache's memory: long prompts get smaller batches; 0 = no cap (batch_size only); "
+        f"'auto' = {CPU_MAX_BATCH_TOKENS} on a CPU (measured on the embedded model: distillation's peak memory "
+        "1.92 -> 1.55 GB for 3% more time) and no cap on a GPU.",
+    )
     device: str = Field("auto", description="hf backend: 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="hf backend: weights dtype; 'auto' is float32 on CPU and bfloat16 on GPU."
@@ -317,6 +328,19 @@ class BackendConfig(_Strict):
         "OPENAI_API_KEY",
         description="openai backend: environment variable holding the API key (never stored).",
     )
+
+    @field_validator("max_batch_tokens")
+    @classmethod
+    def _tokens_not_negative(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be 'auto', 0 (no cap) or a positive number of tokens")
+        return v
+
+    def batch_token_cap(self, device: str) -> int:
+        """The token cap of a generation batch on ``device`` (0 = none)."""
+        if self.max_batch_tokens == "auto":
+            return CPU_MAX_BATCH_TOKENS if device.split(":")[0] == "cpu" else 0
+        return int(self.max_batch_tokens)
 
 
 class EvalConfig(_Strict):
@@ -447,8 +471,9 @@ class DistillConfig(_Strict):
         None, ge=1, description="Distill only the first N training items (stratified order)."
     )
     decoding: DecodingConfig = Field(
-        default_factory=lambda: DecodingConfig(max_new_tokens=160),
-        description="Teacher decoding for the first attempt (follow-ups sample at qc.fix_temperature).",
+        default_factory=DecodingConfig,
+        description="Teacher decoding for the first attempt (follow-ups sample at qc.fix_temperature); the "
+        "same default as `dartkit run`'s teacher_decoding, so a standalone run is served from the same cache.",
     )
     student_decoding: DecodingConfig = Field(
         default_factory=DecodingConfig, description="Student decoding when M_int is evaluated."
@@ -743,8 +768,9 @@ class RepairConfig(_Strict):
         default_factory=SeverityWeights, description="Weight of a repair example by its drift severity."
     )
     decoding: DecodingConfig = Field(
-        default_factory=lambda: DecodingConfig(max_new_tokens=160),
-        description="Teacher decoding for the first attempt (follow-ups sample at qc.fix_temperature).",
+        default_factory=DecodingConfig,
+        description="Teacher decoding for the first attempt (follow-ups sample at qc.fix_temperature); the "
+        "same default as `dartkit run`'s teacher_decoding, so a standalone run is served from the same cache.",
     )
     backend: BackendConfig = Field(
         default_factory=BackendConfig, description="Backend settings for all models."

@@ -34,6 +34,7 @@ PACKAGES = (
     "alt-profanity-check",
     "joblib",
     "matplotlib",
+    "vaderSentiment",
     "pyyaml",
 )
 

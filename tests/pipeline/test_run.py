@@ -631,6 +631,24 @@ def test_stage_time_counts_interrupted_attempts(tmp_path):
     assert not (tmp_path / "stages" / "toy.started").exists()
 
 
+def test_stage_record_holds_the_stage_s_own_peak_memory(tmp_path):
+    blocks = []
+
+    def work():
+        block = bytearray(200 * 1024 * 1024)
+        block[::4096] = b"x" * len(block[::4096])
+        blocks.append(len(block))
+
+    _toy_pipeline(tmp_path, work).run()
+    first = json.loads((tmp_path / "stages" / "toy.json").read_text())["memory"]
+    assert first["peak_rss_mb"] > 200
+    if first["scope"] == "stage":  # Linux: the mark is reset per stage, so a light rerun reads low
+        (tmp_path / "out.txt").unlink()
+        _toy_pipeline(tmp_path, lambda: None).run()
+        again = json.loads((tmp_path / "stages" / "toy.json").read_text())["memory"]
+        assert again["peak_rss_mb"] < first["peak_rss_mb"] - 150
+
+
 def test_stage_time_forgets_attempts_under_other_settings_and_reads_old_markers(tmp_path):
     pipe = _toy_pipeline(tmp_path, lambda: None)
     (tmp_path / "stages").mkdir()
@@ -671,7 +689,14 @@ def test_report_stage_times_say_what_they_cover(finished_run):
     report = (root / "report.md").read_text()
     info = json.loads((root / "run.json").read_text())
     assert "summed over every attempt with its current settings" in report
-    assert "| stage | seconds | attempts |" in report and "| **total** |" in report
+    assert "| stage | seconds | attempts | peak memory (MiB) |" in report and "| **total** |" in report
+    peaks = info["stage_peak_rss_mb"]
+    assert set(peaks) == set(info["stage_seconds"])
+    # (The stages ran inside this test process, which already held other tests' models: the
+    # per-stage reset is checked in test_stage_record_holds_the_stage_s_own_peak_memory.)
+    assert all(p["peak_rss_mb"] > 0 and p["scope"] in ("stage", "process") for p in peaks.values())
+    row = next(line for line in report.splitlines() if line.startswith("| eval_m0 |"))
+    assert row.rstrip(" |*").split("|")[-1].strip().isdigit()
     assert set(info["stage_attempts"]) == set(info["stage_seconds"]) and set(
         info["stage_attempts"].values()
     ) == {1}
@@ -682,3 +707,17 @@ def test_dry_run_fails_for_a_data_source_that_does_not_exist(tmp_path):
     res = runner.invoke(app, ["run", "--config", str(cfg), "--out", str(tmp_path / "r"), "--dry-run"])
     assert res.exit_code == 2 and "data.source: " in res.output and "nowhere: no such file" in res.output
     assert "config is valid" not in res.output
+
+
+def test_data_stage_warns_once_per_benchmark_not_once_per_cell(tmp_path):
+    """The demo suite has 64 small cells; the run prints a headline and one line per benchmark."""
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    cfg = RunConfig.model_validate({"out": str(tmp_path / "run")})
+    build_pipeline(cfg, console).by_name["data"].run()
+    lines = [ln for ln in console.export_text().splitlines() if ln.strip()]
+    assert (
+        lines[0].startswith("warning: 64 benchmark x label x split cell(s)") and "data.per_cell" in lines[0]
+    )
+    assert len(lines) == 1 + 8 and lines[1].startswith("  D1: YES train 4")

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, prepare_data, small_cells_by_benchmark
+from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, prepare_data, small_cells_warning
 from dartkit.data.splits import DEFAULT_RATIOS, SPLITS
 from dartkit.errors import DartkitError, DataError
 from dartkit.lock import check_same_inputs, dir_lock
@@ -77,16 +77,9 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 def _print_small_cells(console: Console, summary: dict) -> None:
     """One warning line per benchmark with empty or small cells (``summary["small_cells"]``)."""
-    cells = summary.get("small_cells") or []
-    if not cells:
-        return
-    console.print(
-        f"[yellow]warning: {len(cells)} benchmark x label x split cell(s) are empty or hold fewer than "
-        f"{summary['min_cell_items']} items; accuracy per benchmark or per label on them means little "
-        "(more items: a larger --per-cell; fewer warnings: --min-cell-items):[/yellow]"
-    )
-    for benchmark, cells_of_benchmark in small_cells_by_benchmark(cells).items():
-        console.print(f"[yellow]  {benchmark}: {cells_of_benchmark}[/yellow]")
+    remedy = "more items: a larger --per-cell; fewer warnings: --min-cell-items"
+    for line in small_cells_warning(summary, remedy):
+        console.print(f"[yellow]{line}[/yellow]", highlight=False)
 
 
 def _check_prepared_inputs(

@@ -220,6 +220,21 @@ def small_cells_by_benchmark(cells: Sequence[dict[str, Any]]) -> dict[str, str]:
     return {b: ", ".join(parts) for b, parts in out.items()}
 
 
+def small_cells_warning(summary: dict[str, Any], remedy: str) -> list[str]:
+    """The small-cell warning for a console: a headline, then one line per affected benchmark.
+
+    ``remedy`` says how to get more items or fewer warnings in the user's terms (flags or config keys).
+    """
+    cells = summary.get("small_cells") or []
+    if not cells:
+        return []
+    head = (
+        f"warning: {len(cells)} benchmark x label x split cell(s) are empty or hold fewer than "
+        f"{summary['min_cell_items']} items; accuracy per benchmark or per label on them means little ({remedy}):"
+    )
+    return [head, *(f"  {b}: {line}" for b, line in small_cells_by_benchmark(cells).items())]
+
+
 def prepare_data(
     out: Path,
     source: Path | None = None,
@@ -299,6 +314,8 @@ def load_split(data_dir: Path, split: str) -> list[Example]:
     if split not in SPLITS:
         raise DataError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
     path = Path(data_dir) / f"{split}.jsonl"
+    if Path(data_dir).is_file():
+        raise DataError(f"{data_dir}: a file, not a prepared data directory; {_prepare_hint(Path(data_dir))}")
     if not path.is_file():
         if split == "audit" and (Path(data_dir) / "train.jsonl").is_file():
             raise DataError(
@@ -311,6 +328,12 @@ def load_split(data_dir: Path, split: str) -> list[Example]:
 
 def _prepare_hint(data_dir: Path) -> str:
     """What to run for prepared splits, never suggesting to write them into a folder of raw input files."""
+    if data_dir.is_file():  # a raw benchmark file given as --data: prepare the folder it sits in
+        suite = "" if data_dir.suffix == ".pkl" else " --suite jsonl"
+        return (
+            f"run `dartkit data prepare{suite} --source {data_dir.parent} --out <a new directory>` and pass "
+            "that directory as --data"
+        )
     files = sorted(p.name for p in data_dir.iterdir() if p.is_file()) if data_dir.is_dir() else []
     pickles = [f for f in files if f.endswith(".pkl")]
     own = [f for f in files if f.endswith(".jsonl") and f.removesuffix(".jsonl") not in SPLITS]

@@ -101,6 +101,26 @@ def _row_seed(seed: int, prompt_ids: list[int]) -> int:
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
+def token_bounded_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int, max_new_tokens: int
+) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive batches over prompts sorted longest first.
+
+    Each batch holds at most ``batch_size`` prompts and, when ``max_tokens`` > 0, at most
+    ``max_tokens`` tokens counted as rows x (its longest prompt + ``max_new_tokens``), the size
+    of its KV cache at the last step. A prompt longer than the cap on its own gets a batch of one.
+    """
+    out = []
+    start = 0
+    while start < len(lengths):
+        width = lengths[start] + max_new_tokens  # the batch's longest prompt: sorted, so its first
+        rows = batch_size if max_tokens <= 0 else max(1, min(batch_size, max_tokens // width))
+        stop = min(start + rows, len(lengths))
+        out.append((start, stop))
+        start = stop
+    return out
+
+
 class HFBackend:
     """Generation with a local transformers model (optionally with a LoRA adapter)."""
 
@@ -189,9 +209,14 @@ class HFBackend:
         own_loop = self._own_loop_ok and self._use_own_loop(decoding)
         prefix_len, prefix_cache = self._shared_prefix(encoded) if own_loop else (0, None)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        bs = self.cfg.batch_size
-        for b, start in enumerate(range(0, len(order), bs)):
-            idx = order[start : start + bs]
+        batches = token_bounded_batches(
+            [len(encoded[i]) for i in order],
+            self.cfg.batch_size,
+            self.cfg.batch_token_cap(str(self.model.device)),
+            decoding.max_new_tokens,
+        )
+        for b, (start, stop) in enumerate(batches):
+            idx = order[start:stop]
             if not own_loop:
                 # generate() samples with one generator per batch: reproducible for the same batches.
                 new_tokens = self._generate_fallback(
@@ -392,7 +417,12 @@ class HFBackend:
         if n < self.cfg.prefix_cache_min_tokens:
             return 0, None
         with torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([first[:n]], device=self.model.device), use_cache=True)
+            # Only the cache is used: one position's logits instead of n x vocabulary floats.
+            out = self.model(
+                input_ids=torch.tensor([first[:n]], device=self.model.device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
         return n, out.past_key_values
 
     def _pack(self, rows: list[list[int]], prefix_len: int):

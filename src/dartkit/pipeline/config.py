@@ -205,7 +205,8 @@ class RunConfig(_Strict):
         description="Student decoding for every evaluation and audit (the same default as `dartkit eval`).",
     )
     teacher_decoding: DecodingConfig = Field(
-        default_factory=lambda: DecodingConfig(max_new_tokens=96), description="Teacher decoding."
+        default_factory=DecodingConfig,
+        description="Teacher decoding (the same default as `dartkit distill` and `dartkit repair`).",
     )
     backend: BackendConfig = Field(
         default_factory=BackendConfig, description="Backend settings for all models."
@@ -220,12 +221,21 @@ class RunConfig(_Strict):
         None, ge=1, description="Evaluate and audit only the first N items of each split; None: all."
     )
     training: dict[str, Any] = Field(
-        default_factory=lambda: {"epochs": 5, "per_device_batch_size": 4, "grad_accum": 1, "save_every": 4},
+        default_factory=lambda: {
+            "epochs": 5,
+            "per_device_batch_size": 1,
+            "grad_accum": 4,
+            "gradient_checkpointing": True,
+            "save_every": 4,
+        },
         description="TrainConfig fields for M_int (epochs, learning_rate, lora_r, ...); the rest keep "
         "TrainConfig's paper defaults. The embedded default uses a global batch of 4 and 5 epochs, not the "
         "paper's 16 and 3: the consistency check leaves ~15 of the 64 demo rationales, and fewer optimizer "
         "steps do not teach the 135M student the answer format (measured: 5 epochs, 20 steps, 46% val accuracy "
-        "and 12% unparseable); a checkpoint every 4 steps means a killed run loses at most 3 steps.",
+        "and 12% unparseable); a checkpoint every 4 steps means a killed run loses at most 3 steps. The batch of 4 "
+        "is 4 micro-batches of one example (the same loss: dartkit's weighted loss is exact under accumulation) "
+        "with gradient checkpointing, which keeps training's peak memory at ~1.4 GiB instead of ~5.2 GiB on a "
+        "CPU, for ~85% more training time (benchmarks/memory.py; docs/architecture.md, Memory).",
     )
     train_launcher: str | None = Field(
         None,

@@ -345,7 +345,12 @@ def _stage_times(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     """Seconds and attempts per stage record, in pipeline order (the report's own stage is not done yet)."""
     ordered = sorted(stages.items(), key=lambda kv: STAGE_ORDER.index(kv[0]) if kv[0] in STAGE_ORDER else 99)
     return {
-        k: {"seconds": v.get("seconds"), "attempts": v.get("attempts", 1)}
+        k: {
+            "seconds": v.get("seconds"),
+            "attempts": v.get("attempts", 1),
+            "peak_rss_mb": (v.get("memory") or {}).get("peak_rss_mb"),
+            "memory_scope": (v.get("memory") or {}).get("scope"),
+        }
         for k, v in ordered
         if k != "report"
     }
@@ -540,6 +545,13 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
         # counts its interrupted attempts too), in pipeline order.
         "stage_seconds": {k: v["seconds"] for k, v in _stage_times(stages).items()},
         "stage_attempts": {k: v["attempts"] for k, v in _stage_times(stages).items()},
+        # Peak resident memory (MiB) of the attempt that finished each stage; scope "process" where the
+        # system could not reset the high-water mark (then it is the process's peak so far).
+        "stage_peak_rss_mb": {
+            k: {"peak_rss_mb": v["peak_rss_mb"], "scope": v["memory_scope"]}
+            for k, v in _stage_times(stages).items()
+            if v["peak_rss_mb"] is not None
+        },
     }
 
 
@@ -897,7 +909,9 @@ def build_report(root: Path) -> Path:
     secs = info["stage_seconds"]
     if secs:
         attempts = info.get("stage_attempts") or {}
+        memory = info.get("stage_peak_rss_mb") or {}
         total = sum(v for v in secs.values() if v is not None)
+        max_peak = max(memory.values(), key=lambda m: m["peak_rss_mb"], default=None)
         L += [
             "",
             "## Stage times",
@@ -906,12 +920,14 @@ def build_report(root: Path) -> Path:
             "resumed after a kill or an error includes the time of its interrupted attempts (a `kill -9` loses "
             f"at most the last {HEARTBEAT_SECONDS:g} s of one), and a stage skipped as done keeps the time of "
             "the invocation that ran it. Time spent under settings changed since is not counted; the report "
-            "stage itself is not listed.",
+            "stage itself is not listed. Peak memory: the process's resident memory at its highest during the "
+            "attempt that finished the stage (MiB; marked * where the system could only give the process's peak "
+            "so far).",
             "",
-            "| stage | seconds | attempts |",
-            "|---|---:|---:|",
-            *(f"| {k} | {v} | {attempts.get(k, 1)} |" for k, v in secs.items()),
-            f"| **total** | {round(total, 2)} | |",
+            "| stage | seconds | attempts | peak memory (MiB) |",
+            "|---|---:|---:|---:|",
+            *(f"| {k} | {v} | {attempts.get(k, 1)} | {_peak(memory.get(k))} |" for k, v in secs.items()),
+            f"| **total** | {round(total, 2)} | | {_peak(max_peak)} |",
         ]
     L += [
         "",
@@ -920,6 +936,12 @@ def build_report(root: Path) -> Path:
     path = root / "report.md"
     write_text(path, "\n".join(L) + "\n")
     return path
+
+
+def _peak(memory: dict[str, Any] | None) -> str:
+    if not memory:
+        return ""
+    return f"{memory['peak_rss_mb']:.0f}" + ("*" if memory.get("scope") == "process" else "")
 
 
 def _ci_of(ci: list[float] | None, method: str | None = None) -> str:

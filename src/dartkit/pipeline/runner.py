@@ -30,6 +30,7 @@ from typing import Any
 
 from dartkit.data.jsonl import write_json
 from dartkit.files import file_sha256
+from dartkit.memory import PeakRss, release_freed_memory
 
 
 @dataclass
@@ -252,10 +253,11 @@ class Pipeline:
                 earlier = []  # time spent under other settings is not this stage's time
             else:
                 earlier = marker["attempts"]  # resume: interrupted attempts count
-            with _AttemptClock(started, fp or "", earlier) as clock:
+            with _AttemptClock(started, fp or "", earlier) as clock, PeakRss() as memory:
                 # The marker is written before the old record goes: a kill between leaves a resume.
                 self.record_path(s.name).unlink(missing_ok=True)
                 info = s.run() or {}
+                release_freed_memory()  # the next stage starts from what is really in use
             missing = [o for o in s.outputs if not output_hashes(self.root, [o])[o]]
             if missing:
                 raise RuntimeError(f"stage {s.name} finished without writing {', '.join(missing)}")
@@ -268,6 +270,8 @@ class Pipeline:
                 "seconds": round(sum(a["seconds"] for a in earlier) + clock.attempt["seconds"], 2),
                 "seconds_last_attempt": clock.attempt["seconds"],
                 "attempts": len(earlier) + 1,
+                # Peak resident memory of the attempt that finished the stage (see dartkit.memory).
+                "memory": memory.result(),
                 "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "info": info,
             }

@@ -187,14 +187,15 @@ class RunStages:
 
     # ---- stage bodies --------------------------------------------------------------------
     def prepare(self) -> dict[str, Any]:
-        from dartkit.data.prepare import prepare_data
+        from dartkit.data.prepare import prepare_data, small_cells_warning
 
         d = self.cfg.data
         summary = prepare_data(
             self.data_dir, source=d.source, suite=d.suite, per_cell=d.per_cell, seed=d.seed, ratios=d.ratios
         )
-        for warning in summary.get("warnings") or []:
-            self.console.print(f"[yellow]warning: {warning}[/yellow]")
+        # One line per benchmark: the demo suite alone has 64 small cells.
+        for line in small_cells_warning(summary, "more items: a larger data.per_cell"):
+            self.console.print(f"[yellow]{line}[/yellow]", highlight=False)
         return {"split_totals": summary.get("split_totals"), "warnings": summary.get("warnings") or []}
 
     def evaluate(self, model: str) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""External evaluation suites: open-ended transfer, HateCheck, BOLD, XSTest (``dartkit suite``)."""

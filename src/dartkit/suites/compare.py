@@ -1,0 +1,134 @@
+"""Models side by side on one suite: ``dartkit suite compare DIR_A DIR_B ...``.
+
+Each directory is a finished ``dartkit suite run`` of the same suite. Items are matched by id (a
+paired test only counts items both models answered). Writes ``compare.json`` and a figure in
+``--out`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dartkit.data.jsonl import read_json, read_rows, write_json
+from dartkit.errors import DataError
+from dartkit.suites.registry import get_suite
+
+
+def load_run(directory: Path) -> tuple[str, str, list[dict[str, Any]]]:
+    """``(suite, model, rows)`` of a finished suite run directory."""
+    directory = Path(directory)
+    metrics_path = directory / "metrics.json"
+    scores_path = directory / "scores.jsonl"
+    for p in (metrics_path, scores_path):
+        if not p.is_file():
+            raise DataError(f"{p}: no such file; is {directory} the --out of a finished `dartkit suite run`?")
+    m = read_json(metrics_path)
+    if not isinstance(m, dict) or "suite" not in m or "model" not in m:
+        raise DataError(f"{metrics_path}: not a suite run's metrics.json (no 'suite' / 'model')")
+    return m["suite"], m["model"], read_rows(scores_path)
+
+
+def _labels(dirs: Sequence[Path], models: Sequence[str]) -> list[str]:
+    """Model specs as labels; directory names where two runs share a spec."""
+    if len(set(models)) == len(models):
+        return list(models)
+    return [f"{m} ({Path(d).name})" for d, m in zip(dirs, models, strict=True)]
+
+
+def compare_runs(
+    dirs: Sequence[Path], out: Path | None = None, console: Console | None = None
+) -> dict[str, Any]:
+    """Compare finished runs of one suite; returns (and writes to ``out``) ``compare.json``'s content."""
+    if len(dirs) < 2:
+        raise DataError("suite compare needs at least two run directories")
+    loaded = [load_run(d) for d in dirs]
+    suites = {s for s, _, _ in loaded}
+    if len(suites) > 1:
+        raise DataError(
+            f"these runs are of different suites ({', '.join(sorted(suites))}); compare one suite at a time"
+        )
+    suite = get_suite(suites.pop())
+    labels = _labels(dirs, [m for _, m, _ in loaded])
+    runs = {label: rows for label, (_, _, rows) in zip(labels, loaded, strict=True)}
+    result = {
+        "suite": suite.name,
+        "runs": {label: str(d) for label, d in zip(labels, dirs, strict=True)},
+        "n": {label: len(rows) for label, rows in runs.items()},
+        "metrics": {label: suite.metrics(rows) for label, rows in runs.items()},
+        "tests": suite.compare(runs),
+    }
+    if out is not None:
+        from dartkit.suites.figures import suite_figure
+
+        out = Path(out)
+        write_json(out / "compare.json", result)
+        suite_figure(suite, runs, out / f"{suite.name}_compare.png")
+    if console is not None:
+        for table in tables(result):
+            console.print(table)
+    return result
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def tables(result: dict[str, Any]) -> list[Table]:
+    """Readable tables of every pairwise test in ``result["tests"]``."""
+    out = []
+    for name, block in _blocks(result["tests"]):
+        if not isinstance(block, dict) or "pairs" not in block:
+            continue
+        for pair in block["pairs"]:
+            t = Table(title=f"{result['suite']} — {name}: {pair['a']} vs {pair['b']}")
+            if "groups" in pair:
+                for col in (
+                    "group",
+                    "n a",
+                    "n b",
+                    "mean a",
+                    "mean b",
+                    "rank-biserial [95% CI]",
+                    "p",
+                    "p (Holm)",
+                ):
+                    t.add_column(col, justify="left" if col == "group" else "right")
+                for g, s in pair["groups"].items():
+                    ci = f" [{_num(s['ci'][0], 2)}, {_num(s['ci'][1], 2)}]" if s.get("ci") else ""
+                    t.add_row(
+                        g,
+                        str(s["n_a"]),
+                        str(s["n_b"]),
+                        _num(s["mean_a"]),
+                        _num(s["mean_b"]),
+                        _num(s["rank_biserial"], 2) + ci,
+                        _num(s["p"], 4),
+                        _num(s.get("p_holm"), 4),
+                    )
+            else:
+                for col in ("measure", "items", f"only {pair['a']}", f"only {pair['b']}", "exact McNemar p"):
+                    t.add_column(col, justify="right")
+                m = pair.get("mcnemar") or {}
+                t.add_row(
+                    pair["measure"],
+                    str(pair["n"]),
+                    str(m.get("only_a", "—")),
+                    str(m.get("only_b", "—")),
+                    _num(m.get("p_value"), 4),
+                )
+            out.append(t)
+    return out
+
+
+def _blocks(tests: dict[str, Any], prefix: str = ""):
+    for k, v in tests.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and "pairs" in v:
+            yield name, v
+        elif isinstance(v, dict):
+            yield from _blocks(v, f"{name} / ")
