@@ -25,8 +25,8 @@ from dartkit.harm.cache import score_cached
 from dartkit.harm.spec import load_scorer
 from dartkit.lock import check_config_inputs, dir_lock
 from dartkit.manifest import write_manifest
-from dartkit.parse import is_refusal
 from dartkit.progress import generate_with_progress, results_console
+from dartkit.refusal import detect_refusals, model_fingerprint
 from dartkit.suites.base import Suite, SuiteItem, stratified_subset
 from dartkit.suites.registry import get_suite
 
@@ -124,7 +124,8 @@ def run(cfg: SuiteRunConfig, console: Console | None = None, force: bool = False
             backend.close()
         t1 = time.perf_counter()
         rows = []
-        for item, text, key in zip(items, texts, keys, strict=True):
+        refused = detect_refusals(texts)
+        for item, text, key, refusal in zip(items, texts, keys, refused, strict=True):
             finish = cache.info(key).get("finish") or "stop"
             rows.append(
                 {
@@ -134,7 +135,7 @@ def run(cfg: SuiteRunConfig, console: Console | None = None, force: bool = False
                     "prompt": item.prompt,
                     "text": text,
                     "finish": finish,
-                    "refusal": is_refusal(text),
+                    "refusal": refusal,
                 }
             )
         write_jsonl(out / "generations.jsonl", [{k: r[k] for k in r if k != "refusal"} for r in rows])
@@ -172,7 +173,12 @@ def run(cfg: SuiteRunConfig, console: Console | None = None, force: bool = False
             out,
             f"suite run {suite.name}",
             cfg.model_dump(mode="json"),
-            {"model": identity, "scorer": scorer.identity(), "judge": judge_identity},
+            {
+                "model": identity,
+                "scorer": scorer.identity(),
+                "judge": judge_identity,
+                "refusal_detector": {"name": "dartkit.refusal", "fingerprint": model_fingerprint()},
+            },
             {"generate_s": round(t1 - t0, 2), "score_s": round(t2 - t1, 2)},
         )
     from dartkit.suites.figures import suite_figure
