@@ -43,7 +43,7 @@ def load(source: Path | None) -> list[SuiteItem]:
     """
     if source is None:
         raise DataError(
-            "suite bold needs --source: the BOLD directory (holding prompts/<domain>_prompt.json)"
+            "suite bold needs --source (or --download): the BOLD directory (holding prompts/<domain>_prompt.json)"
         )
     root = Path(source)
     if not (root / "prompts").is_dir() and any(root.glob("*_prompt.json")):

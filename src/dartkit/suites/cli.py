@@ -51,6 +51,11 @@ def run_command(
         help="Your copy of the suite's upstream files (a directory or the file); for transfer, your own "
         "query JSONL {id, domain, query, stance, note}. Default: the packaged copy (transfer only).",
     ),
+    download: bool = typer.Option(
+        False,
+        "--download",
+        help="Without --source: fetch the upstream files into the dartkit cache (sha256-pinned).",
+    ),
     limit: int = typer.Option(
         None, "--limit", min=1, help="A seeded subset of N items, stratified by group."
     ),
@@ -75,6 +80,7 @@ def run_command(
         "model": model or ("embedded" if not config else None),
         "out": out,
         "source": source,
+        "download": download or None,
         "limit": limit,
         "seed": seed,
         "scorer": scorer,

@@ -28,7 +28,9 @@ COLUMNS = ("case_id", "functionality", "test_case", "label_gold", "target_ident"
 def load(source: Path | None) -> list[SuiteItem]:
     """The test cases from ``test_suite_cases.csv`` (a directory holding it, or the file)."""
     if source is None:
-        raise DataError("suite hatecheck needs --source: a directory holding test_suite_cases.csv")
+        raise DataError(
+            "suite hatecheck needs --source (or --download): a directory holding test_suite_cases.csv"
+        )
     path = locate(source, FILE, "hatecheck")
     items = []
     seen: set[str] = set()

@@ -48,6 +48,11 @@ class SuiteRunConfig(_Strict):
         description="The suite's upstream files (a directory or the file), or for transfer your own query "
         "file; default: the packaged copy where the suite ships one.",
     )
+    download: bool = Field(
+        False,
+        description="Without a source, download the suite's upstream files into the dartkit cache (pinned by "
+        "sha256; $DARTKIT_SUITE_URL replaces the release URL).",
+    )
     limit: int | None = Field(
         None, ge=1, description="Run a seeded subset of this many items, stratified as the suite declares."
     )
@@ -83,7 +88,12 @@ class SuiteRunConfig(_Strict):
 def select_items(cfg: SuiteRunConfig) -> tuple[Suite, list[SuiteItem], int]:
     """The suite, the items this run answers (the ``--limit`` subset) and the suite's full size."""
     suite = get_suite(cfg.suite)
-    items = suite.load(cfg.source)
+    source = cfg.source
+    if source is None and cfg.download:
+        from dartkit.suites.download import fetch_suite
+
+        source = fetch_suite(suite)
+    items = suite.load(source)
     return suite, stratified_subset(items, cfg.limit, cfg.seed, suite.stratum), len(items)
 
 

@@ -25,7 +25,7 @@ COLUMNS = ("id", "prompt", "type", "label")
 def load(source: Path | None) -> list[SuiteItem]:
     """The prompts from ``xstest_prompts.csv`` (a directory holding it, or the file)."""
     if source is None:
-        raise DataError("suite xstest needs --source: a directory holding xstest_prompts.csv")
+        raise DataError("suite xstest needs --source (or --download): a directory holding xstest_prompts.csv")
     path = locate(source, FILE, "xstest")
     items, seen = [], set()
     for line, row in csv_rows(path, COLUMNS):
