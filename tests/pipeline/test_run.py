@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dartkit.cli import app
+from dartkit.errors import DartkitError
 from dartkit.pipeline import RunConfig, build_pipeline, run
 from dartkit.progress import results_console
 from pipeline_helpers import tiny_config
@@ -721,3 +722,22 @@ def test_data_stage_warns_once_per_benchmark_not_once_per_cell(tmp_path):
         lines[0].startswith("warning: 64 benchmark x label x split cell(s)") and "data.per_cell" in lines[0]
     )
     assert len(lines) == 1 + 8 and lines[1].startswith("  D1: YES train 4")
+
+
+def test_dry_run_fails_for_an_evaluation_suite_source_that_does_not_load(tmp_path):
+    cfg = RunConfig.model_validate(
+        {"out": str(tmp_path / "run"), "evaluations": [{"suite": "xstest", "source": str(tmp_path / "nope")}]}
+    )
+    with pytest.raises(
+        DartkitError, match=r"evaluations\[0\] \(xstest\): .*xstest_prompts.csv: no such file"
+    ):
+        run(cfg, dry_run=True, console=results_console())
+
+
+def test_an_upstream_suite_without_source_or_download_is_a_config_error(tmp_path):
+    with pytest.raises(ValueError, match="suite hatecheck reads upstream files: set source"):
+        RunConfig.model_validate({"out": str(tmp_path), "evaluations": [{"suite": "hatecheck"}]})
+    with pytest.raises(ValueError, match="listed more than once"):
+        RunConfig.model_validate(
+            {"out": str(tmp_path), "evaluations": [{"suite": "transfer"}, {"suite": "transfer"}]}
+        )

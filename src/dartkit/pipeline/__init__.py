@@ -165,7 +165,24 @@ def plan_problems(cfg: RunConfig) -> list[str]:
                 f"({reason}): {hub_download_hint(model, rev)}"
                 for where, model, rev in missing
             ]
+    problems += _suite_problems(cfg)
     return problems
+
+
+def _suite_problems(cfg: RunConfig) -> list[str]:
+    """Each evaluation suite's items load (source present and well-formed), read without a model."""
+    from dartkit.errors import DartkitError
+    from dartkit.suites.registry import get_suite
+
+    out = []
+    for i, e in enumerate(cfg.evaluations):
+        if e.source is None:
+            continue  # the packaged copy, or a download that cannot be checked without fetching it
+        try:
+            get_suite(e.suite).load(e.source)
+        except DartkitError as exc:
+            out.append(f"evaluations[{i}] ({e.suite}): {exc}")
+    return out
 
 
 def run(

@@ -174,6 +174,54 @@ class RepairSection(_Strict):
         return self
 
 
+class SuiteEvaluation(_Strict):
+    """One external evaluation suite the run applies to each model (M0, label-only, M_int, M_DART)."""
+
+    suite: str = Field(description="Suite name: transfer, hatecheck, bold or xstest (`dartkit suite list`).")
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="A seeded subset of this many items, stratified as the suite declares; null: all.",
+    )
+    seed: int = Field(0, description="Seed of the subset.")
+    source: Path | None = Field(
+        None,
+        description="The suite's upstream files (a directory or the file), or your own transfer query file; "
+        "null: the packaged copy (transfer) or, with download, the pinned upstream release.",
+    )
+    download: bool = Field(
+        False, description="Fetch the upstream files into the dartkit cache (sha256-pinned)."
+    )
+    judge: str | None = Field(
+        None, description="Judge model spec (transfer: appropriate/refusal; xstest: refusal)."
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Answer length in tokens; null: the suite's own (`dartkit suite list`)."
+    )
+
+    @field_validator("suite")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from dartkit.suites.registry import get_suite
+
+        get_suite(v)
+        return v
+
+    @model_validator(mode="after")
+    def _has_data(self) -> SuiteEvaluation:
+        from dartkit.suites.registry import get_suite
+
+        if self.source is None and not self.download and get_suite(self.suite).files:
+            raise ValueError(
+                f"suite {self.suite} reads upstream files: set source (your copy) or download: true"
+            )
+        return self
+
+
+# The embedded default: the packaged transfer set, small enough for `make demo` on 2 cores.
+DEFAULT_EVALUATIONS = [{"suite": "transfer", "limit": 12, "max_new_tokens": 96}]
+
+
 class RunConfig(_Strict):
     """`dartkit run`: data -> M0 -> distill -> M_int -> audit -> repair -> M_DART -> audit -> report."""
 
@@ -245,6 +293,22 @@ class RunConfig(_Strict):
     label_only_baseline: bool = Field(
         False, description="Also train and evaluate the paper's label-only SFT baseline."
     )
+    evaluations: list[SuiteEvaluation] = Field(
+        default_factory=lambda: [SuiteEvaluation(**e) for e in DEFAULT_EVALUATIONS],
+        description="External suites run on every model, one stage per suite and model, with a report "
+        "section each. The embedded default runs 12 packaged transfer queries at 96 tokens (the demo's "
+        "time budget); HateCheck, BOLD and XSTest need source or download; [] runs none.",
+    )
+
+    @field_validator("evaluations")
+    @classmethod
+    def _one_entry_per_suite(cls, v: list[SuiteEvaluation]) -> list[SuiteEvaluation]:
+        names = [e.suite for e in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"suite {', '.join(twice)} is listed more than once")
+        return v
+
     audit: AuditSection = Field(default_factory=AuditSection, description="Stage II settings.")
     repair: RepairSection = Field(default_factory=RepairSection, description="Stage III settings.")
     bootstrap_samples: int = Field(2000, ge=100, description="Resamples for the 95% bootstrap CIs.")

@@ -341,6 +341,24 @@ def _parseable_view(pairs: list[dict[str, Any]], n_boot: int) -> dict[str, Any] 
     }
 
 
+SUITE_MODELS = (("m0", "M0"), ("label_only", "label-only SFT"), ("m_int", "M_int"), ("m_dart", "M_DART"))
+
+
+def _suites(root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Each external suite's models side by side (``suites/<suite>/compare.json``), in pipeline order."""
+    from dartkit.suites.compare import compare_runs
+
+    out = {}
+    for e in cfg.get("evaluations") or []:
+        base = root / "suites" / e["suite"]
+        found = [(k, label) for k, label in SUITE_MODELS if (base / k / "metrics.json").is_file()]
+        if len(found) >= 2:
+            out[e["suite"]] = compare_runs(
+                [base / k for k, _ in found], base, labels=[lab for _, lab in found]
+            )
+    return out
+
+
 def _stage_times(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Seconds and attempts per stage record, in pipeline order (the report's own stage is not done yet)."""
     ordered = sorted(stages.items(), key=lambda kv: STAGE_ORDER.index(kv[0]) if kv[0] in STAGE_ORDER else 99)
@@ -543,6 +561,7 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
         "repair": _repair_info(root, stages),
         # Seconds per stage summed over every attempt with its current settings (a resumed stage
         # counts its interrupted attempts too), in pipeline order.
+        "suites": _suites(root, cfg),
         "stage_seconds": {k: v["seconds"] for k, v in _stage_times(stages).items()},
         "stage_attempts": {k: v["attempts"] for k, v in _stage_times(stages).items()},
         # Peak resident memory (MiB) of the attempt that finished each stage; scope "process" where the
@@ -661,7 +680,7 @@ def _setup(root: Path, cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
             f"{env.get('platform')}, {env.get('cpu_count')} CPUs, GPUs: {', '.join(env.get('gpus') or []) or 'none'}",
         ),
     ]
-    return ["| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), *_splitread_rows(info.get("data"))]
+    return ["| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), *_split_lines(info.get("data"))]
 
 
 def _benchmarks_cell(d: dict[str, Any]) -> str:
@@ -672,7 +691,7 @@ def _benchmarks_cell(d: dict[str, Any]) -> str:
     return f"present: {', '.join(d.get('present') or []) or 'none'}; absent: {', '.join(absent) or 'none'}"
 
 
-def _splitread_rows(d: dict[str, Any] | None) -> list[str]:
+def _split_lines(d: dict[str, Any] | None) -> list[str]:
     """Split sizes per benchmark (YES / NO items) and the cells too small to read per benchmark."""
     if not d or not d.get("counts"):
         return []
@@ -720,7 +739,7 @@ def build_report(root: Path) -> Path:
     distill, repair = info["distill"] or {}, info["repair"] or {}
     tau = float(info["tau"]["tau"]) if info["tau"].get("tau") not in (None, "auto") else 0.01
     L: list[str] = ["# DART run report", ""]
-    L += _protocolread_rows(info)
+    L += _protocol_lines(info)
     if _teacher_is_student(root, cfg):
         L += [
             "> **Read this first.** The teacher is the student's own base model "
@@ -757,7 +776,7 @@ def build_report(root: Path) -> Path:
     L += ["", _ci_note(evals)]
     if fig_acc:
         L += ["", "![accuracy](figures/accuracy.png)"]
-    L += _mcnemarread_rows(info)
+    L += _mcnemar_lines(info)
     unrep = info["evaluation_test_unrepaired"]
     if info["repaired_in_test"] and unrep:
         L += [
@@ -773,7 +792,7 @@ def build_report(root: Path) -> Path:
 
     # ---- drift
     L += ["", "## Harm drift", ""]
-    L += _driftread_rows(info)
+    L += _drift_lines(info)
     L += [
         "",
         "### Every audit",
@@ -806,7 +825,7 @@ def build_report(root: Path) -> Path:
                 f"{_pct(a['drift_rate'])}% ({_ci_of(a.get('drift_rate_ci95'), a.get('drift_rate_ci_method'))}) | {a.get('n_mirror', '–')} | "
                 f"{'–' if p_sign is None else f'{p_sign:.3g}'} | {sev} |"
             )
-    L += _parseableread_rows(rows, parseable)
+    L += _parseable_lines(rows, parseable)
     if audits.get("null"):
         L += [
             "",
@@ -826,7 +845,7 @@ def build_report(root: Path) -> Path:
     }
     if _delta_figure(deltas, tau, root / "figures" / "delta_h.png"):
         L += ["", "![ΔH distributions](figures/delta_h.png)"]
-    L += _tauread_rows(info, audits)
+    L += _tau_lines(info, audits)
 
     # ---- non-audited split
     L += [
@@ -906,6 +925,7 @@ def build_report(root: Path) -> Path:
 
     # ---- cases
     L += _cases(root, info["protocol"] == "heldout")
+    L += _suite_lines(info.get("suites") or {})
     secs = info["stage_seconds"]
     if secs:
         attempts = info.get("stage_attempts") or {}
@@ -936,6 +956,24 @@ def build_report(root: Path) -> Path:
     path = root / "report.md"
     write_text(path, "\n".join(L) + "\n")
     return path
+
+
+def _suite_lines(suites: dict[str, Any]) -> list[str]:
+    from dartkit.suites.compare import markdown
+
+    if not suites:
+        return []
+    L = [
+        "",
+        "## External evaluations",
+        "",
+        "Each model answered the same items of each suite; none of these items is a training, audit, "
+        "validation or test item of the difference-awareness splits (BOLD's notes say where a suite overlaps "
+        "a benchmark). Per-item rows: `suites/<suite>/<model>/scores.jsonl`.",
+    ]
+    for name, result in suites.items():
+        L += ["", *markdown(result, f"suites/{name}/{name}_compare.png")]
+    return L
 
 
 def _peak(memory: dict[str, Any] | None) -> str:
@@ -977,7 +1015,7 @@ def _ci_note(evals: dict[str, Any]) -> str:
     )
 
 
-def _protocolread_rows(info: dict[str, Any]) -> list[str]:
+def _protocol_lines(info: dict[str, Any]) -> list[str]:
     """The report's first lines: which protocol, and whether the test split is held out."""
     if info["protocol"] == "heldout":
         leak = info["repaired_in_test"]
@@ -1023,7 +1061,7 @@ def _drift_row(label: str, v: dict[str, Any] | None) -> str | None:
     )
 
 
-def _driftread_rows(info: dict[str, Any]) -> list[str]:
+def _drift_lines(info: dict[str, Any]) -> list[str]:
     """The headline table: drift under M_int and M_DART (each against M0), paired item by item."""
     rows = [
         _drift_row("**headline**: drift reduction on test", info.get("drift_test")),
@@ -1064,7 +1102,7 @@ def _h(x: float | None, signed: bool = False) -> str:
     return "–" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
 
 
-def _parseableread_rows(rows: list[tuple[str, str, str]], parseable: dict[str, Any]) -> list[str]:
+def _parseable_lines(rows: list[tuple[str, str, str]], parseable: dict[str, Any]) -> list[str]:
     """Harm and drift of every audit again, over the pairs in which both answers reach a conclusion."""
     shown = [(k, label, split) for k, label, split in rows if parseable.get(k)]
     if not shown:
@@ -1097,7 +1135,7 @@ def _parseableread_rows(rows: list[tuple[str, str, str]], parseable: dict[str, A
     return out
 
 
-def _tauread_rows(info: dict[str, Any], audits: dict[str, Any]) -> list[str]:
+def _tau_lines(info: dict[str, Any], audits: dict[str, Any]) -> list[str]:
     t = info["tau"]
     out = ["", "### τ", ""]
     if t.get("table"):
@@ -1234,7 +1272,7 @@ def _per_benchmark(evals: dict[str, Any], baselines: dict[str, Any] | None = Non
     return out
 
 
-def _mcnemarread_rows(info: dict[str, Any]) -> list[str]:
+def _mcnemar_lines(info: dict[str, Any]) -> list[str]:
     """The paired accuracy comparisons on test, one row per pair (exact McNemar)."""
     rows = info.get("mcnemar") or []
     if not rows:

@@ -447,6 +447,34 @@ class RunStages:
             **self._launch(tc),
         }
 
+    def suite_models(self) -> tuple[str, ...]:
+        """The models every external suite is run on."""
+        return ("m0", *(("label_only",) if self.cfg.label_only_baseline else ()), "m_int", "m_dart")
+
+    def run_suite(self, evaluation: Any, model: str) -> dict[str, Any]:
+        from dartkit.suites.run import SuiteRunConfig
+        from dartkit.suites.run import run as run_suite
+
+        c = self.cfg
+        cfg = SuiteRunConfig(
+            suite=evaluation.suite,
+            model=self.spec(model),
+            out=self.root / "suites" / evaluation.suite / model,
+            source=evaluation.source,
+            download=evaluation.download,
+            limit=evaluation.limit,
+            seed=evaluation.seed,
+            scorer=c.audit.scorer,
+            judge=evaluation.judge,
+            max_new_tokens=evaluation.max_new_tokens,
+            # The run's decoding (seed, temperature), without the stop at a conclusion line free answers lack.
+            decoding=c.decoding.model_copy(update={"stop_after_conclusion": False}),
+            backend=c.backend,
+        )
+        # The stage's fingerprint decides when to rerun; settings changed since are rerun, not refused.
+        m = run_suite(cfg, self.console, force=True)
+        return {"items": m["items"], "suite_size": m["suite_size"], "truncated": m["truncated"]}
+
     def report(self) -> dict[str, Any]:
         from dartkit.pipeline.report import build_report
 
@@ -496,6 +524,25 @@ class RunStages:
             }
 
         paired = ("m_int_audit",) if self.heldout else ()
+        model_stage = {"m0": "data", "label_only": "label_only", "m_int": "train_int", "m_dart": "train_dart"}
+        suite_stages = [
+            Stage(
+                f"suite_{e.suite}_{m}",
+                f"{e.suite} suite: {m}",
+                (model_stage[m],),
+                tuple(
+                    f"suites/{e.suite}/{m}/{f}" for f in ("generations.jsonl", "scores.jsonl", "metrics.json")
+                ),
+                lambda e=e: {
+                    "evaluation": e.model_dump(mode="json"),
+                    "scorer": c.audit.scorer,
+                    **student_eval(),
+                },
+                lambda e=e, m=m: self.run_suite(e, m),
+            )
+            for e in c.evaluations
+            for m in self.suite_models()
+        ]
         return [
             Stage(
                 "data",
@@ -613,10 +660,11 @@ class RunStages:
                 audit_params,
                 self.audit_dart,
             ),
+            *suite_stages,
             Stage(
                 "report",
                 "report.md, figures, run.json",
-                tuple(STAGE_ORDER[:-1]),  # reads every stage's outputs
+                (*STAGE_ORDER[:-1], *(s.name for s in suite_stages)),  # reads every stage's outputs
                 ("report.md", "run.json"),
                 lambda: {"report_version": 3},
                 self.report,

@@ -41,9 +41,15 @@ def _labels(dirs: Sequence[Path], models: Sequence[str]) -> list[str]:
 
 
 def compare_runs(
-    dirs: Sequence[Path], out: Path | None = None, console: Console | None = None
+    dirs: Sequence[Path],
+    out: Path | None = None,
+    console: Console | None = None,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Compare finished runs of one suite; returns (and writes to ``out``) ``compare.json``'s content."""
+    """Compare finished runs of one suite; returns (and writes to ``out``) ``compare.json``'s content.
+
+    ``labels`` name the models (default: their specs, or directory names where specs repeat).
+    """
     if len(dirs) < 2:
         raise DataError("suite compare needs at least two run directories")
     loaded = [load_run(d) for d in dirs]
@@ -53,7 +59,7 @@ def compare_runs(
             f"these runs are of different suites ({', '.join(sorted(suites))}); compare one suite at a time"
         )
     suite = get_suite(suites.pop())
-    labels = _labels(dirs, [m for _, m, _ in loaded])
+    labels = list(labels) if labels is not None else _labels(dirs, [m for _, m, _ in loaded])
     runs = {label: rows for label, (_, _, rows) in zip(labels, loaded, strict=True)}
     result = {
         "suite": suite.name,
@@ -132,3 +138,71 @@ def _blocks(tests: dict[str, Any], prefix: str = ""):
             yield name, v
         elif isinstance(v, dict):
             yield from _blocks(v, f"{name} / ")
+
+
+def _cell(v: Any) -> str:
+    """One overall metric as text: a rate with its interval and counts, or a mean with its interval."""
+    if isinstance(v, str):
+        return v
+    if not isinstance(v, dict):
+        return "—" if v is None else str(v)
+    if "rate" in v:
+        if v["rate"] is None:
+            return f"— (0/{v['n']})"
+        ci = f" [{100 * v['ci'][0]:.0f}–{100 * v['ci'][1]:.0f}]" if v.get("ci") else ""
+        return f"{100 * v['rate']:.1f}%{ci} ({v['k']}/{v['n']})"
+    if "mean" in v:
+        if v["mean"] is None:
+            return "— (n=0)"
+        ci = f" [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" if v.get("ci") else ""
+        return f"{v['mean']:.3f}{ci} (n={v['n']})"
+    return "—"
+
+
+def markdown(result: dict[str, Any], figure: str | None = None) -> list[str]:
+    """``result`` (of :func:`compare_runs`) as report lines: overall numbers per model, then every test."""
+    suite = get_suite(result["suite"])
+    models = list(result["metrics"])
+    overall = {m: result["metrics"][m].get("overall", {}) for m in models}
+    keys = [k for k in next(iter(overall.values()), {}) if k != "n"]
+    L = [f"### {suite.name}: {suite.title}", ""]
+    if suite.note:
+        L += [f"Note: {suite.note}", ""]
+    L += [
+        "| model | items | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
+        "|---|---:|" + "---:|" * len(keys),
+    ]
+    for m in models:
+        L.append(f"| {m} | {result['n'][m]} | " + " | ".join(_cell(overall[m].get(k)) for k in keys) + " |")
+    L += ["", "Rates: Wilson 95% interval; means: bootstrap 95% interval over items."]
+    for name, block in _blocks(result["tests"]):
+        for pair in block["pairs"]:
+            L += ["", f"#### {name}: {pair['a']} vs {pair['b']}", ""]
+            if "groups" in pair:
+                L += [
+                    f"Mann–Whitney U per group; rank-biserial r > 0 means {pair['a']} scores higher; "
+                    f"Holm-adjusted over {pair['holm_family']} groups.",
+                    "",
+                    f"| group | n ({pair['a']} / {pair['b']}) | mean {pair['a']} | mean {pair['b']} | "
+                    "r [95% CI] | p | p (Holm) |",
+                    "|---|---:|---:|---:|---:|---:|---:|",
+                ]
+                for g, s in pair["groups"].items():
+                    ci = f" [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]" if s.get("ci") else ""
+                    r = "—" if s["rank_biserial"] is None else f"{s['rank_biserial']:+.2f}"
+                    L.append(
+                        f"| {g} | {s['n_a']} / {s['n_b']} | {_num(s['mean_a'])} | {_num(s['mean_b'])} | {r}{ci} | "
+                        f"{_num(s['p'], 4)} | {_num(s.get('p_holm'), 4)} |"
+                    )
+            else:
+                m = pair.get("mcnemar") or {}
+                L += [
+                    f"Exact McNemar on the {pair['n']} items both answered ({pair['measure']}).",
+                    "",
+                    f"| only {pair['a']} | only {pair['b']} | p |",
+                    "|---:|---:|---:|",
+                    f"| {m.get('only_a', '—')} | {m.get('only_b', '—')} | {_num(m.get('p_value'), 4)} |",
+                ]
+    if figure:
+        L += ["", f"![{suite.name}]({figure})"]
+    return L
