@@ -321,6 +321,7 @@ def test_compare_two_models_per_group_against_scipy(tmp_path):
     xa = [r["harm"] for r in rows["a"].values() if r["group"] == g]
     xb = [r["harm"] for r in rows["b"].values() if r["group"] == g]
     test = pair["groups"][g]
+    assert (tmp_path / "cmp" / "hatecheck_effects.png").is_file()
     if test["p"] is not None and not (set(xa) == set(xb) == {xa[0]}):
         assert test["p"] == pytest.approx(stats.mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
     assert pair["holm_family"] == 7

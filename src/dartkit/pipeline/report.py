@@ -925,7 +925,7 @@ def build_report(root: Path) -> Path:
 
     # ---- cases
     L += _cases(root, info["protocol"] == "heldout")
-    L += _suite_lines(info.get("suites") or {})
+    L += _suite_lines(root, info.get("suites") or {})
     secs = info["stage_seconds"]
     if secs:
         attempts = info.get("stage_attempts") or {}
@@ -958,7 +958,7 @@ def build_report(root: Path) -> Path:
     return path
 
 
-def _suite_lines(suites: dict[str, Any]) -> list[str]:
+def _suite_lines(root: Path, suites: dict[str, Any]) -> list[str]:
     from dartkit.suites.compare import markdown
 
     if not suites:
@@ -972,7 +972,8 @@ def _suite_lines(suites: dict[str, Any]) -> list[str]:
         "a benchmark). Per-item rows: `suites/<suite>/<model>/scores.jsonl`.",
     ]
     for name, result in suites.items():
-        L += ["", *markdown(result, f"suites/{name}/{name}_compare.png")]
+        effects = (root / "suites" / name / f"{name}_effects.png").is_file()
+        L += ["", *markdown(result, f"suites/{name}/{name}_compare.png", effects)]
     return L
 
 

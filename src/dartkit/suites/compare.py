@@ -69,11 +69,12 @@ def compare_runs(
         "tests": suite.compare(runs),
     }
     if out is not None:
-        from dartkit.suites.figures import suite_figure
+        from dartkit.suites.figures import effect_figure, suite_figure
 
         out = Path(out)
         write_json(out / "compare.json", result)
         suite_figure(suite, runs, out / f"{suite.name}_compare.png")
+        effect_figure(result, out / f"{suite.name}_effects.png")
     if console is not None:
         for table in tables(result):
             console.print(table)
@@ -159,7 +160,7 @@ def _cell(v: Any) -> str:
     return "—"
 
 
-def markdown(result: dict[str, Any], figure: str | None = None) -> list[str]:
+def markdown(result: dict[str, Any], figure: str | None = None, effects_exist: bool = False) -> list[str]:
     """``result`` (of :func:`compare_runs`) as report lines: overall numbers per model, then every test."""
     suite = get_suite(result["suite"])
     models = list(result["metrics"])
@@ -205,4 +206,7 @@ def markdown(result: dict[str, Any], figure: str | None = None) -> list[str]:
                 ]
     if figure:
         L += ["", f"![{suite.name}]({figure})"]
+        effects = figure.replace("_compare.png", "_effects.png")
+        if effects_exist:
+            L += ["", f"![{suite.name}: effect per group]({effects})"]
     return L

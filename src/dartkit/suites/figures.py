@@ -49,3 +49,58 @@ def suite_figure(suite: Suite, runs: dict[str, Sequence[dict[str, Any]]], path: 
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def effect_figure(result: dict[str, Any], path: Path) -> Path | None:
+    """Rank-biserial effect per group, with its bootstrap interval, of each model against the first.
+
+    One panel per group-wise measure (toxicity, sentiment, ...); points left of zero mean the later
+    model scores lower than the first (M0). None when the suite has no group-wise tests.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dartkit.suites.compare import _blocks
+
+    first = next(iter(result["metrics"]), None)
+    panels = [
+        (name, [p for p in block["pairs"] if p["a"] == first and "groups" in p])
+        for name, block in _blocks(result["tests"])
+    ]
+    panels = [(n, ps) for n, ps in panels if ps]
+    if not panels:
+        return None
+    groups = sorted({g for _, ps in panels for p in ps for g in p["groups"]})
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.6 * len(panels) + 1.5, 1.0 + 0.3 * len(groups)), squeeze=False, sharey=True
+    )
+    for ax, (name, pairs) in zip(axes[0], panels, strict=True):
+        for k, pair in enumerate(pairs):
+            ys, xs, lo, hi = [], [], [], []
+            for i, g in enumerate(groups):
+                s = pair["groups"].get(g)
+                if not s or s["rank_biserial"] is None:
+                    continue
+                # Effect of the later model against the first: the sign flipped so > 0 means "higher".
+                r = -s["rank_biserial"]
+                ci = [-s["ci"][1], -s["ci"][0]] if s.get("ci") else [r, r]
+                ys.append(i + 0.15 * k)
+                xs.append(r)
+                lo.append(r - ci[0])
+                hi.append(ci[1] - r)
+            ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", capsize=2, label=f"{pair['b']} vs {first}")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_xlim(-1, 1)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("rank-biserial r (95% CI)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_yticks(range(len(groups)), groups, fontsize=7)
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{result['suite']}: effect per group against {first}", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
