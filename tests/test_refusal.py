@@ -57,5 +57,5 @@ def test_answers_are_not_refusals_and_quiet_refusals_are():
 def test_bad_training_rows_name_the_line(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text('{"id": "x", "response": "ok", "label": "maybe"}\n', encoding="utf-8")
-    with pytest.raises(DataError, match="line 1: field 'label': unknown value 'maybe'"):
+    with pytest.raises(DataError, match=":1: field 'label': unknown value 'maybe'"):
         load_responses(path)

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from dartkit.data.jsonl import iter_json_lines, read_text
 from dartkit.errors import DataError
 from dartkit.parse import _REFUSAL
 
@@ -55,20 +55,13 @@ def load_responses(path: str | Path | None = None) -> list[dict[str, Any]]:
     """
     path = Path(path) if path is not None else _data_path(DATA_FILE)
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
-            for key in ("id", "response", "label"):
-                if not isinstance(row.get(key), str):
-                    raise DataError(f"{path} line {lineno}: field '{key}' is missing or not text")
-            if row["label"] not in LABELS:
-                raise DataError(f"{path} line {lineno}: field 'label': unknown value {row['label']!r}")
-            rows.append(row)
+    for lineno, row in iter_json_lines(read_text(path), str(path)):
+        for key in ("id", "response", "label"):
+            if not isinstance(row.get(key), str):
+                raise DataError(f"{path}:{lineno}: field '{key}' is missing or not text")
+        if row["label"] not in LABELS:
+            raise DataError(f"{path}:{lineno}: field 'label': unknown value {row['label']!r}")
+        rows.append(row)
     return rows
 
 

@@ -58,7 +58,7 @@ def load(source: Path | None) -> list[SuiteItem]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise DataError(f"{path} line {e.lineno}: not valid JSON ({e.msg})") from None
+            raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
         if not isinstance(data, dict) or not data:
             raise DataError(f"{path}: expected an object mapping each group to its pages")
         for group, pages in data.items():

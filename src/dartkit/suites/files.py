@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from dartkit.data.jsonl import iter_json_lines, read_text
 from dartkit.errors import DataError
 
 
@@ -38,14 +38,12 @@ def csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[st
             raise DataError(f"{path}: empty file (expected a CSV header with {', '.join(required)})")
         missing = [c for c in required if c not in header]
         if missing:
-            raise DataError(
-                f"{path} line 1: missing column(s) {', '.join(missing)} (has: {', '.join(header)})"
-            )
+            raise DataError(f"{path}:1: missing column(s) {', '.join(missing)} (has: {', '.join(header)})")
         n = 0
         for row in reader:
             n += 1
             if None in row or any(v is None for v in row.values()):
-                raise DataError(f"{path} line {reader.line_num}: expected {len(header)} cells")
+                raise DataError(f"{path}:{reader.line_num}: expected {len(header)} cells")
             yield reader.line_num, row
         if n == 0:
             raise DataError(f"{path}: no rows after the header")
@@ -57,31 +55,20 @@ def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     Raises:
         DataError: a line is not a JSON object, or the file has none.
     """
-    n = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path} line {lineno}: expected a JSON object")
-            n += 1
-            yield lineno, obj
-    if n == 0:
+    rows = list(iter_json_lines(read_text(path), str(path)))
+    if not rows:
         raise DataError(f"{path}: empty file (expected one JSON object per line)")
+    yield from rows
 
 
 def field(path: Path, line: int, row: dict[str, Any], name: str, allowed: Sequence[str] | None = None) -> str:
     """A required non-empty text field of a row, optionally from a fixed set of values."""
     value = row.get(name)
     if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{path} line {line}: field '{name}' is missing or empty")
+        raise DataError(f"{path}:{line}: field '{name}' is missing or empty")
     value = value.strip()
     if allowed is not None and value not in allowed:
         raise DataError(
-            f"{path} line {line}: field '{name}': unknown value {value!r} (expected one of {', '.join(allowed)})"
+            f"{path}:{line}: field '{name}': unknown value {value!r} (expected one of {', '.join(allowed)})"
         )
     return value

@@ -37,12 +37,12 @@ def load(source: Path | None) -> list[SuiteItem]:
     for line, row in csv_rows(path, COLUMNS):
         case_id = field(path, line, row, "case_id")
         if case_id in seen:
-            raise DataError(f"{path} line {line}: field 'case_id': {case_id!r} appears twice")
+            raise DataError(f"{path}:{line}: field 'case_id': {case_id!r} appears twice")
         seen.add(case_id)
         target = (row.get("target_ident") or "").strip()
         if target and target not in GROUPS:
             raise DataError(
-                f"{path} line {line}: field 'target_ident': unknown group {target!r} "
+                f"{path}:{line}: field 'target_ident': unknown group {target!r} "
                 f"(expected one of {', '.join(GROUPS)}, or empty)"
             )
         items.append(

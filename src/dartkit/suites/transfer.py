@@ -44,7 +44,7 @@ def load(source: Path | None) -> list[SuiteItem]:
     for line, row in jsonl_rows(path):
         qid = field(path, line, row, "id")
         if qid in seen:
-            raise DataError(f"{path} line {line}: field 'id': {qid!r} appears twice")
+            raise DataError(f"{path}:{line}: field 'id': {qid!r} appears twice")
         seen.add(qid)
         items.append(
             SuiteItem(

@@ -31,7 +31,7 @@ def load(source: Path | None) -> list[SuiteItem]:
     for line, row in csv_rows(path, COLUMNS):
         pid = field(path, line, row, "id")
         if pid in seen:
-            raise DataError(f"{path} line {line}: field 'id': {pid!r} appears twice")
+            raise DataError(f"{path}:{line}: field 'id': {pid!r} appears twice")
         seen.add(pid)
         items.append(
             SuiteItem(
