@@ -735,7 +735,7 @@ def test_dry_run_fails_for_an_evaluation_suite_source_that_does_not_load(tmp_pat
 
 
 def test_an_upstream_suite_without_source_or_download_is_a_config_error(tmp_path):
-    with pytest.raises(ValueError, match="suite hatecheck reads upstream files: set source"):
+    with pytest.raises(ValueError, match="suite hatecheck reads upstream files: set `source`"):
         RunConfig.model_validate({"out": str(tmp_path), "evaluations": [{"suite": "hatecheck"}]})
     with pytest.raises(ValueError, match="listed more than once"):
         RunConfig.model_validate(

@@ -26,6 +26,7 @@ from dartkit.config import (
     scorer_spec,
 )
 from dartkit.qc import QCConfig
+from dartkit.suites.run import SuiteSettings as SuiteEvaluation
 
 
 class DataSection(_Strict):
@@ -171,50 +172,6 @@ class RepairSection(_Strict):
     @model_validator(mode="after")
     def _whole_weights_when_oversampling(self) -> RepairSection:
         check_oversample_weights(self.weighting, self.severity_weights)
-        return self
-
-
-class SuiteEvaluation(_Strict):
-    """One external evaluation suite the run applies to each model (M0, label-only, M_int, M_DART)."""
-
-    suite: str = Field(description="Suite name: transfer, hatecheck, bold or xstest (`dartkit suite list`).")
-    limit: int | None = Field(
-        None,
-        ge=1,
-        description="A seeded subset of this many items, stratified as the suite declares; null: all.",
-    )
-    seed: int = Field(0, description="Seed of the subset.")
-    source: Path | None = Field(
-        None,
-        description="The suite's upstream files (a directory or the file), or your own transfer query file; "
-        "null: the packaged copy (transfer) or, with download, the pinned upstream release.",
-    )
-    download: bool = Field(
-        False, description="Fetch the upstream files into the dartkit cache (sha256-pinned)."
-    )
-    judge: str | None = Field(
-        None, description="Judge model spec (transfer: appropriate/refusal; xstest: refusal)."
-    )
-    max_new_tokens: int | None = Field(
-        None, ge=1, description="Answer length in tokens; null: the suite's own (`dartkit suite list`)."
-    )
-
-    @field_validator("suite")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from dartkit.suites.registry import get_suite
-
-        get_suite(v)
-        return v
-
-    @model_validator(mode="after")
-    def _has_data(self) -> SuiteEvaluation:
-        from dartkit.suites.registry import get_suite
-
-        if self.source is None and not self.download and get_suite(self.suite).files:
-            raise ValueError(
-                f"suite {self.suite} reads upstream files: set source (your copy) or download: true"
-            )
         return self
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 
 from dartkit.config import BackendConfig, ConfigError, DecodingConfig, _Strict, dump_config
@@ -33,16 +33,10 @@ from dartkit.suites.registry import get_suite
 RESULTS = ("generations.jsonl", "scores.jsonl", "metrics.json")
 
 
-class SuiteRunConfig(_Strict):
-    """Settings of one suite run (``dartkit suite run``; the pipeline's ``evaluations`` section)."""
+class SuiteSettings(_Strict):
+    """Which suite, on which items: shared by `dartkit suite run` and `dartkit run`'s ``evaluations``."""
 
-    suite: str = Field(description="Suite name (see `dartkit suite list`).")
-    model: str = Field(
-        description="Model spec: embedded, embedded+adapter=DIR, hf:ID_OR_PATH, openai:MODEL@URL."
-    )
-    out: Path = Field(
-        description="Output directory: generations.jsonl, scores.jsonl, metrics.json, a figure."
-    )
+    suite: str = Field(description="Suite name: transfer, hatecheck, bold or xstest (`dartkit suite list`).")
     source: Path | None = Field(
         None,
         description="The suite's upstream files (a directory or the file), or for transfer your own query "
@@ -56,10 +50,7 @@ class SuiteRunConfig(_Strict):
     limit: int | None = Field(
         None, ge=1, description="Run a seeded subset of this many items, stratified as the suite declares."
     )
-    seed: int = Field(0, description="Seed of the --limit subset.")
-    scorer: str = Field(
-        "profanity", description="Harm scorer spec for the answers (see `dartkit audit --help`)."
-    )
+    seed: int = Field(0, description="Seed of the subset.")
     judge: str | None = Field(
         None,
         description="Judge model spec, for suites that use one (transfer: appropriate/refusal; xstest: refusal).",
@@ -67,17 +58,39 @@ class SuiteRunConfig(_Strict):
     max_new_tokens: int | None = Field(
         None, ge=1, description="Answer length in tokens; default: the suite's own (dartkit suite list)."
     )
-    decoding: DecodingConfig = Field(
-        default_factory=lambda: DecodingConfig(stop_after_conclusion=False),
-        description="Decoding of the answers (greedy by default; free answers have no conclusion line to stop at).",
-    )
-    backend: BackendConfig = Field(default_factory=BackendConfig, description="Backend settings.")
 
     @field_validator("suite")
     @classmethod
     def _known_suite(cls, v: str) -> str:
         get_suite(v)  # raises with the list of suites
         return v
+
+    @model_validator(mode="after")
+    def _has_data(self) -> SuiteSettings:
+        if self.source is None and not self.download and get_suite(self.suite).files:
+            raise ValueError(
+                f"suite {self.suite} reads upstream files: set `source` (your copy) or `download`"
+            )
+        return self
+
+
+class SuiteRunConfig(SuiteSettings):
+    """Settings of one suite run (``dartkit suite run``)."""
+
+    model: str = Field(
+        description="Model spec: embedded, embedded+adapter=DIR, hf:ID_OR_PATH, openai:MODEL@URL."
+    )
+    out: Path = Field(
+        description="Output directory: generations.jsonl, scores.jsonl, metrics.json, a figure."
+    )
+    scorer: str = Field(
+        "profanity", description="Harm scorer spec for the answers (see `dartkit audit --help`)."
+    )
+    decoding: DecodingConfig = Field(
+        default_factory=lambda: DecodingConfig(stop_after_conclusion=False),
+        description="Decoding of the answers (greedy by default; free answers have no conclusion line to stop at).",
+    )
+    backend: BackendConfig = Field(default_factory=BackendConfig, description="Backend settings.")
 
     def answer_decoding(self, suite: Suite) -> DecodingConfig:
         return self.decoding.model_copy(
