@@ -39,6 +39,7 @@ def tiny_config(out, student, server, **extra) -> dict:
         "audit": {"tau": 0.0, "null_temperature": 1.0},
         "bootstrap_samples": 200,
         "label_only_baseline": True,
+        "evaluations": [{"suite": "transfer", "limit": 8, "max_new_tokens": 16}],
     }
     for k, v in extra.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v

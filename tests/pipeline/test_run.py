@@ -741,3 +741,29 @@ def test_an_upstream_suite_without_source_or_download_is_a_config_error(tmp_path
         RunConfig.model_validate(
             {"out": str(tmp_path), "evaluations": [{"suite": "transfer"}, {"suite": "transfer"}]}
         )
+
+
+def test_every_model_runs_each_evaluation_suite_and_the_report_compares_them(finished_run):
+    root = Path(finished_run.out)
+    for model in ("m0", "label_only", "m_int", "m_dart"):
+        metrics = json.loads((root / "suites" / "transfer" / model / "metrics.json").read_text())
+        assert metrics["items"] == 8 and metrics["subset"] == {"limit": 8, "seed": 0}
+        assert (root / "stages" / f"suite_transfer_{model}.json").is_file()
+    info = json.loads((root / "run.json").read_text())
+    transfer = info["suites"]["transfer"]
+    assert list(transfer["metrics"]) == ["M0", "label-only SFT", "M_int", "M_DART"]
+    pairs = {(p["a"], p["b"]) for p in transfer["tests"]["refusal_detector"]["pairs"]}
+    assert ("M0", "M_DART") in pairs and ("M_int", "M_DART") in pairs
+    report = (root / "report.md").read_text()
+    assert "## External evaluations" in report and "### transfer:" in report
+    assert "| M_DART | 8 |" in report and "needs a judge" in report
+    assert (root / "suites" / "transfer" / "transfer_compare.png").is_file()
+
+
+def test_a_changed_suite_limit_reruns_only_that_suite(finished_run, tmp_path):
+    changed = finished_run.model_copy(
+        update={"evaluations": [finished_run.evaluations[0].model_copy(update={"limit": 4})]}
+    )
+    plan = statuses(changed)
+    assert plan["suite_transfer_m0"].startswith("rerun") and plan["suite_transfer_m_dart"].startswith("rerun")
+    assert plan["eval_m0"] == "done" and plan["train_int"] == "done"
