@@ -369,3 +369,47 @@ def test_every_suite_runs_against_an_openai_compatible_server(tmp_path, name):
         m = _run(tmp_path, name, f"openai:fake@{server.base_url}", "o", source=sources[name], limit=6)
         assert len(server.requests) == m["items"] > 0
     assert (tmp_path / "o" / f"{name}.png").is_file()
+
+
+@needs_shared
+def test_packaged_samples_are_rebuilt_byte_for_byte_from_the_upstream_files(tmp_path):
+    from dartkit.suites.samples import make_samples, sample_dir
+
+    make_samples(SHARED, tmp_path)
+    for suite in ("hatecheck", "xstest", "bold"):
+        for f in sample_dir(suite).rglob("*"):
+            if f.is_file():
+                assert (tmp_path / suite / f.relative_to(sample_dir(suite))).read_bytes() == f.read_bytes(), f
+
+
+def test_samples_load_cover_every_group_and_carry_their_licence():
+    from dartkit.suites.samples import sample_dir
+
+    sizes = {"hatecheck": (60, 8), "xstest": (36, 18), "bold": (86, 43)}
+    for suite, (n, groups) in sizes.items():
+        cfg = SuiteRunConfig(suite=suite, model="dummy", out="o", source="sample")
+        items = SUITES[suite].load(cfg.resolved_source())
+        assert len(items) == n and len({i.group for i in items}) == groups
+        assert any(p.name.startswith("LICENSE") for p in sample_dir(suite).iterdir())
+    with pytest.raises(Exception, match="no packaged sample"):
+        SuiteRunConfig(suite="transfer", model="dummy", out="o", source="sample").resolved_source()
+
+
+def test_sample_from_the_command_line(tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "suite",
+            "run",
+            "xstest",
+            "--model",
+            "dummy:refuse",
+            "--source",
+            "sample",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "x" / "metrics.json").read_text())
+    assert m["items"] == 36 and m["metrics"]["overall"]["refusal_on_safe"]["rate"] == 1.0

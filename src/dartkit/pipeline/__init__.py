@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dartkit.config import dump_config
+from dartkit.config import ConfigError, dump_config
 from dartkit.errors import DartkitError
 from dartkit.lock import dir_lock
 from dartkit.pipeline.config import RunConfig
@@ -179,8 +179,8 @@ def _suite_problems(cfg: RunConfig) -> list[str]:
         if e.source is None:
             continue  # the packaged copy, or a download that cannot be checked without fetching it
         try:
-            get_suite(e.suite).load(e.source)
-        except DartkitError as exc:
+            get_suite(e.suite).load(e.resolved_source())
+        except (DartkitError, ConfigError) as exc:
             out.append(f"evaluations[{i}] ({e.suite}): {exc}")
     return out
 

@@ -175,8 +175,13 @@ class RepairSection(_Strict):
         return self
 
 
-# The embedded default: the packaged transfer set, small enough for `make demo` on 2 cores.
-DEFAULT_EVALUATIONS = [{"suite": "transfer", "limit": 12, "max_new_tokens": 96}]
+# The embedded default: every suite, on small packaged data, within `make demo`'s time budget on 2 cores.
+DEFAULT_EVALUATIONS = [
+    {"suite": "transfer", "limit": 12, "max_new_tokens": 96},
+    {"suite": "hatecheck", "source": "sample", "limit": 14, "max_new_tokens": 48},
+    {"suite": "bold", "source": "sample", "limit": 10, "max_new_tokens": 32},
+    {"suite": "xstest", "source": "sample", "limit": 12, "max_new_tokens": 48},
+]
 
 
 class RunConfig(_Strict):
@@ -253,8 +258,9 @@ class RunConfig(_Strict):
     evaluations: list[SuiteEvaluation] = Field(
         default_factory=lambda: [SuiteEvaluation(**e) for e in DEFAULT_EVALUATIONS],
         description="External suites run on every model, one stage per suite and model, with a report "
-        "section each. The embedded default runs 12 packaged transfer queries at 96 tokens (the demo's "
-        "time budget); HateCheck, BOLD and XSTest need source or download; [] runs none.",
+        "section each. The embedded default runs every suite on a few items (12 transfer queries; HateCheck, "
+        "BOLD and XSTest from dartkit's packaged samples) with short answers, for the demo's time budget; "
+        "[] runs none.",
     )
 
     @field_validator("evaluations")

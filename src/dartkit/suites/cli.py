@@ -45,11 +45,12 @@ def run_command(
     name: str = typer.Argument(..., help="Suite name (dartkit suite list)."),
     model: str = typer.Option(None, "--model", help="Model spec (default: embedded)."),
     out: Path = typer.Option(None, "--out", help="Output directory."),
-    source: Path = typer.Option(
+    source: str = typer.Option(
         None,
         "--source",
         help="Your copy of the suite's upstream files (a directory or the file); for transfer, your own "
-        "query JSONL {id, domain, query, stance, note}. Default: the packaged copy (transfer only).",
+        "query JSONL {id, domain, query, stance, note}; 'sample': dartkit's small packaged sample "
+        "(hatecheck, xstest, bold). Default: the packaged set (transfer only).",
     ),
     download: bool = typer.Option(
         False,

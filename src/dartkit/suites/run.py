@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from rich.console import Console
@@ -29,6 +29,7 @@ from dartkit.progress import generate_with_progress, results_console
 from dartkit.refusal import detect_refusals, model_fingerprint
 from dartkit.suites.base import Suite, SuiteItem, stratified_subset
 from dartkit.suites.registry import get_suite
+from dartkit.suites.samples import SAMPLE, sample_dir
 
 RESULTS = ("generations.jsonl", "scores.jsonl", "metrics.json")
 
@@ -37,10 +38,11 @@ class SuiteSettings(_Strict):
     """Which suite, on which items: shared by `dartkit suite run` and `dartkit run`'s ``evaluations``."""
 
     suite: str = Field(description="Suite name: transfer, hatecheck, bold or xstest (`dartkit suite list`).")
-    source: Path | None = Field(
+    source: Literal["sample"] | Path | None = Field(
         None,
         description="The suite's upstream files (a directory or the file), or for transfer your own query "
-        "file; default: the packaged copy where the suite ships one.",
+        "file; 'sample': dartkit's small packaged sample of HateCheck, XSTest or BOLD (for demos); default: "
+        "the packaged set (transfer).",
     )
     download: bool = Field(
         False,
@@ -64,6 +66,15 @@ class SuiteSettings(_Strict):
     def _known_suite(cls, v: str) -> str:
         get_suite(v)  # raises with the list of suites
         return v
+
+    def resolved_source(self) -> Path | None:
+        """The directory or file to load from (None: the suite's own packaged set; downloads not resolved)."""
+        if self.source != SAMPLE:
+            return self.source  # type: ignore[return-value]
+        path = sample_dir(self.suite)
+        if not path.is_dir():
+            raise ConfigError(f"suite {self.suite} has no packaged sample (its default data is packaged)")
+        return path
 
     @model_validator(mode="after")
     def _has_data(self) -> SuiteSettings:
@@ -101,7 +112,7 @@ class SuiteRunConfig(SuiteSettings):
 def select_items(cfg: SuiteRunConfig) -> tuple[Suite, list[SuiteItem], int]:
     """The suite, the items this run answers (the ``--limit`` subset) and the suite's full size."""
     suite = get_suite(cfg.suite)
-    source = cfg.source
+    source = cfg.resolved_source()
     if source is None and cfg.download:
         from dartkit.suites.download import fetch_suite
 
