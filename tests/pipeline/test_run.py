@@ -767,3 +767,11 @@ def test_a_changed_suite_limit_reruns_only_that_suite(finished_run, tmp_path):
     plan = statuses(changed)
     assert plan["suite_transfer_m0"].startswith("rerun") and plan["suite_transfer_m_dart"].startswith("rerun")
     assert plan["eval_m0"] == "done" and plan["train_int"] == "done"
+
+
+def test_dry_run_shows_small_cells_and_the_evaluations_before_anything_runs(tmp_path):
+    out = run(RunConfig.model_validate({"out": str(tmp_path / "run")}), dry_run=True, console=results_console())
+    setup = out["setup"]
+    assert setup["small cells"].startswith("64 benchmark x label x split cell(s) empty or below 5 items")
+    assert setup["evaluations"].startswith("transfer (12 items), hatecheck (14 items, sample)")
+    assert not (tmp_path / "run").exists()

@@ -77,10 +77,41 @@ def planned_split_sizes(cfg: RunConfig) -> dict[str, int] | str:
         examples, _ = _load_source(d.source, d.suite, None, None)
     except DataError as e:
         raise DataError(f"data.source: {e}") from None
-    counts = Counter(
-        e.split for e in split_examples(examples, ratios=d.ratios, seed=d.seed, per_cell=d.per_cell)
-    )
+    split = split_examples(examples, ratios=d.ratios, seed=d.seed, per_cell=d.per_cell)
+    counts = Counter(e.split for e in split)
     return {name: counts.get(name, 0) for name in SPLITS}
+
+
+def planned_small_cells(cfg: RunConfig) -> str | None:
+    """The data stage's small-cell warning, known before anything runs (None: none, or not knowable)."""
+    from dartkit.data.prepare import (
+        DEFAULT_MIN_CELL_ITEMS,
+        _load_source,
+        small_cells,
+        small_cells_by_benchmark,
+    )
+    from dartkit.data.splits import split_examples
+
+    d = cfg.data
+    if d.suite == "wang2025" and d.source is None:
+        return None
+    try:
+        examples, _ = _load_source(d.source, d.suite, None, None)
+    except DartkitError:
+        return None  # planned_split_sizes reports it
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for e in split_examples(examples, ratios=d.ratios, seed=d.seed, per_cell=d.per_cell):
+        cell = counts.setdefault(e.benchmark, {}).setdefault(e.label, {})
+        cell[e.split] = cell.get(e.split, 0) + 1
+    cells = small_cells(counts, d.ratios, DEFAULT_MIN_CELL_ITEMS)
+    if not cells:
+        return None
+    by_benchmark = small_cells_by_benchmark(cells)
+    head = f"{len(cells)} benchmark x label x split cell(s) empty or below {DEFAULT_MIN_CELL_ITEMS} items"
+    if len(cells) > 8:  # the data stage lists them one line per benchmark
+        empty = sum(c["n"] == 0 for c in cells)
+        return f"{head} ({empty} empty), in {', '.join(by_benchmark)}"
+    return f"{head}: " + "; ".join(f"{b}: {c}" for b, c in by_benchmark.items())
 
 
 def planned_setup(cfg: RunConfig) -> dict[str, Any]:
@@ -105,6 +136,12 @@ def planned_setup(cfg: RunConfig) -> dict[str, Any]:
         "protocol": protocol,
         "tau": tau,
         "splits": planned_split_sizes(cfg),
+        "small cells": planned_small_cells(cfg) or "none",
+        "evaluations": ", ".join(
+            f"{e.suite} ({e.limit or 'all'} items" + (f", {e.source}" if e.source == "sample" else "") + ")"
+            for e in cfg.evaluations
+        )
+        or "none",
     }
 
 
