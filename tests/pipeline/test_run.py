@@ -775,3 +775,17 @@ def test_dry_run_shows_small_cells_and_the_evaluations_before_anything_runs(tmp_
     assert setup["small cells"].startswith("64 benchmark x label x split cell(s) empty or below 5 items")
     assert setup["evaluations"].startswith("transfer (12 items), hatecheck (14 items, sample)")
     assert not (tmp_path / "run").exists()
+
+
+def test_stage_times_list_suite_stages_in_pipeline_order():
+    from dartkit.pipeline.report import _stage_times
+
+    records = {n: {"seconds": 1.0} for n in ("suite_transfer_m_int", "suite_transfer_m0", "report", "data")}
+    records["suite_transfer_m_dart"] = records["suite_transfer_label_only"] = {"seconds": 1.0}
+    assert list(_stage_times(records)) == [
+        "data",
+        "suite_transfer_m0",
+        "suite_transfer_label_only",
+        "suite_transfer_m_int",
+        "suite_transfer_m_dart",
+    ]

@@ -359,9 +359,21 @@ def _suites(root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _stage_rank(name: str) -> tuple[float, str, int]:
+    """Pipeline order: the fixed stages, then the suite stages by suite and model (M0, label-only, M_int, M_DART)."""
+    if name in STAGE_ORDER:
+        return (STAGE_ORDER.index(name), "", 0)
+    models = [k for k, _ in SUITE_MODELS]
+    for i, model in enumerate(models):
+        if name.startswith("suite_") and name.endswith(f"_{model}"):
+            # after every fixed stage, before the report
+            return (len(STAGE_ORDER) - 1.5, name.removeprefix("suite_").removesuffix(f"_{model}"), i)
+    return (len(STAGE_ORDER), name, 0)
+
+
 def _stage_times(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Seconds and attempts per stage record, in pipeline order (the report's own stage is not done yet)."""
-    ordered = sorted(stages.items(), key=lambda kv: STAGE_ORDER.index(kv[0]) if kv[0] in STAGE_ORDER else 99)
+    ordered = sorted(stages.items(), key=lambda kv: _stage_rank(kv[0]))
     return {
         k: {
             "seconds": v.get("seconds"),
