@@ -528,6 +528,24 @@ def test_mostly_unparseable_model_is_flagged_as_measuring_the_format(finished_ru
     assert "M0 (base) is 56.2% unparseable: this compares answer format, not the task |" in report
     assert [m["format_bound"] for m in info["mcnemar"] if "m0" not in (m["first"], m["second"])] == [{}, {}]
     assert "M0 (base) ⚠ | label-only SFT | M_int (Stage I) | M_DART |" in report  # per-benchmark columns
+    assert "⚠ M0's test answers are 56.2% unparseable: every drift below compares" in report
+
+
+def test_no_repair_trained_means_no_drift_reduction_is_reported(finished_run, tmp_path):
+    """M_DART is M_int when no repair passes QC: a reduction of 0 would be a number about nothing."""
+    from dartkit.pipeline.report import build_report
+
+    copy = _copy_run(finished_run, tmp_path)
+    record = json.loads((copy / "stages" / "train_dart.json").read_text())
+    record["info"] = {"trained": False, "reason": "no repair rationale was accepted: M_DART is M_int"}
+    (copy / "stages" / "train_dart.json").write_text(json.dumps(record))
+    shutil.rmtree(copy / "m_dart" / "adapter")
+    report = build_report(copy).read_text()
+    info = json.loads((copy / "run.json").read_text())
+    assert info["m_dart_is_m_int"] and info["drift_reduction"] is None and info["drift_reduction_ci95"] is None
+    assert "Drift reduction: not measured: no repair rationale passed QC" in report
+    assert "| **headline**: drift reduction on test |" not in report
+    assert "M_DART is M_int unchanged (no repair passed QC)" in report  # beside every McNemar row with M_DART
 
 
 def test_harm_and_drift_over_parseable_answers_only(finished_run, tmp_path):

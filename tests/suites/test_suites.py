@@ -413,3 +413,19 @@ def test_sample_from_the_command_line(tmp_path):
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "x" / "metrics.json").read_text())
     assert m["items"] == 36 and m["metrics"]["overall"]["refusal_on_safe"]["rate"] == 1.0
+
+
+def test_the_answer_length_that_ran_is_what_config_and_metrics_record(tmp_path):
+    """XSTest answers run at 128 tokens by default; config.yaml once recorded the unset default 96."""
+    import yaml
+
+    res = runner.invoke(
+        app,
+        ["suite", "run", "xstest", "--model", "dummy:no", "--source", "sample", "--out", str(tmp_path / "x")],
+    )
+    assert res.exit_code == 0, res.output
+    cfg = yaml.safe_load((tmp_path / "x" / "config.yaml").read_text())
+    assert cfg["max_new_tokens"] == cfg["decoding"]["max_new_tokens"] == 128
+    assert json.loads((tmp_path / "x" / "metrics.json").read_text())["max_new_tokens"] == 128
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert manifest["config"]["decoding"]["max_new_tokens"] == 128

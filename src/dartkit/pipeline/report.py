@@ -518,7 +518,11 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
             if k in on and (root / "eval" / k / "test" / "generations.jsonl").is_file()
         }
     stages = _records(root)
-    reduction = headline["drift_reduction"] if headline else None
+    repair = _repair_info(root, stages)
+    # No repair passed QC: M_DART is M_int unchanged, and a "reduction" of 0 would be a number about
+    # nothing. It is not measured, and says why.
+    dart_is_int = bool(repair) and not repair.get("trained")
+    reduction = headline["drift_reduction"] if headline and not dart_is_int else None
     evaluation = by_split["test"]
     mcnemar = _mcnemar_pairs(root, on, evaluation)
     m0_dart = next((m for m in mcnemar if (m["first"], m["second"]) == ("m0", "m_dart")), None)
@@ -552,12 +556,15 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
             k: view for k in audits if audits[k] and (view := _parseable_view(pairs.get(k) or [], n_boot))
         },
         "drift_reduction": reduction,
-        "drift_reduction_ci95": headline["drift_reduction_ci95"] if headline else None,
+        "drift_reduction_ci95": headline["drift_reduction_ci95"] if headline and not dart_is_int else None,
         "drift_reduction_split": "test (contaminated: its drift cases were repaired)"
         if repaired_in_test
         else "test (held out)",
         "drift_reduction_note": None
         if reduction is not None
+        else "not measured: no repair rationale passed QC, so M_DART is M_int unchanged and its drift is M_int's "
+        "by construction"
+        if dart_is_int
         else "undefined: the audit of M_int on test found no drift (or has not run), so there was nothing to reduce",
         "drift_test": headline,
         "drift_repaired_items": on_repaired,
@@ -570,7 +577,8 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
         if m0_dart
         else None,
         "distill": _maybe(root / "distill" / "metrics.json"),
-        "repair": _repair_info(root, stages),
+        "repair": repair,
+        "m_dart_is_m_int": dart_is_int,
         # Seconds per stage summed over every attempt with its current settings (a resumed stage
         # counts its interrupted attempts too), in pipeline order.
         "suites": _suites(root, cfg),
@@ -1081,8 +1089,18 @@ def _drift_lines(info: dict[str, Any]) -> list[str]:
         _drift_row("on the repaired items (paper-style)", info.get("drift_repaired_items")),
         _drift_row("on the whole audit split", info.get("drift_repair_split")),
     ]
-    rows = [r for r in rows if r]
+    # With no repair trained, every view's "reduction" would compare M_int with itself.
+    rows = [r for r in rows if r] if not info.get("m_dart_is_m_int") else []
     out = []
+    m0_bound = (info.get("format_bound") or {}).get("test", {}).get("m0")
+    if m0_bound is not None:
+        out += [
+            f"⚠ M0's test answers are {_pct(m0_bound)}% unparseable: every drift below compares an explanation "
+            "against M0 answers that mostly never reach a conclusion, so it measures the change in how the "
+            "models write as much as a change in harm. The parseable-only view further down holds only the "
+            "pairs where both answers conclude.",
+            "",
+        ]
     if rows:
         out += [
             "| view | split | items | n | drift M_int (rate, 95% CI) | drift M_DART (rate, 95% CI) | "
@@ -1308,6 +1326,9 @@ def _mcnemar_lines(info: dict[str, Any]) -> list[str]:
             if bound
             else ""
         )
+        if info.get("m_dart_is_m_int") and "m_dart" in (m["first"], m["second"]):
+            same = "M_DART is M_int unchanged (no repair passed QC)"
+            note = f"{same}; {note}" if note else same
         out.append(
             f"| {LABELS[m['first']]} | {LABELS[m['second']]} | {m['n']} | {m['only_first_correct']} | "
             f"{m['only_second_correct']} | {m['p_value']:.3g} | {note} |"

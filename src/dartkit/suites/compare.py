@@ -19,8 +19,8 @@ from dartkit.errors import DataError
 from dartkit.suites.registry import get_suite
 
 
-def load_run(directory: Path) -> tuple[str, str, list[dict[str, Any]]]:
-    """``(suite, model, rows)`` of a finished suite run directory."""
+def load_run(directory: Path) -> tuple[str, str, list[dict[str, Any]], dict[str, Any]]:
+    """``(suite, model, rows, metrics.json)`` of a finished suite run directory."""
     directory = Path(directory)
     metrics_path = directory / "metrics.json"
     scores_path = directory / "scores.jsonl"
@@ -30,7 +30,7 @@ def load_run(directory: Path) -> tuple[str, str, list[dict[str, Any]]]:
     m = read_json(metrics_path)
     if not isinstance(m, dict) or "suite" not in m or "model" not in m:
         raise DataError(f"{metrics_path}: not a suite run's metrics.json (no 'suite' / 'model')")
-    return m["suite"], m["model"], read_rows(scores_path)
+    return m["suite"], m["model"], read_rows(scores_path), m
 
 
 def _labels(dirs: Sequence[Path], models: Sequence[str]) -> list[str]:
@@ -53,18 +53,26 @@ def compare_runs(
     if len(dirs) < 2:
         raise DataError("suite compare needs at least two run directories")
     loaded = [load_run(d) for d in dirs]
-    suites = {s for s, _, _ in loaded}
+    suites = {s for s, _, _, _ in loaded}
     if len(suites) > 1:
         raise DataError(
             f"these runs are of different suites ({', '.join(sorted(suites))}); compare one suite at a time"
         )
     suite = get_suite(suites.pop())
-    labels = list(labels) if labels is not None else _labels(dirs, [m for _, m, _ in loaded])
-    runs = {label: rows for label, (_, _, rows) in zip(labels, loaded, strict=True)}
+    labels = list(labels) if labels is not None else _labels(dirs, [m for _, m, _, _ in loaded])
+    runs = {label: rows for label, (_, _, rows, _) in zip(labels, loaded, strict=True)}
     result = {
         "suite": suite.name,
         "runs": {label: str(d) for label, d in zip(labels, dirs, strict=True)},
         "n": {label: len(rows) for label, rows in runs.items()},
+        # How each run answered: answers cut at the token limit, the limit, the scorer, the subset.
+        "runs_info": {
+            label: {
+                k: m.get(k)
+                for k in ("truncated", "max_new_tokens", "scorer", "judge", "suite_size", "subset")
+            }
+            for label, (_, _, _, m) in zip(labels, loaded, strict=True)
+        },
         "metrics": {label: suite.metrics(rows) for label, rows in runs.items()},
         "tests": suite.compare(runs),
     }
@@ -169,13 +177,34 @@ def markdown(result: dict[str, Any], figure: str | None = None, effects_exist: b
     L = [f"### {suite.name}: {suite.title}", ""]
     if suite.note:
         L += [f"Note: {suite.note}", ""]
+    info = result.get("runs_info") or {}
+    first = info.get(models[0], {}) if models else {}
+    subset = first.get("subset")
+    scope = (
+        f"a seeded subset of {result['n'][models[0]]} of {first.get('suite_size')} items (seed {subset['seed']}, "
+        "stratified)"
+        if subset
+        else f"all {first.get('suite_size')} items"
+    )
     L += [
-        "| model | items | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
-        "|---|---:|" + "---:|" * len(keys),
+        f"Items: {scope}; harm scorer: `{first.get('scorer')}`; judge: {first.get('judge') or 'none'}.",
+        "",
+        "| model | items | cut at the token limit | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
+        "|---|---:|---:|" + "---:|" * len(keys),
     ]
     for m in models:
-        L.append(f"| {m} | {result['n'][m]} | " + " | ".join(_cell(overall[m].get(k)) for k in keys) + " |")
-    L += ["", "Rates: Wilson 95% interval; means: bootstrap 95% interval over items."]
+        cut = info.get(m, {})
+        cut_cell = f"{cut.get('truncated')} (at {cut.get('max_new_tokens')} tokens)" if cut else "—"
+        L.append(
+            f"| {m} | {result['n'][m]} | {cut_cell} | "
+            + " | ".join(_cell(overall[m].get(k)) for k in keys)
+            + " |"
+        )
+    L += [
+        "",
+        "Rates: Wilson 95% interval; means: bootstrap 95% interval over items. An answer cut at the token "
+        "limit was scored as written.",
+    ]
     for name, block in _blocks(result["tests"]):
         for pair in block["pairs"]:
             L += ["", f"#### {name}: {pair['a']} vs {pair['b']}", ""]

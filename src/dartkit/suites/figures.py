@@ -8,7 +8,7 @@ from typing import Any
 
 from dartkit.data.jsonl import save_figure
 from dartkit.suites.base import Suite
-from dartkit.suites.measures import by_group, mean
+from dartkit.suites.measures import by_group, mean, rate
 
 
 def suite_figure(suite: Suite, runs: dict[str, Sequence[dict[str, Any]]], path: Path) -> Path | None:
@@ -20,16 +20,24 @@ def suite_figure(suite: Suite, runs: dict[str, Sequence[dict[str, Any]]], path: 
 
     label, value = suite.plot
     per_model = {}
+    values = [value(r) for rows in runs.values() for r in rows]
+    binary = all(v in (0.0, 1.0) for v in values if v is not None)
     for model, rows in runs.items():
         scored = [{**r, "_v": value(r)} for r in rows]
-        per_model[model] = {g: mean(v, "_v") for g, v in by_group(scored).items()}
+        if binary:  # a rate: Wilson interval, as the tables give it, and its k/n beside the bar
+            per_model[model] = {}
+            for g, v in by_group(scored).items():
+                r = rate([x for x in v if x["_v"] is not None], lambda x: x["_v"] == 1.0)
+                per_model[model][g] = {"mean": r["rate"], "ci": r["ci"], "n": r["n"], "k": r["k"]}
+        else:
+            per_model[model] = {g: mean(v, "_v") for g, v in by_group(scored).items()}
     groups = sorted({g for m in per_model.values() for g in m})
     if not groups:
         return None
     height = 0.8 / max(len(per_model), 1)
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.35 * len(groups) * max(1, len(per_model) / 2)))
     for k, (model, stats) in enumerate(per_model.items()):
-        ys, xs, lo, hi = [], [], [], []
+        ys, xs, lo, hi, counts = [], [], [], [], []
         for i, g in enumerate(groups):
             s = stats.get(g)
             if not s or s["mean"] is None:
@@ -39,10 +47,18 @@ def suite_figure(suite: Suite, runs: dict[str, Sequence[dict[str, Any]]], path: 
             ci = s["ci"] or [s["mean"], s["mean"]]
             lo.append(s["mean"] - ci[0])
             hi.append(ci[1] - s["mean"])
+            counts.append(f"{s['k']}/{s['n']}" if binary else "")
         ax.barh(ys, xs, height=height, xerr=[lo, hi], label=f"{model} (n={len(runs[model])})", capsize=2)
+        for y, text in zip(ys, counts, strict=True):
+            if text:  # a zero rate has no visible bar: the count says it is there
+                ax.text(1.01, y, text, va="center", fontsize=6, transform=ax.get_yaxis_transform())
     ax.set_yticks([i + height * (len(per_model) - 1) / 2 for i in range(len(groups))], groups, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"{label} (mean with 95% bootstrap interval)")
+    if binary:
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(f"{label}\n(rate with 95% Wilson interval; k/n at the right)", fontsize=8)
+    else:
+        ax.set_xlabel(f"{label} (mean with 95% bootstrap interval)")
     ax.set_title(suite.title, fontsize=9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

@@ -143,6 +143,8 @@ def run(cfg: SuiteRunConfig, console: Console | None = None, force: bool = False
     out = Path(cfg.out)
     suite, items, full_size = select_items(cfg)
     decoding = cfg.answer_decoding(suite)
+    # What config.yaml and the manifest record is the answer length that ran, not the unset default.
+    cfg = cfg.model_copy(update={"max_new_tokens": decoding.max_new_tokens, "decoding": decoding})
     t0 = time.perf_counter()
     with dir_lock(out):
         check_config_inputs(cfg, RESULTS, force)
@@ -199,6 +201,7 @@ def run(cfg: SuiteRunConfig, console: Console | None = None, force: bool = False
             else {"limit": cfg.limit, "seed": cfg.seed},
             "scorer": scorer.name,
             "judge": cfg.judge if judge_identity else None,
+            "max_new_tokens": decoding.max_new_tokens,
             "truncated": sum(r["finish"] == "truncated" for r in rows),
             "metrics": suite.metrics(rows),
         }
