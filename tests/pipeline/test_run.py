@@ -241,6 +241,7 @@ def test_from_redoes_a_stage_and_everything_after(finished_run):
         "train_dart",
         "eval_dart",
         "audit_dart",
+        "suite_transfer_m_dart",  # the suites run on M_DART too
         "report",
     ]
 
@@ -330,12 +331,12 @@ def test_kill_9_then_rerun_finishes_with_nothing_lost(tmp_path, tiny_llama, teac
     assert (root / "report.md").is_file()
     # Every JSONL output holds each id once (no duplicated records after the resume).
     for path in root.rglob("*.jsonl"):
-        if path.name in ("cache.jsonl", "scores.jsonl", "train_log.jsonl"):
+        if path.name.endswith("cache.jsonl") or path.name in ("scores.jsonl", "train_log.jsonl"):
             continue
         ids = [json.loads(x)["id"] for x in path.read_text().splitlines() if x.strip()]
         assert len(ids) == len(set(ids)), path
     # Caches hold each key once, too.
-    for path in root.rglob("cache.jsonl"):
+    for path in root.rglob("*cache.jsonl"):
         keys = [json.loads(x)["key"] for x in path.read_text().splitlines() if x.strip().endswith("}")]
         assert len(keys) == len(set(keys)), path
     # The teacher was not asked again for what Stage I had finished (only repair calls since).
@@ -372,7 +373,12 @@ def test_report_knows_every_stage():
     from dartkit.pipeline.stages import RunStages
 
     cfg = RunConfig(label_only_baseline=True)
-    assert [s.name for s in RunStages(cfg, results_console()).stages()] == STAGE_ORDER
+    names = [s.name for s in RunStages(cfg, results_console()).stages()]
+    assert [n for n in names if not n.startswith("suite_")] == STAGE_ORDER
+    # One stage per evaluation suite and model, between the last audit and the report.
+    suites = [n for n in names if n.startswith("suite_")]
+    assert len(suites) == 4 * len(cfg.evaluations) and names[-1] == "report"
+    assert names.index(suites[0]) == names.index("audit_dart") + 1
 
 
 def test_stage_fingerprints_see_the_chat_template_the_examples_file_and_the_check(
