@@ -548,7 +548,9 @@ def test_no_repair_trained_means_no_drift_reduction_is_reported(finished_run, tm
     shutil.rmtree(copy / "m_dart" / "adapter")
     report = build_report(copy).read_text()
     info = json.loads((copy / "run.json").read_text())
-    assert info["m_dart_is_m_int"] and info["drift_reduction"] is None and info["drift_reduction_ci95"] is None
+    assert (
+        info["m_dart_is_m_int"] and info["drift_reduction"] is None and info["drift_reduction_ci95"] is None
+    )
     assert "Drift reduction: not measured: no repair rationale passed QC" in report
     assert "| **headline**: drift reduction on test |" not in report
     assert "M_DART is M_int unchanged (no repair passed QC)" in report  # beside every McNemar row with M_DART
@@ -794,7 +796,9 @@ def test_a_changed_suite_limit_reruns_only_that_suite(finished_run, tmp_path):
 
 
 def test_dry_run_shows_small_cells_and_the_evaluations_before_anything_runs(tmp_path):
-    out = run(RunConfig.model_validate({"out": str(tmp_path / "run")}), dry_run=True, console=results_console())
+    out = run(
+        RunConfig.model_validate({"out": str(tmp_path / "run")}), dry_run=True, console=results_console()
+    )
     setup = out["setup"]
     assert setup["small cells"].startswith("64 benchmark x label x split cell(s) empty or below 5 items")
     assert setup["evaluations"].startswith("transfer (12 items), hatecheck (14 items, sample)")
