@@ -33,7 +33,9 @@ def test_training_loss_appears_in_plain_lines():
     with progress_bar(Console(file=log, force_terminal=False), extra="loss {task.fields[loss]:.4f}") as p:
         task = p.add_task("training", total=2, completed=0, loss=float("nan"))
         p.update(task, advance=2, loss=1.25)
-    assert log.getvalue().splitlines()[-1].endswith("(100%), done in 0:00:00, loss 1.2500")
+    lines = log.getvalue().splitlines()
+    assert lines[-1].endswith("(100%), done in 0:00:00, loss 1.2500")
+    assert "nan" not in lines[0]  # no loss before the first step: left out, not "loss nan"
 
 
 def test_long_model_name_does_not_squash_the_bar_at_80_columns():

@@ -8,6 +8,7 @@ there a plain line is printed every few seconds instead.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -152,8 +153,9 @@ class PlainProgress:
             parts.append(f"{_clock(now - task.started)} elapsed")
             if task.total is not None and task.rate:
                 parts.append(f"about {_clock((task.total - task.completed) / task.rate)} left")
-        if self.extra:
-            # A field may not be set yet (no loss before the first step): leave it out then.
+        # A field may not be set yet (no loss before the first step, or a NaN placeholder): leave it out.
+        unset = any(isinstance(v, float) and math.isnan(v) for v in task.fields.values())
+        if self.extra and not unset:
             with contextlib.suppress(KeyError, ValueError, TypeError):
                 parts.append(self.extra.format(task=SimpleNamespace(fields=task.fields)))
         line = f"{task.description}: " + ", ".join(parts)
