@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 
-from dartkit.parse import _REFUSAL
+from dartkit.parse import has_refusal_phrase
 from dartkit.refusal import (
-    HELDOUT_FILE,
     THRESHOLD,
-    _data_path,
     is_refusal_label,
+    load_heldout,
     load_responses,
     refusal_probabilities,
     scores,
@@ -40,9 +39,9 @@ def main() -> None:
         truth = [is_refusal_label(r["label"]) for r in test_rows]
         probs = refusal_probabilities([r["response"] for r in test_rows], train(train_rows))
         cv[held] = {str(t): _round(scores([p >= t for p in probs], truth)) for t in THRESHOLDS} | {
-            "phrase_rules": _round(scores([bool(_REFUSAL.search(r["response"])) for r in test_rows], truth))
+            "phrase_rules": _round(scores([has_refusal_phrase(r["response"]) for r in test_rows], truth))
         }
-    heldout = load_responses(_data_path(HELDOUT_FILE))
+    heldout = load_heldout()
     truth = [is_refusal_label(r["label"]) for r in heldout]
     probs = refusal_probabilities([r["response"] for r in heldout])
     print(
@@ -54,7 +53,7 @@ def main() -> None:
                 "threshold": THRESHOLD,
                 "heldout_writer_C": _round(scores([p >= THRESHOLD for p in probs], truth)),
                 "heldout_writer_C_phrase_rules": _round(
-                    scores([bool(_REFUSAL.search(r["response"])) for r in heldout], truth)
+                    scores([has_refusal_phrase(r["response"]) for r in heldout], truth)
                 ),
             }
         )

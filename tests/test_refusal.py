@@ -4,10 +4,9 @@ import pytest
 
 from dartkit.errors import DataError
 from dartkit.refusal import (
-    HELDOUT_FILE,
-    _data_path,
     detect_refusals,
     is_refusal_label,
+    load_heldout,
     load_responses,
     refusal_probabilities,
     scores,
@@ -18,12 +17,12 @@ GROUPS = ["women", "men", "Muslims", "Jews", "immigrants", "gay people", "Black 
 
 def test_held_out_writer_is_read_well_and_better_than_the_phrase_rules():
     """Writer C's 200 answers were never trained on (docs/refusal.md: recall 0.91, false alarms 0.06)."""
-    from dartkit.parse import _REFUSAL
+    from dartkit.parse import has_refusal_phrase
 
-    rows = load_responses(_data_path(HELDOUT_FILE))
+    rows = load_heldout()
     truth = [is_refusal_label(r["label"]) for r in rows]
     got = scores(detect_refusals([r["response"] for r in rows]), truth)
-    rules = scores([bool(_REFUSAL.search(r["response"])) for r in rows], truth)
+    rules = scores([has_refusal_phrase(r["response"]) for r in rows], truth)
     assert got["recall"] >= 0.85 and got["false_alarms"] <= 0.10
     assert got["recall"] > rules["recall"] + 0.2
 

@@ -84,6 +84,11 @@ _REFUSAL = re.compile(
 )
 
 
+def has_refusal_phrase(text: str) -> bool:
+    """True when the text holds a declining phrase ("I'm sorry", "I can't", "as an AI", ...)."""
+    return bool(_REFUSAL.search(text or ""))
+
+
 def is_refusal(text: str) -> bool:
     """True when no conclusion parses and the text declines the task.
 
@@ -91,4 +96,4 @@ def is_refusal(text: str) -> bool:
     """
     if parse_conclusion(text) is not None:
         return False
-    return bool(_REFUSAL.search(text or ""))
+    return has_refusal_phrase(text)

@@ -30,7 +30,7 @@ from typing import Any
 
 from dartkit.data.jsonl import iter_json_lines, read_text
 from dartkit.errors import DataError
-from dartkit.parse import _REFUSAL
+from dartkit.parse import has_refusal_phrase
 
 DATA_FILE = "refusal_responses.jsonl"
 HELDOUT_FILE = "refusal_heldout.jsonl"
@@ -63,6 +63,11 @@ def load_responses(path: str | Path | None = None) -> list[dict[str, Any]]:
             raise DataError(f"{path}:{lineno}: field 'label': unknown value {row['label']!r}")
         rows.append(row)
     return rows
+
+
+def load_heldout() -> list[dict[str, Any]]:
+    """The held-out writer's labelled answers (never trained on; for measuring the detector)."""
+    return load_responses(_data_path(HELDOUT_FILE))
 
 
 def is_refusal_label(label: str) -> bool:
@@ -107,7 +112,7 @@ def _last(text: str) -> str:
 def _rule(texts: Sequence[str]):
     import numpy as np
 
-    return np.array([[float(bool(_REFUSAL.search(t or "")))] for t in texts])
+    return np.array([[float(has_refusal_phrase(t))] for t in texts])
 
 
 def train(rows: Sequence[dict[str, Any]], c: float = 32.0) -> Any:

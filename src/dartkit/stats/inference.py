@@ -23,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -228,6 +228,20 @@ def sign_test(n_up: int, n_down: int) -> float:
     return float(binomtest(n_up, n, 0.5).pvalue) if n else 1.0
 
 
+def paired_binary(a: Mapping[Hashable, bool], b: Mapping[Hashable, bool]) -> dict[str, Any]:
+    """Exact McNemar test of a yes/no outcome over the ids both ``a`` and ``b`` hold.
+
+    Returns:
+        ``{"n", "only_a", "only_b", "p_value"}``: items matched, items where the outcome holds only
+        under ``a`` / only under ``b``, and the exact two-sided test of those discordant items (a sign
+        test; 1 when there are none).
+    """
+    ids = [i for i in a if i in b]
+    only_a = sum(1 for i in ids if a[i] and not b[i])
+    only_b = sum(1 for i in ids if b[i] and not a[i])
+    return {"n": len(ids), "only_a": only_a, "only_b": only_b, "p_value": sign_test(only_a, only_b)}
+
+
 def mcnemar_exact(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """Exact McNemar test of paired correctness of two models' generations (dicts with id, gold, conclusion).
 
@@ -239,16 +253,14 @@ def mcnemar_exact(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> d
     """
     gold_a = {g["id"]: g.get("conclusion") == g.get("gold") for g in a if g.get("gold")}
     gold_b = {g["id"]: g.get("conclusion") == g.get("gold") for g in b if g.get("gold")}
-    ids = sorted(set(gold_a) & set(gold_b))
-    if not ids:
+    test = paired_binary(gold_a, gold_b)
+    if not test["n"]:
         return None
-    only_a = sum(gold_a[i] and not gold_b[i] for i in ids)
-    only_b = sum(gold_b[i] and not gold_a[i] for i in ids)
     return {
-        "n": len(ids),
-        "only_first_correct": only_a,
-        "only_second_correct": only_b,
-        "p_value": sign_test(only_a, only_b),
+        "n": test["n"],
+        "only_first_correct": test["only_a"],
+        "only_second_correct": test["only_b"],
+        "p_value": test["p_value"],
     }
 
 
@@ -312,7 +324,7 @@ def paired_drift(
     grouped = any(keys)
     clusters = [k or f"id:{i}" for k, i in zip(keys, ids, strict=True)]
     n_a, n_b = int(da.sum()), int(db.sum())
-    only_a, only_b = int((da & ~db).sum()), int((db & ~da).sum())
+    test = paired_binary({i: a[i]["drift"] for i in ids}, {i: b[i]["drift"] for i in ids})
     out: dict[str, Any] = {
         "n": len(ids),
         "n_only_a": sum(i not in b for i in a),
@@ -325,10 +337,10 @@ def paired_drift(
         "n_resamples": n_resamples,
         "n_skipped_resamples": None,
         "mcnemar": {
-            "n_discordant": only_a + only_b,
-            "only_a": only_a,
-            "only_b": only_b,
-            "p_value": sign_test(only_a, only_b),
+            "n_discordant": test["only_a"] + test["only_b"],
+            "only_a": test["only_a"],
+            "only_b": test["only_b"],
+            "p_value": test["p_value"],
         },
     }
     drift_groups = len({c for c, d in zip(clusters, da, strict=True) if d})

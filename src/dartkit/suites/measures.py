@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from dartkit.stats.groups import holm, mann_whitney
-from dartkit.stats.inference import cluster_bootstrap_ci, sign_test, wilson_ci
+from dartkit.stats.inference import cluster_bootstrap_ci, paired_binary, wilson_ci
 
 Rows = Sequence[dict[str, Any]]
 
@@ -95,12 +95,7 @@ def compare_binary(runs: dict[str, Rows], hit: Callable[[dict[str, Any]], bool],
     pairs = []
     for i, a in enumerate(labels):
         for b in labels[i + 1 :]:
-            ids_b = {r["id"]: r for r in runs[b]}
-            common = [r for r in runs[a] if r["id"] in ids_b]
-            only_a = sum(1 for r in common if hit(r) and not hit(ids_b[r["id"]]))
-            only_b = sum(1 for r in common if hit(ids_b[r["id"]]) and not hit(r))
-            test = (
-                {"only_a": only_a, "only_b": only_b, "p_value": sign_test(only_a, only_b)} if common else None
-            )
-            pairs.append({"a": a, "b": b, "measure": name, "n": len(common), "mcnemar": test})
+            test = paired_binary({r["id"]: hit(r) for r in runs[a]}, {r["id"]: hit(r) for r in runs[b]})
+            n = test.pop("n")
+            pairs.append({"a": a, "b": b, "measure": name, "n": n, "mcnemar": test if n else None})
     return {"pairs": pairs}
