@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -58,29 +59,45 @@ def resolve_base_url(base_url: str | None = None) -> str:
     return (base_url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
 
 
-def _download(client: httpx.Client, url: str, target: Path) -> str | None:
-    """Fetch ``url`` into ``target``; return None on success or why it is absent."""
+def download_file(
+    client: httpx.Client, url: str, target: Path, hint: str, sha256: str | None = None
+) -> str | None:
+    """Fetch ``url`` into ``target`` (atomically, with the user's umask); None on success, else why it is absent.
+
+    Absent means the server has no such file (HTTP 404) or sent a Git LFS pointer instead of it.
+
+    Raises:
+        DataError: another HTTP error, a network failure, a file that cannot be written, or (with
+            ``sha256``) bytes whose hash is not the expected one; ``hint`` says what to do instead.
+            Nothing partial is left behind.
+    """
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         chmod_like_new_file(fd)  # mkstemp makes it 0600; a downloaded file follows the umask
+        digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as handle, client.stream("GET", url) as response:
             if response.status_code == 404:
                 return "not found (HTTP 404)"
             if response.status_code != 200:
                 raise DataError(
-                    f"download of {url} failed (HTTP {response.status_code} {response.reason_phrase}); "
-                    f"{_OFFLINE_HINT}"
+                    f"download of {url} failed (HTTP {response.status_code} {response.reason_phrase}); {hint}"
                 )
             first = True
             for chunk in response.iter_bytes():
                 if first and chunk.startswith(_LFS_POINTER_PREFIX):
                     return "the server returned a Git LFS pointer instead of the file"
                 first = False
+                digest.update(chunk)
                 handle.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise DataError(
+                f"download of {url}: sha256 {digest.hexdigest()[:16]}… is not the pinned {sha256[:16]}… "
+                "(the upstream file changed or the URL is wrong); nothing was kept"
+            )
         os.replace(tmp_name, target)
         return None
     except httpx.HTTPError as exc:
-        raise DataError(f"download of {url} failed ({type(exc).__name__}: {exc}); {_OFFLINE_HINT}") from None
+        raise DataError(f"download of {url} failed ({type(exc).__name__}: {exc}); {hint}") from None
     except OSError as exc:
         raise DataError(f"{target}: cannot write the download ({exc.strerror or exc})") from None
     finally:
@@ -123,7 +140,9 @@ def fetch_wang2025(
             if target.is_file():
                 result.present[benchmark] = target
                 continue
-            why_absent = _download(client, f"{url}/{benchmark_file_name(benchmark)}", target)
+            why_absent = download_file(
+                client, f"{url}/{benchmark_file_name(benchmark)}", target, _OFFLINE_HINT
+            )
             if why_absent is None:
                 result.present[benchmark] = target
                 result.downloaded.append(benchmark)

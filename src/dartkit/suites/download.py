@@ -9,19 +9,18 @@ a download whose hash differs is refused and deleted (the upstream file changed,
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import httpx
 
-from dartkit.data.jsonl import chmod_like_new_file
+from dartkit.data.download import download_file
 from dartkit.errors import DataError
 from dartkit.files import cache_root, file_sha256
 from dartkit.suites.base import Suite
 
 URL_ENV = "DARTKIT_SUITE_URL"
+_HINT = "download the files yourself and pass --source (see `dartkit suite list` for where they live)"
 
 
 def suite_cache_dir(suite: Suite) -> Path:
@@ -45,29 +44,8 @@ def fetch_suite(suite: Suite, base_url: str | None = None, timeout_s: float = 60
             if target.is_file() and file_sha256(target) == pinned.sha256:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            _download(client, f"{url}/{pinned.path}", target, pinned.sha256)
+            source = f"{url}/{pinned.path}"
+            why_absent = download_file(client, source, target, _HINT, pinned.sha256)
+            if why_absent:
+                raise DataError(f"download of {source}: {why_absent}; {_HINT}")
     return target_dir
-
-
-def _download(client: httpx.Client, url: str, target: Path, sha256: str) -> None:
-    hint = "download the files yourself and pass --source (see `dartkit suite list` for where they live)"
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        chmod_like_new_file(fd)
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as handle, client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise DataError(f"download of {url} failed (HTTP {response.status_code}); {hint}")
-            for chunk in response.iter_bytes():
-                digest.update(chunk)
-                handle.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise DataError(
-                f"download of {url}: sha256 {digest.hexdigest()[:16]}… is not the pinned {sha256[:16]}… "
-                "(the upstream file changed or the URL is wrong); nothing was kept"
-            )
-        os.replace(tmp_name, target)
-    except httpx.HTTPError as exc:
-        raise DataError(f"download of {url} failed ({type(exc).__name__}: {exc}); {hint}") from None
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
