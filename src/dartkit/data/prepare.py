@@ -125,6 +125,21 @@ def _load_source(
     return examples, info
 
 
+def _benchmarks_of(examples: Sequence[Example]) -> list[str]:
+    return sorted(
+        {e.benchmark for e in examples}, key=lambda b: (BENCHMARKS.index(b) if b in BENCHMARKS else 99, b)
+    )
+
+
+def cell_counts(examples: Sequence[Example]) -> dict[str, dict[str, dict[str, int]]]:
+    """Items per benchmark x label x split of split examples: ``{benchmark: {label: {split: n}}}``."""
+    counts: Counter[tuple[str, str, str]] = Counter((e.benchmark, e.label, e.split or "") for e in examples)
+    return {
+        b: {label: {s: counts[(b, label, s)] for s in SPLITS} for label in ("YES", "NO")}
+        for b in _benchmarks_of(examples)
+    }
+
+
 def summarize(examples: Sequence[Example]) -> dict[str, Any]:
     """Counts of split examples and the checks on their grouping.
 
@@ -141,19 +156,13 @@ def summarize(examples: Sequence[Example]) -> dict[str, Any]:
         split by a check that ignores how the split was made (always 0 in a
         written summary).
     """
-    counts: Counter[tuple[str, str, str]] = Counter((e.benchmark, e.label, e.split or "") for e in examples)
-    benchmarks = sorted(
-        {e.benchmark for e in examples}, key=lambda b: (BENCHMARKS.index(b) if b in BENCHMARKS else 99, b)
-    )
+    benchmarks = _benchmarks_of(examples)
     keys: dict[str, set[str]] = {b: set() for b in benchmarks}
     for example in examples:
         keys[example.benchmark].add(example.scenario_key)
     merged = twin_merges(examples)
     return {
-        "counts": {
-            b: {label: {s: counts[(b, label, s)] for s in SPLITS} for label in ("YES", "NO")}
-            for b in benchmarks
-        },
+        "counts": cell_counts(examples),
         "split_totals": {s: sum(1 for e in examples if e.split == s) for s in SPLITS},
         "scenario_keys": {b: len(keys[b]) for b in benchmarks},
         "twin_groups_merged": {b: merged.get(b, 0) for b in benchmarks},

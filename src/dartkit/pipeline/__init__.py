@@ -43,14 +43,17 @@ def plan_table(pipeline: Pipeline, start: str | None) -> Table:
     return table
 
 
-def planned_split_sizes(cfg: RunConfig) -> dict[str, int] | str:
-    """Items per split: from the prepared data when it matches, else by splitting in memory.
+def planned_data(cfg: RunConfig) -> tuple[dict[str, int] | str, list[dict[str, Any]]]:
+    """Items per split (or a note) and the small cells, from one read of the data.
 
-    Loads no model and touches no network: a ``wang2025`` source that still has to be downloaded
-    gives a note instead of sizes.
+    From the prepared data when it matches the config, else by loading and splitting the source in
+    memory once. Loads no model and touches no network: a ``wang2025`` source that still has to be
+    downloaded gives a note instead of sizes (and no cells).
     """
     from dartkit.data.jsonl import read_json
-    from dartkit.data.splits import SPLITS, check_ratios
+    from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, _load_source, cell_counts, small_cells
+    from dartkit.data.splits import SPLITS, check_ratios, split_examples
+    from dartkit.errors import DataError
 
     d = cfg.data
     summary = Path(cfg.out) / "data" / "summary.json"
@@ -66,46 +69,27 @@ def planned_split_sizes(cfg: RunConfig) -> dict[str, int] | str:
             and len(ratios) == 4
             and all(math.isclose(a, b) for a, b in zip(ratios, check_ratios(d.ratios), strict=True))
         ):
-            return dict(s["split_totals"])
+            cells = small_cells(s["counts"], ratios, DEFAULT_MIN_CELL_ITEMS) if s.get("counts") else []
+            return dict(s["split_totals"]), cells
     if d.suite == "wang2025" and d.source is None:
-        return "known after the download (data.source is empty, so the data stage downloads the suite)"
-    from dartkit.data.prepare import _load_source
-    from dartkit.data.splits import split_examples
-    from dartkit.errors import DataError
-
+        return "known after the download (data.source is empty, so the data stage downloads the suite)", []
     try:
         examples, _ = _load_source(d.source, d.suite, None, None)
     except DataError as e:
         raise DataError(f"data.source: {e}") from None
     split = split_examples(examples, ratios=d.ratios, seed=d.seed, per_cell=d.per_cell)
-    counts = Counter(e.split for e in split)
-    return {name: counts.get(name, 0) for name in SPLITS}
-
-
-def planned_small_cells(cfg: RunConfig) -> str | None:
-    """The data stage's small-cell warning, known before anything runs (None: none, or not knowable)."""
-    from dartkit.data.prepare import (
-        DEFAULT_MIN_CELL_ITEMS,
-        _load_source,
-        small_cells,
-        small_cells_by_benchmark,
+    totals = Counter(e.split for e in split)
+    return {name: totals.get(name, 0) for name in SPLITS}, small_cells(
+        cell_counts(split), d.ratios, DEFAULT_MIN_CELL_ITEMS
     )
-    from dartkit.data.splits import split_examples
 
-    d = cfg.data
-    if d.suite == "wang2025" and d.source is None:
-        return None
-    try:
-        examples, _ = _load_source(d.source, d.suite, None, None)
-    except DartkitError:
-        return None  # planned_split_sizes reports it
-    counts: dict[str, dict[str, dict[str, int]]] = {}
-    for e in split_examples(examples, ratios=d.ratios, seed=d.seed, per_cell=d.per_cell):
-        cell = counts.setdefault(e.benchmark, {}).setdefault(e.label, {})
-        cell[e.split] = cell.get(e.split, 0) + 1
-    cells = small_cells(counts, d.ratios, DEFAULT_MIN_CELL_ITEMS)
+
+def _small_cells_line(cells: list[dict[str, Any]]) -> str:
+    """The data stage's small-cell warning in one line (a short form when there are many)."""
+    from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, small_cells_by_benchmark
+
     if not cells:
-        return None
+        return "none"
     by_benchmark = small_cells_by_benchmark(cells)
     head = f"{len(cells)} benchmark x label x split cell(s) empty or below {DEFAULT_MIN_CELL_ITEMS} items"
     if len(cells) > 8:  # the data stage lists them one line per benchmark
@@ -117,6 +101,7 @@ def planned_small_cells(cfg: RunConfig) -> str | None:
 def planned_setup(cfg: RunConfig) -> dict[str, Any]:
     """What a run will use, for ``--dry-run``: every model, the protocol, τ and the split sizes."""
     a = cfg.audit
+    splits, cells = planned_data(cfg)
     tau = (
         f"chosen on val: smallest of {a.tau_choices()} with mirror rate <= {a.tau_max_noise:g}"
         if a.tau == "auto"
@@ -135,8 +120,8 @@ def planned_setup(cfg: RunConfig) -> dict[str, Any]:
         "harm scorer": f"{a.scorer} on the {a.score_on} text",
         "protocol": protocol,
         "tau": tau,
-        "splits": planned_split_sizes(cfg),
-        "small cells": planned_small_cells(cfg) or "none",
+        "splits": splits,
+        "small cells": _small_cells_line(cells),
         "evaluations": ", ".join(
             f"{e.suite} ({e.limit or 'all'} items" + (f", {e.source}" if e.source == "sample" else "") + ")"
             for e in cfg.evaluations
@@ -188,7 +173,7 @@ def plan_problems(cfg: RunConfig) -> list[str]:
     """What would stop the run, found without loading a model: hub models that are neither in the
     local cache nor downloadable (the hub is unreachable or HF_HUB_OFFLINE is set).
 
-    A missing ``data.source`` is reported by :func:`planned_split_sizes`, which reads it.
+    A missing ``data.source`` is reported by :func:`planned_data`, which reads it.
     """
     from dartkit.generate.loading import hub_commit, hub_download_hint, hub_offline_reason
 
