@@ -93,49 +93,48 @@ def _num(x: Any, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+def pair_table(pair: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    """One pairwise test as ``(caption, columns, rows)`` of text cells, for the console and the report."""
+    a, b = pair["a"], pair["b"]
+    if "groups" in pair:
+        caption = (
+            f"Mann–Whitney U per group; rank-biserial r > 0 means {a} scores higher; "
+            f"Holm-adjusted over {pair['holm_family']} groups."
+        )
+        columns = ["group", f"n ({a} / {b})", f"mean {a}", f"mean {b}", "r [95% CI]", "p", "p (Holm)"]
+        rows = []
+        for g, t in pair["groups"].items():
+            ci = f" [{t['ci'][0]:.2f}, {t['ci'][1]:.2f}]" if t.get("ci") else ""
+            r = "—" if t["rank_biserial"] is None else f"{t['rank_biserial']:+.2f}"
+            rows.append(
+                [
+                    g,
+                    f"{t['n_a']} / {t['n_b']}",
+                    _num(t["mean_a"]),
+                    _num(t["mean_b"]),
+                    r + ci,
+                    _num(t["p"], 4),
+                    _num(t.get("p_holm"), 4),
+                ]
+            )
+        return caption, columns, rows
+    m = pair.get("mcnemar") or {}
+    caption = f"Exact McNemar on the {pair['n']} items both answered ({pair['measure']})."
+    row = [str(m.get("only_a", "—")), str(m.get("only_b", "—")), _num(m.get("p_value"), 4)]
+    return caption, [f"only {a}", f"only {b}", "p"], [row]
+
+
 def tables(result: dict[str, Any]) -> list[Table]:
     """Readable tables of every pairwise test in ``result["tests"]``."""
     out = []
     for name, block in _blocks(result["tests"]):
-        if not isinstance(block, dict) or "pairs" not in block:
-            continue
         for pair in block["pairs"]:
-            t = Table(title=f"{result['suite']} — {name}: {pair['a']} vs {pair['b']}")
-            if "groups" in pair:
-                for col in (
-                    "group",
-                    "n a",
-                    "n b",
-                    "mean a",
-                    "mean b",
-                    "rank-biserial [95% CI]",
-                    "p",
-                    "p (Holm)",
-                ):
-                    t.add_column(col, justify="left" if col == "group" else "right")
-                for g, s in pair["groups"].items():
-                    ci = f" [{_num(s['ci'][0], 2)}, {_num(s['ci'][1], 2)}]" if s.get("ci") else ""
-                    t.add_row(
-                        g,
-                        str(s["n_a"]),
-                        str(s["n_b"]),
-                        _num(s["mean_a"]),
-                        _num(s["mean_b"]),
-                        _num(s["rank_biserial"], 2) + ci,
-                        _num(s["p"], 4),
-                        _num(s.get("p_holm"), 4),
-                    )
-            else:
-                for col in ("measure", "items", f"only {pair['a']}", f"only {pair['b']}", "exact McNemar p"):
-                    t.add_column(col, justify="right")
-                m = pair.get("mcnemar") or {}
-                t.add_row(
-                    pair["measure"],
-                    str(pair["n"]),
-                    str(m.get("only_a", "—")),
-                    str(m.get("only_b", "—")),
-                    _num(m.get("p_value"), 4),
-                )
+            caption, columns, rows = pair_table(pair)
+            t = Table(title=f"{result['suite']} — {name}: {pair['a']} vs {pair['b']}", caption=caption)
+            for col in columns:
+                t.add_column(col, justify="left" if col == "group" else "right")
+            for row in rows:
+                t.add_row(*row)
             out.append(t)
     return out
 
@@ -207,32 +206,17 @@ def markdown(result: dict[str, Any], figure: str | None = None, effects_exist: b
     ]
     for name, block in _blocks(result["tests"]):
         for pair in block["pairs"]:
-            L += ["", f"#### {name}: {pair['a']} vs {pair['b']}", ""]
-            if "groups" in pair:
-                L += [
-                    f"Mann–Whitney U per group; rank-biserial r > 0 means {pair['a']} scores higher; "
-                    f"Holm-adjusted over {pair['holm_family']} groups.",
-                    "",
-                    f"| group | n ({pair['a']} / {pair['b']}) | mean {pair['a']} | mean {pair['b']} | "
-                    "r [95% CI] | p | p (Holm) |",
-                    "|---|---:|---:|---:|---:|---:|---:|",
-                ]
-                for g, s in pair["groups"].items():
-                    ci = f" [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]" if s.get("ci") else ""
-                    r = "—" if s["rank_biserial"] is None else f"{s['rank_biserial']:+.2f}"
-                    L.append(
-                        f"| {g} | {s['n_a']} / {s['n_b']} | {_num(s['mean_a'])} | {_num(s['mean_b'])} | {r}{ci} | "
-                        f"{_num(s['p'], 4)} | {_num(s.get('p_holm'), 4)} |"
-                    )
-            else:
-                m = pair.get("mcnemar") or {}
-                L += [
-                    f"Exact McNemar on the {pair['n']} items both answered ({pair['measure']}).",
-                    "",
-                    f"| only {pair['a']} | only {pair['b']} | p |",
-                    "|---:|---:|---:|",
-                    f"| {m.get('only_a', '—')} | {m.get('only_b', '—')} | {_num(m.get('p_value'), 4)} |",
-                ]
+            caption, columns, rows = pair_table(pair)
+            L += [
+                "",
+                f"#### {name}: {pair['a']} vs {pair['b']}",
+                "",
+                caption,
+                "",
+                "| " + " | ".join(columns) + " |",
+                "|" + "".join("---|" if c == "group" else "---:|" for c in columns),
+                *("| " + " | ".join(row) + " |" for row in rows),
+            ]
     if figure:
         L += ["", f"![{suite.name}]({figure})"]
         effects = figure.replace("_compare.png", "_effects.png")
