@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dartkit.cli_support import fail
 from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, prepare_data, small_cells_warning
 from dartkit.data.splits import DEFAULT_RATIOS, SPLITS
 from dartkit.errors import DartkitError, DataError
@@ -192,7 +193,5 @@ def prepare(
             )
     except DartkitError as exc:
         # One line, so the message stays readable in logs and nothing leaks a traceback.
-        message = " ".join(str(exc).split())
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2) from None
+        fail(" ".join(str(exc).split()))
     _print_summary(summary, out)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import typer
 
+from dartkit.cli_support import fail
 from dartkit.config import ConfigError, cli_flags, load_config
 from dartkit.errors import DartkitError
 from dartkit.generate.spec import SpecError
@@ -102,8 +103,7 @@ def train_command(
 
         metrics = run(cfg)
     except (DartkitError, ConfigError, SpecError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     except KeyboardInterrupt:
         typer.echo("interrupted: rerun the same command to resume from the last checkpoint", err=True)
         sys.exit(130)
