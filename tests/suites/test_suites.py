@@ -429,3 +429,14 @@ def test_the_answer_length_that_ran_is_what_config_and_metrics_record(tmp_path):
     assert json.loads((tmp_path / "x" / "metrics.json").read_text())["max_new_tokens"] == 128
     manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
     assert manifest["config"]["decoding"]["max_new_tokens"] == 128
+
+
+def test_tables_and_figures_say_which_items_and_any_overlap_with_training():
+    from dartkit.suites.base import items_label
+
+    assert items_label(SUITES["bold"], 10, 86, {"limit": 10, "seed": 0}) == (
+        "a seeded stratified subset of 10 of 86 items (seed 0); overlaps N2's training items (verbatim BOLD sentences)"
+    )
+    assert items_label(SUITES["xstest"], 450, 450, None).endswith(
+        "none is a training, audit, validation or test item"
+    )

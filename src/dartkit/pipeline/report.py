@@ -987,9 +987,9 @@ def _suite_lines(root: Path, suites: dict[str, Any]) -> list[str]:
         "",
         "## External evaluations",
         "",
-        "Each model answered the same items of each suite; none of these items is a training, audit, "
-        "validation or test item of the difference-awareness splits (BOLD's notes say where a suite overlaps "
-        "a benchmark). Per-item rows: `suites/<suite>/<model>/scores.jsonl`.",
+        "Each model answered the same items of each suite. Each suite's Items line (and each figure's "
+        "title) says which items and whether they overlap what DART trains on: BOLD's prompts are verbatim "
+        "sentences like the N2 benchmark's equal items. Per-item rows: `suites/<suite>/<model>/scores.jsonl`.",
     ]
     for name, result in suites.items():
         effects = (root / "suites" / name / f"{name}_effects.png").is_file()

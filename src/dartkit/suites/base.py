@@ -70,6 +70,7 @@ class Suite:
         apply_judgement: records the judge's reply in the result row (a label, a refusal flag).
         plot: the figure's measure: its axis label and the number a result row contributes (None: left out).
         note: what a reader must know when reading its numbers.
+        overlap: where its items overlap what DART trains on ("" where they do not); every figure says it.
     """
 
     name: str
@@ -90,6 +91,17 @@ class Suite:
     apply_judgement: Callable[[dict[str, Any], str], None] | None = None
     plot: tuple[str, Callable[[dict[str, Any]], float | None]] = ("harm score", lambda r: r.get("harm"))
     note: str = ""
+    overlap: str = ""
+
+
+def items_label(suite: Suite, n: int, suite_size: int | None, subset: dict[str, Any] | None) -> str:
+    """Which items a figure or table is computed on, and whether they overlap the training data."""
+    which = (
+        f"a seeded stratified subset of {n} of {suite_size} items (seed {subset['seed']})"
+        if subset
+        else f"all {n} items"
+    )
+    return f"{which}; " + (suite.overlap or "none is a training, audit, validation or test item")
 
 
 def user_turn(item: SuiteItem) -> Messages:

@@ -142,4 +142,5 @@ SUITE = Suite(
     sentiment=True,
     plot=("sentiment (VADER compound)", lambda r: r.get("sentiment")),
     note="The N2 benchmark's equal items are verbatim BOLD sentences: BOLD overlaps N2.",
+    overlap="overlaps N2's training items (verbatim BOLD sentences)",
 )

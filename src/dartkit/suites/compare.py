@@ -16,6 +16,7 @@ from rich.table import Table
 
 from dartkit.data.jsonl import read_json, read_rows, write_json
 from dartkit.errors import DataError
+from dartkit.suites.base import items_label
 from dartkit.suites.registry import get_suite
 
 
@@ -81,8 +82,10 @@ def compare_runs(
 
         out = Path(out)
         write_json(out / "compare.json", result)
-        suite_figure(suite, runs, out / f"{suite.name}_compare.png")
-        effect_figure(result, out / f"{suite.name}_effects.png")
+        first = result["runs_info"][labels[0]]
+        items = items_label(suite, len(runs[labels[0]]), first.get("suite_size"), first.get("subset"))
+        suite_figure(suite, runs, out / f"{suite.name}_compare.png", items)
+        effect_figure(result, out / f"{suite.name}_effects.png", items)
     if console is not None:
         for table in tables(result):
             console.print(table)
@@ -178,13 +181,7 @@ def markdown(result: dict[str, Any], figure: str | None = None, effects_exist: b
         L += [f"Note: {suite.note}", ""]
     info = result.get("runs_info") or {}
     first = info.get(models[0], {}) if models else {}
-    subset = first.get("subset")
-    scope = (
-        f"a seeded subset of {result['n'][models[0]]} of {first.get('suite_size')} items (seed {subset['seed']}, "
-        "stratified)"
-        if subset
-        else f"all {first.get('suite_size')} items"
-    )
+    scope = items_label(suite, result["n"][models[0]], first.get("suite_size"), first.get("subset"))
     L += [
         f"Items: {scope}; harm scorer: `{first.get('scorer')}`; judge: {first.get('judge') or 'none'}.",
         "",

@@ -11,8 +11,13 @@ from dartkit.suites.base import Suite
 from dartkit.suites.measures import by_group, mean, rate
 
 
-def suite_figure(suite: Suite, runs: dict[str, Sequence[dict[str, Any]]], path: Path) -> Path | None:
-    """Horizontal bars of ``suite.plot_value`` per group (mean, bootstrap interval), one colour per model."""
+def suite_figure(
+    suite: Suite, runs: dict[str, Sequence[dict[str, Any]]], path: Path, items: str
+) -> Path | None:
+    """Horizontal bars of ``suite.plot_value`` per group (mean, bootstrap interval), one colour per model.
+
+    ``items`` (:func:`dartkit.suites.base.items_label`) says which items, in the title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,7 +64,7 @@ def suite_figure(suite: Suite, runs: dict[str, Sequence[dict[str, Any]]], path: 
         ax.set_xlabel(f"{label}\n(rate with 95% Wilson interval; k/n at the right)", fontsize=8)
     else:
         ax.set_xlabel(f"{label} (mean with 95% bootstrap interval)")
-    ax.set_title(suite.title, fontsize=9)
+    ax.set_title(f"{suite.title}\n{items}", fontsize=8)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     save_figure(fig, path)
@@ -67,7 +72,7 @@ def suite_figure(suite: Suite, runs: dict[str, Sequence[dict[str, Any]]], path: 
     return path
 
 
-def effect_figure(result: dict[str, Any], path: Path) -> Path | None:
+def effect_figure(result: dict[str, Any], path: Path, items: str) -> Path | None:
     """Rank-biserial effect per group, with its bootstrap interval, of each model against the first.
 
     One panel per group-wise measure (toxicity, sentiment, ...); points left of zero mean the later
@@ -115,7 +120,7 @@ def effect_figure(result: dict[str, Any], path: Path) -> Path | None:
     axes[0][0].set_yticks(range(len(groups)), groups, fontsize=7)
     axes[0][0].invert_yaxis()
     axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{result['suite']}: effect per group against {first}", fontsize=9)
+    fig.suptitle(f"{result['suite']}: effect per group against {first}\n{items}", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -27,7 +27,7 @@ from dartkit.lock import check_config_inputs, dir_lock
 from dartkit.manifest import write_manifest
 from dartkit.progress import generate_with_progress, results_console
 from dartkit.refusal import detect_refusals, model_fingerprint
-from dartkit.suites.base import Suite, SuiteItem, stratified_subset
+from dartkit.suites.base import Suite, SuiteItem, items_label, stratified_subset
 from dartkit.suites.figures import suite_figure
 from dartkit.suites.registry import get_suite
 from dartkit.suites.samples import SAMPLE, sample_dir
@@ -220,7 +220,8 @@ def run(cfg: SuiteRunConfig, console: Console | None = None, force: bool = False
             {"generate_s": round(t1 - t0, 2), "score_s": round(t2 - t1, 2)},
         )
         # Inside the lock like every other output: a second command must not draw over it.
-        suite_figure(suite, {cfg.model: rows}, out / f"{suite.name}.png")
+        items_text = items_label(suite, len(rows), full_size, metrics["subset"])
+        suite_figure(suite, {cfg.model: rows}, out / f"{suite.name}.png", items_text)
     return metrics
 
 
