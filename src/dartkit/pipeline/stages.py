@@ -42,7 +42,7 @@ from dartkit.data.jsonl import read_json, read_rows
 from dartkit.errors import DartkitError
 from dartkit.generate.base import text_settings
 from dartkit.pipeline.config import RunConfig
-from dartkit.pipeline.report import STAGE_ORDER
+from dartkit.pipeline.report import STAGE_ORDER, SUITE_MODELS
 from dartkit.pipeline.runner import Stage
 
 SPLITS = ("test", "val")
@@ -449,7 +449,7 @@ class RunStages:
 
     def suite_models(self) -> tuple[str, ...]:
         """The models every external suite is run on."""
-        return ("m0", *(("label_only",) if self.cfg.label_only_baseline else ()), "m_int", "m_dart")
+        return tuple(k for k, _ in SUITE_MODELS if k != "label_only" or self.cfg.label_only_baseline)
 
     def run_suite(self, evaluation: Any, model: str) -> dict[str, Any]:
         from dartkit.suites.run import SuiteRunConfig
