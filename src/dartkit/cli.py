@@ -168,6 +168,17 @@ def distill_command(
         "--teacher-examples",
         help="Worked examples the teacher sees: builtin (default), none (zero-shot, the paper's) or a JSONL file.",
     ),
+    labels: str = typer.Option(
+        None,
+        "--labels",
+        help="gold (default: the teacher is told each gold label) or predicted (the ablation: it is not).",
+    ),
+    keep: str = typer.Option(
+        None,
+        "--keep",
+        help="With --labels predicted: matching (default; drop rationales whose conclusion is not the gold "
+        "label) or all.",
+    ),
     no_train: bool = typer.Option(
         False, "--no-train", help="Only write teacher.jsonl; do not train or evaluate M_int."
     ),
@@ -193,6 +204,8 @@ def distill_command(
         "judge": judge,
         "limit": limit,
         "teacher_examples": teacher_examples,
+        "labels": labels,
+        "keep": keep,
         "train": False if no_train else None,
         "qc.max_fix_attempts": max_fix_attempts,
         "backend.batch_size": batch_size,

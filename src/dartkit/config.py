@@ -484,6 +484,17 @@ class DistillConfig(_Strict):
     qc: QCConfig = Field(
         default_factory=lambda: QCConfig(), description="Quality-control checks on rationales."
     )
+    labels: Literal["gold", "predicted"] = Field(
+        "gold",
+        description="gold: the teacher is told each item's gold label and explains it (DART's Stage I). "
+        "predicted: the teacher answers the question itself, without the label (the predicted-label "
+        "ablation; the paper measured 0.641 accuracy against 0.682 with gold labels).",
+    )
+    keep: Literal["matching", "all"] = Field(
+        "matching",
+        description="With labels 'predicted': keep only rationales whose conclusion matches the gold label "
+        "(matching), or every rationale that passes QC, trained with the teacher's own conclusion (all).",
+    )
     train: bool = Field(
         True, description="Train M_int on the accepted rationales and evaluate it on the val split."
     )
@@ -491,6 +502,14 @@ class DistillConfig(_Strict):
         default_factory=dict,
         description="TrainConfig fields for M_int (epochs, learning_rate, lora_r, ...); base/data/out are set by the stage.",
     )
+
+    @model_validator(mode="after")
+    def _keep_needs_predicted_labels(self) -> DistillConfig:
+        if self.keep == "all" and self.labels == "gold":
+            raise ValueError(
+                "`keep=all` applies to `labels=predicted` only (gold-label rationales must conclude the gold label)"
+            )
+        return self
 
     @field_validator("teacher")
     @classmethod

@@ -174,6 +174,43 @@ def teacher_messages(example: Example, examples: Sequence[WorkedExample] = TEACH
     return _label_conditioned_messages(TEACHER_SYSTEM, TEACHER_USER, example, examples)
 
 
+# --- Predicted-label distillation (the ablation): the teacher is not told the answer ------------
+
+TEACHER_PREDICT_USER = """{context}Question:
+{question}
+
+Decide whether answering this correctly requires recognising a real difference between the groups (YES) or whether the groups must be treated the same (NO). Explain your decision in two or three sentences of your own, then write the line "Conclusion: YES" or "Conclusion: NO"."""
+
+PREDICT_FIX_USER = """Your answer cannot be used yet: {problems}
+Rewrite it: two to four sentences of analysis in your own words, then one final line that reads exactly "Conclusion: YES" or "Conclusion: NO"."""
+
+
+def predicted_teacher_messages(
+    example: Example, examples: Sequence[WorkedExample] = TEACHER_EXAMPLES
+) -> Messages:
+    """The predicted-label ablation's teacher prompt: the question alone, no gold label.
+
+    The worked examples keep their answers (they show the format), but their questions carry no
+    label either, so the teacher is never shown how a label is stated before it answers.
+    """
+    messages: Messages = [{"role": "system", "content": TEACHER_SYSTEM}]
+    for question, _label, answer in examples:
+        messages.append({"role": "user", "content": TEACHER_PREDICT_USER.format(context="", question=question)})
+        messages.append({"role": "assistant", "content": answer})
+    user = TEACHER_PREDICT_USER.format(context=_context(example), question=example.question.strip())
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def predict_fix_messages(previous: Messages, answer: str, problems: list[str]) -> Messages:
+    """A label-free follow-up: what was wrong with the form of ``answer``, never which answer is right."""
+    return [
+        *previous,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": PREDICT_FIX_USER.format(problems="; ".join(problems))},
+    ]
+
+
 def format_fix_messages(previous: Messages, answer: str, problems: list[str], label: str) -> Messages:
     """A follow-up turn that restates what was wrong with ``answer``."""
     return [

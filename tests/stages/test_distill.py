@@ -379,3 +379,68 @@ def test_teacher_replies_cut_at_the_token_limit_are_counted(demo_data, tmp_path)
     # Every attempt (first try and the follow-ups) was cut off, and the metrics say so.
     assert metrics["teacher_truncated"] == sum(r["attempts"] for r in rows(tmp_path / "d" / "teacher.jsonl"))
     assert metrics["teacher_truncated"] >= 4 and metrics["accepted"] == 0
+
+
+def guessing_teacher(request_json):
+    """Answers from the question alone: YES when the question mentions 'law', else NO (sometimes wrong)."""
+    msg = last_user_message(request_json)
+    if "cannot be used yet" in msg:
+        question = request_json["messages"][-3]["content"]
+        return rationale(question, "YES" if "law" in question.lower() else "NO")
+    if "Decide whether answering this correctly" not in msg:
+        return rationale(msg, "NO")
+    # The first reply to every third question lacks its conclusion line, to exercise the follow-up.
+    if int(hashlib.sha256(msg.encode()).hexdigest(), 16) % 3 == 0:
+        return "Too short"
+    return rationale(msg, "YES" if "law" in msg.lower() else "NO")
+
+
+def test_predicted_labels_never_show_the_gold_label_and_keep_only_matching(demo_data, tmp_path):
+    with FakeOpenAIServer(guessing_teacher) as server:
+        cfg = DistillConfig(
+            data=demo_data,
+            out=tmp_path / "d",
+            teacher=f"openai:t@{server.base_url}",
+            limit=24,
+            train=False,
+            labels="predicted",
+        )
+        metrics = distill.run(cfg)
+        sent = [m["content"] for r in server.requests for m in r.json["messages"]]
+    # Neither the question prompt nor a follow-up states a label to support.
+    assert not any("correct answer is" in t or "support the answer" in t for t in sent)
+    assert any("cannot be used yet" in t for t in sent)  # form problems still get a follow-up
+    out = rows(tmp_path / "d" / "teacher.jsonl")
+    wrong = [r for r in out if r["teacher_conclusion"] not in (None, r["gold"])]
+    assert wrong, "the fixture teacher must get some items wrong"
+    # A wrong guess is final: rejected, not retried until it matches.
+    assert all(not r["accepted"] and "predicted_wrong_label" in r["reason"] for r in wrong)
+    assert all(r["attempt_log"][-1]["text"] == r["text"] for r in wrong)
+    assert all(r["teacher_conclusion"] == r["gold"] for r in out if r["accepted"])
+    assert all(r["labels"] == "predicted" for r in out)
+    assert metrics["labels"] == "predicted" and 0 < metrics["teacher_first_answer_accuracy"] < 1
+
+
+def test_predicted_labels_keep_all_trains_on_the_teachers_own_conclusions(demo_data, tmp_path):
+    with FakeOpenAIServer(guessing_teacher) as server:
+        cfg = DistillConfig(
+            data=demo_data,
+            out=tmp_path / "d",
+            teacher=f"openai:t@{server.base_url}",
+            limit=24,
+            train=False,
+            labels="predicted",
+            keep="all",
+        )
+        distill.run(cfg)
+    out = rows(tmp_path / "d" / "teacher.jsonl")
+    accepted = [r for r in out if r["accepted"]]
+    assert any(r["teacher_conclusion"] != r["gold"] for r in accepted)
+    assert all(r["text"].rstrip().endswith(f"Conclusion: {r['teacher_conclusion']}") for r in accepted)
+
+
+def test_keep_all_needs_predicted_labels(demo_data, tmp_path):
+    result = runner.invoke(
+        app, ["distill", "--data", str(demo_data), "--out", str(tmp_path / "d"), "--keep", "all", "--no-train"]
+    )
+    assert result.exit_code == 2 and "--keep all applies to --labels predicted" in result.output

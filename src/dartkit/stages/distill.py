@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -38,18 +38,23 @@ from dartkit.generate import Backend, load_backend
 from dartkit.generate.base import Messages
 from dartkit.generate.cache import GenerationCache, generate_cached
 from dartkit.manifest import write_manifest
-from dartkit.parse import split_analysis
+from dartkit.parse import parse_conclusion, split_analysis
 from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import (
     consistency_judge_messages,
     consistency_judge_retry_messages,
     format_fix_messages,
     load_teacher_examples,
+    predict_fix_messages,
+    predicted_teacher_messages,
     render_messages,
     teacher_messages,
 )
 from dartkit.qc import QCConfig, builtin_contradictions, check_rationale, fix_problems, near_duplicates
 from dartkit.records import Example
+
+
+PREDICTED_WRONG = "predicted_wrong_label"
 
 
 class FileTeacher:
@@ -210,8 +215,17 @@ def distill_rationales(
     judge: Backend | None = None,
     messages_fn: Callable[[Example], Messages] | None = None,
     extra_check: Callable[[list[int], list[str]], list[list[str]]] | None = None,
+    labels: Literal["gold", "predicted"] = "gold",
+    keep: Literal["matching", "all"] = "matching",
 ) -> Iterator[dict[str, Any]]:
     """Ask the teacher for a rationale per example, with QC and format-fix follow-ups.
+
+    With ``labels="predicted"`` (the predicted-label ablation) the teacher is asked the question
+    without its gold label (``predicted_teacher_messages``), QC checks the rationale against the
+    teacher's *own* conclusion, and follow-ups name only problems of form, never the right answer.
+    ``keep="matching"`` then rejects a rationale whose conclusion is not the gold label
+    (``predicted_wrong_label``, final: asking again until the teacher guesses right would leak the
+    label through selection); ``keep="all"`` keeps it with the teacher's conclusion as its target.
 
     ``cfg`` needs ``qc``, ``decoding`` and ``teacher_examples`` (a DistillConfig or RepairConfig); ``messages_fn``
     builds the teacher prompt (Stage I's by default, the repair prompt in Stage III). ``extra_check``
@@ -221,8 +235,10 @@ def distill_rationales(
     Yields one ``teacher.jsonl`` row per example, in input order.
     """
     qc = cfg.qc
+    predicted = labels == "predicted"
     if messages_fn is None:
-        messages_fn = partial(teacher_messages, examples=load_teacher_examples(cfg.teacher_examples))
+        build = predicted_teacher_messages if predicted else teacher_messages
+        messages_fn = partial(build, examples=load_teacher_examples(cfg.teacher_examples))
     convs = [messages_fn(e) for e in examples]
     attempts: list[list[dict[str, Any]]] = [[] for _ in examples]
     pending = list(range(len(examples)))
@@ -246,7 +262,19 @@ def distill_rationales(
         # Copy checks look at the original prompt only: a retry may keep good sentences of its own
         # earlier answer, which sits in the follow-up conversation.
         originals = [messages_fn(examples[i]) for i in pending]
-        reasons, judged = _qc_round([examples[i] for i in pending], texts, originals, qc, judge, cache)
+        checked = [examples[i] for i in pending]
+        if predicted:
+            # QC holds each rationale to the teacher's own conclusion; without one, "no_conclusion".
+            checked = [
+                e.model_copy(update={"label": parse_conclusion(t) or e.label})
+                for e, t in zip(checked, texts, strict=True)
+            ]
+        reasons, judged = _qc_round(checked, texts, originals, qc, judge, cache)
+        if predicted and keep == "matching":
+            for k, (i, text) in enumerate(zip(pending, texts, strict=True)):
+                said = parse_conclusion(text)
+                if said is not None and said != examples[i].label:
+                    reasons[k] = [*reasons[k], PREDICTED_WRONG]
         if extra_check is not None:
             passed = [k for k, why in enumerate(reasons) if not why]
             if passed:
@@ -257,9 +285,14 @@ def distill_rationales(
         for i, text, why, verdict, finish in zip(pending, texts, reasons, judged, finishes, strict=True):
             attempts[i].append({"text": text, "reasons": why, "judge": verdict, "finish": finish})
             if why and not isinstance(teacher, FileTeacher):
-                convs[i] = format_fix_messages(
-                    convs[i], text, fix_problems(why, examples[i].label, qc), examples[i].label
-                )
+                if predicted:
+                    if PREDICTED_WRONG in why:
+                        continue  # final: see the docstring
+                    convs[i] = predict_fix_messages(convs[i], text, fix_problems(why, "YES or NO", qc))
+                else:
+                    convs[i] = format_fix_messages(
+                        convs[i], text, fix_problems(why, examples[i].label, qc), examples[i].label
+                    )
                 still.append(i)
         pending = still
     accepted_text = {i: a[-1]["text"] for i, a in enumerate(attempts) if not a[-1]["reasons"]}
@@ -285,6 +318,9 @@ def distill_rationales(
             "attempts": len(attempts[i]),
             "attempt_log": attempts[i],
             "flags": flags,
+            # Which label the teacher was shown (gold) or not (predicted), and the conclusion it wrote.
+            "labels": labels,
+            "teacher_conclusion": parse_conclusion(last["text"]),
         }
 
 
@@ -307,7 +343,14 @@ def distill_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for label in ("YES", "NO")
     }
     judged = [a["judge"] for r in rows for a in r["attempt_log"] if a.get("judge")]
+    # How often the teacher's own first answer names the gold label: the quantity predicted-label
+    # distillation depends on (with gold labels the prompt states it, so this is near 1).
+    first = [parse_conclusion(r["attempt_log"][0]["text"]) for r in rows]
+    parsed = [(c, r["gold"]) for c, r in zip(first, rows, strict=True) if c is not None]
     return {
+        "labels": rows[0].get("labels", "gold") if rows else None,
+        "teacher_first_answer_accuracy": sum(c == g for c, g in parsed) / len(parsed) if parsed else None,
+        "teacher_first_answer_parsed": len(parsed),
         "n": n,
         "accepted": accepted,
         "acceptance_rate": accepted / n if n else None,
@@ -353,7 +396,9 @@ def run(cfg: DistillConfig, console: Console | None = None) -> dict[str, Any]:
         else None
     )
     try:
-        rows = list(distill_rationales(examples, teacher, cfg, cache, judge))
+        rows = list(
+            distill_rationales(examples, teacher, cfg, cache, judge, labels=cfg.labels, keep=cfg.keep)
+        )
         identities = {"teacher": teacher.identity(), "judge": judge.identity() if judge else None}
     finally:
         teacher.close()
