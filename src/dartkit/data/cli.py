@@ -4,6 +4,9 @@ Example::
 
     dartkit data prepare --out runs/x/data --source ../shared/data/difference_awareness/raw_pkl
     dartkit data prepare --out runs/demo/data --suite demo
+    dartkit data build-n1 --bbq ../shared/data/difference_awareness/bbq --out runs/n1_rebuilt.jsonl
+    dartkit data prepare --out runs/x/data --source ../shared/data/difference_awareness/raw_pkl \
+        --bbq runs/n1_rebuilt.jsonl
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dartkit.cli_support import fail
+from dartkit.data.bbq import DEFAULT_N, DEFAULT_SEED
 from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, prepare_data, small_cells_warning
 from dartkit.data.splits import DEFAULT_RATIOS, SPLITS
 from dartkit.errors import DartkitError, DataError
@@ -59,10 +63,11 @@ def _print_summary(summary: dict, out: Path) -> None:
         table.add_column(split, justify="right")
     table.add_column("scenarios", justify="right")
     table.add_column("twin merges", justify="right")
+    rebuilt = summary.get("rebuilt") or {}
     for benchmark, by_label in summary["counts"].items():
         cells = [f"{by_label['YES'][s]}/{by_label['NO'][s]}" for s in SPLITS]
         table.add_row(
-            benchmark,
+            f"{benchmark} (rebuilt)" if benchmark in rebuilt else benchmark,
             *cells,
             str(summary["scenario_keys"][benchmark]),
             str(summary["twin_groups_merged"][benchmark]),
@@ -72,6 +77,8 @@ def _print_summary(summary: dict, out: Path) -> None:
     absent = summary.get("absent") or []
     console.print(f"absent: {', '.join(absent) if absent else 'none'}")
     console.print(f"twin questions in more than one split: {summary['cross_split_twins']}")
+    for note in summary.get("notes") or []:
+        console.print(f"note: {note}", highlight=False)
     _print_small_cells(console, summary)
     console.print(f"wrote {', '.join(f'{s}.jsonl' for s in SPLITS)} and summary.json to {out}")
 
@@ -92,16 +99,20 @@ def _check_prepared_inputs(
     ratios: str,
     cache_dir: Path | None,
     force: bool,
+    bbq: Path | None = None,
 ) -> None:
     """Refuse to overwrite splits in ``out`` that ``summary.json`` says came from other inputs."""
     from dartkit.data.jsonl import read_json
     from dartkit.data.prepare import default_cache_dir
     from dartkit.data.splits import check_ratios
 
-    def inputs(src: str | Path | None, suite: str, seed, ratios, per_cell) -> dict:
+    def inputs(src: str | Path | None, suite: str, seed, ratios, per_cell, bbq) -> dict:
         # The packaged demo suite has no path of its own; any other source is compared resolved.
         where = "packaged demo suite" if suite == "demo" else str(Path(src).expanduser().resolve())
-        return {"source": where, "seed": seed, "ratios": [round(r, 9) for r in ratios], "per_cell": per_cell}
+        found = {"source": where, "seed": seed, "ratios": [round(r, 9) for r in ratios], "per_cell": per_cell}
+        if bbq:  # only when given, so splits prepared before --bbq existed compare as before
+            found["bbq"] = str(Path(bbq).expanduser().resolve())
+        return found
 
     current = inputs(
         source if source is not None else (cache_dir or default_cache_dir()),
@@ -109,13 +120,19 @@ def _check_prepared_inputs(
         seed,
         check_ratios(_parse_ratios(ratios)),
         per_cell,
+        bbq,
     )
     summary_path = Path(out) / "summary.json"
     previous = None
     if summary_path.is_file():
         s = read_json(summary_path)
         previous = inputs(
-            s.get("source", ""), s.get("suite", ""), s.get("seed"), s.get("ratios", []), s.get("per_cell")
+            s.get("source", ""),
+            s.get("suite", ""),
+            s.get("seed"),
+            s.get("ratios", []),
+            s.get("per_cell"),
+            s.get("bbq"),
         )
     check_same_inputs(
         out,
@@ -175,11 +192,17 @@ def prepare(
     force: bool = typer.Option(
         False, "--force", help="Overwrite splits in --out that were prepared from other inputs."
     ),
+    bbq: Path | None = typer.Option(
+        None,
+        "--bbq",
+        help="When N1_1k.pkl is absent, rebuild N1 from BBQ: BBQ's data/ folder (<category>.jsonl files) "
+        "or a file from `dartkit data build-n1`. Rebuilt items are marked as rebuilt; an upstream N1 file wins.",
+    ),
 ) -> None:
     """Load a benchmark suite, split it by scenario and twin question (stratified by benchmark x label), write JSONL."""
     try:
         with dir_lock(out):
-            _check_prepared_inputs(out, source, suite.value, per_cell, seed, ratios, cache_dir, force)
+            _check_prepared_inputs(out, source, suite.value, per_cell, seed, ratios, cache_dir, force, bbq)
             summary = prepare_data(
                 out,
                 source=source,
@@ -190,8 +213,59 @@ def prepare(
                 cache_dir=cache_dir,
                 base_url=url,
                 min_cell_items=min_cell_items,
+                bbq=bbq,
             )
     except DartkitError as exc:
         # One line, so the message stays readable in logs and nothing leaks a traceback.
         fail(" ".join(str(exc).split()))
     _print_summary(summary, out)
+
+
+@data_app.command("build-n1")
+def build_n1_command(
+    bbq: Path = typer.Option(
+        ..., "--bbq", help="BBQ's data/ folder holding some of its nine <category>.jsonl files."
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="JSONL file to write: one Example a line, marked as rebuilt; pass it to `data prepare --bbq`.",
+    ),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed for every random choice of the build."),
+    n: int = typer.Option(
+        DEFAULT_N,
+        "--n",
+        help="Items per condition (YES and NO); fewer when the BBQ files do not hold enough.",
+    ),
+) -> None:
+    """Rebuild the missing N1 benchmark from BBQ (deterministic for a seed), stratified over the BBQ categories given."""
+    from dartkit.data.bbq import build_n1, counts_table, describe, write_n1_file
+
+    try:
+        build = build_n1(bbq, seed=seed, n=n)
+        write_n1_file(out, build)
+    except DartkitError as exc:
+        fail(" ".join(str(exc).split()))
+    info = build.info
+    console = Console()
+    table = Table(title=f"N1 rebuilt from BBQ (seed {seed}): items per category, of the candidates found")
+    for column in ("BBQ category", "YES (diff)", "NO (equal)"):
+        table.add_column(column, justify="left" if column.startswith("BBQ") else "right")
+    for category, n_diff, n_equal in counts_table(info):
+        table.add_row(
+            category,
+            f"{n_diff} of {info['available']['diff'][category]}",
+            f"{n_equal} of {info['available']['equal'][category]}",
+        )
+    console.print(table)
+    missing = info["bbq_categories_missing"]
+    console.print(f"BBQ categories missing: {', '.join(missing) if missing else 'none'}", highlight=False)
+    totals = {c: sum(info["counts"][c].values()) for c in ("diff", "equal")}
+    for condition, label in (("diff", "YES"), ("equal", "NO")):
+        if totals[condition] < n:
+            console.print(
+                f"[yellow]warning: only {totals[condition]} {label} items of the {n} asked for[/yellow]",
+                highlight=False,
+            )
+    console.print(describe(info), highlight=False)
+    console.print(f"wrote {out}")

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from dartkit.data.bbq import describe as describe_rebuild
+from dartkit.data.bbq import load_rebuilt_n1
 from dartkit.data.demo import DEMO_SUITE_RESOURCE, demo_suite_sha256, load_demo_suite
 from dartkit.data.download import fetch_wang2025
 from dartkit.data.jsonl import read_examples, write_json, write_jsonl
@@ -66,12 +68,47 @@ def _load_jsonl_source(files: list[Path]) -> list[Example]:
     return examples
 
 
+def _add_rebuilt_n1(
+    examples: list[Example], info: dict[str, Any], bbq: Path | None
+) -> tuple[list[Example], dict[str, Any]]:
+    """Fill a missing N1 from BBQ (``bbq``), marked as rebuilt; the upstream N1 file wins when present."""
+    info["bbq"] = str(Path(bbq).expanduser()) if bbq is not None else None
+    if bbq is None:
+        return examples, info
+    if "N1" in info["present"]:
+        info.setdefault("notes", []).append(
+            f"N1: the upstream {benchmark_file_name('N1')} is present and used; bbq ({bbq}) was ignored"
+        )
+        return examples, info
+    build = load_rebuilt_n1(Path(bbq))
+    info["present"] = [b for b in BENCHMARKS if b in info["present"] or b == "N1"]
+    info["absent"] = [b for b in info["absent"] if b != "N1"]
+    (info.get("absent_reasons") or {}).pop("N1", None)
+    bbq_path = Path(bbq).expanduser()
+    if bbq_path.is_dir():
+        info["source_sha256"].update({f"bbq/{name}": sha for name, sha in build.info["bbq_sha256"].items()})
+    else:
+        info["source_sha256"][f"bbq/{bbq_path.name}"] = build.info["file_sha256"]
+    info["rebuilt"] = {"N1": {**build.info, "description": describe_rebuild(build.info)}}
+    info.setdefault("notes", []).append(describe_rebuild(build.info))
+    return [*examples, *build.examples], info
+
+
 def _load_source(
-    source: Path | None, suite: str, cache_dir: Path | None, base_url: str | None
+    source: Path | None,
+    suite: str,
+    cache_dir: Path | None,
+    base_url: str | None,
+    bbq: Path | None = None,
 ) -> tuple[list[Example], dict[str, Any]]:
     """Load examples and describe where they came from (for the summary)."""
     if suite not in SUITES:
         raise DataError(f"suite: expected one of {', '.join(SUITES)}, got {suite!r}")
+    if bbq is not None and suite != "wang2025":
+        raise DataError(
+            f"--bbq rebuilds N1 for the upstream suite (--suite wang2025), not for --suite {suite}; "
+            "a file from `dartkit data build-n1` can be part of a --suite jsonl source instead"
+        )
     if suite == "demo":
         if source is not None:
             raise DataError("--source cannot be combined with --suite demo (the demo suite is packaged)")
@@ -100,6 +137,11 @@ def _load_source(
 
     jsonl_files = _jsonl_files(source)
     if suite == "jsonl" or (jsonl_files and not _has_pickles(source)):
+        if bbq is not None:
+            raise DataError(
+                f"--bbq rebuilds N1 for the upstream pickles, but {source} holds JSONL Examples; "
+                "add a file from `dartkit data build-n1` to that source instead"
+            )
         if not jsonl_files:
             raise DataError(f"{source}: no .jsonl files")
         examples = _load_jsonl_source(jsonl_files)
@@ -122,7 +164,7 @@ def _load_source(
         absent=absent,
         source_sha256={benchmark_file_name(b): file_sha256(source / benchmark_file_name(b)) for b in present},
     )
-    return examples, info
+    return _add_rebuilt_n1(examples, info, bbq)
 
 
 def _benchmarks_of(examples: Sequence[Example]) -> list[str]:
@@ -254,6 +296,7 @@ def prepare_data(
     cache_dir: Path | None = None,
     base_url: str | None = None,
     min_cell_items: int = DEFAULT_MIN_CELL_ITEMS,
+    bbq: Path | None = None,
 ) -> dict[str, Any]:
     """Load a benchmark source, split it by scenario and twin question, and write the split files.
 
@@ -271,10 +314,17 @@ def prepare_data(
         base_url: Download location; see :func:`dartkit.data.download.resolve_base_url`.
         min_cell_items: Warn about every benchmark x label x split cell (of a split with a non-zero
             ratio) that is empty or holds fewer items than this.
+        bbq: Where to rebuild N1 from when the upstream ``N1_1k.pkl`` is absent (suite
+            ``wang2025`` only): BBQ's ``data/`` directory (built with seed
+            :data:`dartkit.data.bbq.DEFAULT_SEED`) or a file written by ``dartkit data build-n1``.
+            Rebuilt items are marked (ids ``N1-rebuilt-*``, ``provenance``); the summary
+            records the build under ``rebuilt`` and says so in ``notes``. When the upstream
+            N1 file is present it is used and ``bbq`` is ignored, with a note.
 
     Returns:
         The summary written to ``summary.json``; its ``warnings`` list one line per small cell
-        (``small_cells`` the same as records, see :func:`small_cells`).
+        (``small_cells`` the same as records, see :func:`small_cells`), ``notes`` what else
+        a reader should know (a rebuilt N1), ``rebuilt`` each rebuilt benchmark's build.
 
     Raises:
         DataError: The source is missing, malformed or unsafe, the download
@@ -285,7 +335,7 @@ def prepare_data(
     ratios = check_ratios(ratios)
     if min_cell_items < 0:  # checked before anything is loaded or written
         raise DataError(f"min_cell_items: expected 0 or more items, got {min_cell_items}")
-    examples, info = _load_source(source, suite, cache_dir, base_url)
+    examples, info = _load_source(source, suite, cache_dir, base_url, bbq)
     examples = split_examples(examples, ratios=ratios, seed=seed, per_cell=per_cell)
 
     out = Path(out)

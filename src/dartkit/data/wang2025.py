@@ -31,8 +31,11 @@ US_CONTEXT_BENCHMARKS = frozenset({"D2", "D3", "N3"})
 
 # In these benchmarks a diff item and an equal item with the same scenario id
 # are twins of one scenario; elsewhere the two lists number their ids
-# independently, so the condition must be part of the key.
-SHARED_SCENARIO_IDS = frozenset({"D2", "D3", "N4"})
+# independently, so the condition must be part of the key. N1's ids are BBQ
+# templates ("<category>-<question_index>") in both lists: its diff items use a
+# template's ambiguous contexts and its equal items the disambiguated ones of
+# the same template (docs/n1_from_bbq.md).
+SHARED_SCENARIO_IDS = frozenset({"D2", "D3", "N1", "N4"})
 
 _FILE_NAME = re.compile(r"^([DN][1-4])_1k\.pkl$")
 # An option marker stands at the start or after whitespace; about half of N3
