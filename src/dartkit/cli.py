@@ -75,6 +75,16 @@ class SplitChoice(str, Enum):
     test = "test"
 
 
+class AnswerModeChoice(str, Enum):
+    generate = "generate"
+    loglik = "loglik"
+
+
+class LoglikContextChoice(str, Enum):
+    analysis = "analysis"
+    prompt = "prompt"
+
+
 @app.command("eval")
 @user_errors
 def eval_command(
@@ -110,6 +120,25 @@ def eval_command(
     concurrency: int = typer.Option(
         None, "--concurrency", min=1, help="openai backend: requests in flight (default 8)."
     ),
+    answer_mode: AnswerModeChoice = typer.Option(
+        None,
+        "--answer-mode",
+        help="generate (default): read the 'Conclusion: YES|NO' line the model wrote; loglik: take the likelier "
+        "of 'Conclusion: YES' and 'Conclusion: NO' after --loglik-context (hf/embedded models, or an openai: "
+        "server that returns logprobs). Either way metrics.json then lists both modes under answer_modes.",
+    ),
+    loglik_context: LoglikContextChoice = typer.Option(
+        None,
+        "--loglik-context",
+        help="What the loglik options are scored after: analysis (default; the model's own answer before its "
+        "conclusion line) or prompt (directly after the prompt).",
+    ),
+    score_options: bool = typer.Option(
+        None,
+        "--score-options/--no-score-options",
+        help="With --answer-mode generate, also score the loglik options so metrics.json reports both modes "
+        "(default: off).",
+    ),
     config: Path = typer.Option(
         None, "--config", "-c", help="YAML file with EvalConfig fields; flags override it."
     ),
@@ -135,6 +164,9 @@ def eval_command(
         "cache": cache,
         "backend.api_key_env": api_key_env,
         "backend.concurrency": concurrency,
+        "answer_mode": answer_mode.value if answer_mode else None,
+        "loglik_context": loglik_context.value if loglik_context else None,
+        "score_options": score_options,
     }
     cfg = load_config(EvalConfig, config, overrides, cli_flags(overrides))
     with dir_lock(cfg.out):

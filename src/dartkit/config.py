@@ -366,8 +366,31 @@ class EvalConfig(_Strict):
     )
     cache: Path | None = Field(
         None,
-        description="Generation cache file; default <out>/cache.jsonl. Share one across runs to reuse answers.",
+        description="Generation cache file; default <out>/cache.jsonl. Share one across runs to reuse answers "
+        "(and option scores).",
     )
+    answer_mode: Literal["generate", "loglik"] = Field(
+        "generate",
+        description="How an answer is read: 'generate' parses the 'Conclusion: YES|NO' line the model wrote; "
+        "'loglik' takes the likelier of 'Conclusion: YES' and 'Conclusion: NO' after loglik_context (for "
+        "models that cannot follow the format). The model still writes its answer in both modes.",
+    )
+    loglik_context: Literal["analysis", "prompt"] = Field(
+        "analysis",
+        description="What the loglik options are scored after: 'analysis' = the prompt and the model's own "
+        "analysis (its answer before the conclusion line, or all of it when it wrote none) plus a newline; "
+        "'prompt' = directly after the prompt.",
+    )
+    score_options: bool = Field(
+        False,
+        description="Also score the loglik options when answer_mode is 'generate', so metrics.json holds both "
+        "modes (answer_modes); always on with answer_mode 'loglik'.",
+    )
+
+    @property
+    def scores_options(self) -> bool:
+        """Whether this evaluation computes the loglik option scores."""
+        return self.answer_mode == "loglik" or self.score_options
 
     @field_validator("model")
     @classmethod

@@ -60,8 +60,34 @@ class Generation(BaseModel):
     model: str = Field(description="Model spec string that produced the text.")
     prompt: str = Field(description="The rendered prompt (chat messages joined), for reading and auditing.")
     text: str
-    conclusion: Label | None = Field(description="Parsed 'Conclusion: YES|NO', or None when unparseable.")
+    conclusion: Label | None = Field(
+        description="The answer under the evaluation's answer_mode: with 'generate' the parsed "
+        "'Conclusion: YES|NO' of text (None when unparseable); with 'loglik' loglik_choice."
+    )
     refusal: bool
+    answer_mode: Literal["generate", "loglik"] = Field(
+        "generate", description="Which answer conclusion holds: the generated one or the likelihood choice."
+    )
+    generated_conclusion: Label | None = Field(
+        None,
+        description="The 'Conclusion: YES|NO' parsed from text, whatever the answer_mode (None when "
+        "unparseable); on records written before answer modes existed, read conclusion instead.",
+    )
+    loglik_yes: float | None = Field(
+        None,
+        description="Log-probability of 'Conclusion: YES' after loglik_context (summed over its tokens on "
+        "hf/embedded; on openai: the tokens after 'Conclusion:' only); None when not scored, or when a "
+        "server ranked it below its top alternatives.",
+    )
+    loglik_no: float | None = Field(None, description="Log-probability of 'Conclusion: NO', as loglik_yes.")
+    loglik_context: Literal["analysis", "prompt"] | None = Field(
+        None,
+        description="What the options were scored after: 'analysis' (the prompt and the model's own "
+        "analysis, text before its conclusion line) or 'prompt' (the prompt alone); None when not scored.",
+    )
+    loglik_choice: Label | None = Field(
+        None, description="The likelier of the two options (YES on a tie); None when not scored."
+    )
     gold: Label | None = None
     benchmark: str | None = None
     cache_key: str | None = None

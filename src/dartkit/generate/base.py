@@ -82,7 +82,12 @@ class BackendError(RuntimeError):
 
 @runtime_checkable
 class Backend(Protocol):
-    """A text generator behind a model spec string."""
+    """A text generator behind a model spec string.
+
+    A backend may also implement the optional :class:`OptionScorer` capability
+    (``score_options``), which the ``loglik`` answer mode of evaluation needs; use
+    :func:`supports_scoring` to ask whether it does.
+    """
 
     spec: str
 
@@ -102,3 +107,33 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release model memory, connections, threads."""
         ...
+
+
+#: Log-probabilities of fixed continuations, keyed by the continuation. ``None`` marks an option a
+#: remote server did not rank among its top next tokens (its log-probability is below all of them).
+OptionLogprobs = dict[str, float | None]
+
+
+@runtime_checkable
+class OptionScorer(Protocol):
+    """The optional capability of a backend to score fixed continuations of a conversation."""
+
+    def score_options(
+        self, conversations: Sequence[Messages], prefixes: Sequence[str], options: Sequence[str]
+    ) -> Iterator[tuple[int, OptionLogprobs]]:
+        """Yield ``(index, {option: log-probability})`` for every conversation, as each is scored.
+
+        Each conversation is rendered as for generation (prompt plus the start of the assistant
+        turn), followed by the assistant text ``prefixes[index]``; every option is then scored
+        as the total log-probability of its tokens as the continuation of that assistant text.
+
+        Raises:
+            DartkitError: the model or server cannot score (a remote server that returns no
+                log-probabilities, or ranks none of the options).
+        """
+        ...
+
+
+def supports_scoring(backend: object) -> bool:
+    """Whether ``backend`` implements :class:`OptionScorer` (``score_options``)."""
+    return callable(getattr(backend, "score_options", None))

@@ -21,6 +21,7 @@ class DummyBackend:
         self.mode = mode
         self.spec = f"dummy:{mode}"
         self.calls = 0
+        self.score_calls = 0
 
     def identity(self) -> dict[str, Any]:
         return {"backend": "dummy", "mode": self.mode}
@@ -48,6 +49,25 @@ class DummyBackend:
         for i, messages in enumerate(conversations):
             self.calls += 1
             yield i, self._answer(messages, decoding)
+
+    def score_options(
+        self, conversations: Sequence[Messages], prefixes: Sequence[str], options: Sequence[str]
+    ) -> Iterator[tuple[int, dict[str, float | None]]]:
+        """Deterministic stand-in log-probabilities from a hash of conversation, prefix and option.
+
+        Scores lie in [-10, -6]; in modes ``yes`` and ``no`` an option containing that word scores 5
+        higher (so the likelier option is known), in other modes the hash decides.
+        """
+        for i, (messages, prefix) in enumerate(zip(conversations, prefixes, strict=True)):
+            self.score_calls += 1
+            scores: dict[str, float | None] = {}
+            for option in options:
+                blob = f"{messages}\x00{prefix}\x00{option}".encode()
+                value = -6.0 - int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") % 400 / 100
+                if self.mode in ("yes", "no") and self.mode.upper() in option.upper().split():
+                    value += 5.0
+                scores[option] = value
+            yield i, scores
 
     def close(self) -> None:
         pass

@@ -234,6 +234,115 @@ class HFBackend:
             for r, i in enumerate(idx):
                 yield i, Completion(texts[r].strip(), self._finish(new_tokens[r], decoding))
 
+    def continuation_tokens(self, prefix: str, option: str) -> tuple[list[int], list[int], bool]:
+        """The tokens of the assistant text ``prefix`` and of ``option`` continuing it.
+
+        ``prefix + option`` is tokenised as one text, as the model would have written it. When the
+        tokens of ``prefix`` alone start that sequence the boundary is clean and the rest are the
+        option's tokens. When a token merges text from both sides (``"answer: " + "NO"``: the
+        space joins ``" NO"``), that split would charge part of the prefix to the option, so the
+        option is tokenised on its own after the prefix's own tokens instead.
+
+        Returns:
+            (prefix tokens, option tokens, whether the boundary merged).
+        """
+        prefix_ids = self._text_tokens(prefix) if prefix else []
+        joint = self._text_tokens(prefix + option)
+        if joint[: len(prefix_ids)] == prefix_ids and len(joint) > len(prefix_ids):
+            return prefix_ids, joint[len(prefix_ids) :], False
+        return prefix_ids, self._text_tokens(option), True
+
+    def _text_tokens(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def score_options(
+        self, conversations: Sequence[Messages], prefixes: Sequence[str], options: Sequence[str]
+    ) -> Iterator[tuple[int, dict[str, float | None]]]:
+        """Yield ``(index, {option: summed token log-probability})`` per conversation.
+
+        Each row is the prompt exactly as :meth:`generate` encodes it (chat template and the start
+        of the assistant turn), the assistant text ``prefixes[index]``, then one option; an
+        option's score is the sum of its tokens' log-probabilities (see
+        :meth:`continuation_tokens` for the boundary). Rows share the prompts' common prefix KV
+        cache like generation does, are batched longest first under the same token cap, and one
+        forward pass per batch keeps only the logits of the last positions, so memory stays small.
+        """
+        if len(prefixes) != len(conversations):
+            raise ValueError(f"{len(conversations)} conversations but {len(prefixes)} prefixes")
+        if not options or len(set(options)) != len(options) or not all(options):
+            raise ValueError(f"options must be distinct non-empty strings, got {list(options)!r}")
+        if not conversations:
+            return
+        self._ensure_loaded()
+        rows: list[list[int]] = []
+        spans: list[int] = []  # how many tokens at the end of each row belong to its option
+        owners: list[tuple[int, str]] = []
+        for i, (messages, prefix) in enumerate(zip(conversations, prefixes, strict=True)):
+            prompt = self.encode(messages)
+            for option in options:
+                prefix_ids, option_ids, _ = self.continuation_tokens(prefix, option)
+                rows.append(prompt + prefix_ids + option_ids)
+                spans.append(len(option_ids))
+                owners.append((i, option))
+        # The shared prefix is taken over the rows without their options, so that it always stops
+        # before the token preceding each option (whose logits predict the option's first token).
+        contexts = [row[: len(row) - span] for row, span in zip(rows, spans, strict=True)]
+        prefix_len, prefix_cache = self._shared_prefix(contexts) if self._own_loop_ok else (0, None)
+        order = sorted(range(len(rows)), key=lambda r: -len(rows[r]))
+        batches = token_bounded_batches(
+            [len(rows[r]) for r in order],
+            self.cfg.batch_size,
+            self.cfg.batch_token_cap(str(self.model.device)),
+            0,
+        )
+        scores: dict[int, dict[str, float | None]] = {}
+        for start, stop in batches:
+            idx = order[start:stop]
+            sums = self._option_logprobs(
+                [rows[r] for r in idx], [spans[r] for r in idx], prefix_len, prefix_cache
+            )
+            for r, value in zip(idx, sums, strict=True):
+                i, option = owners[r]
+                scores.setdefault(i, {})[option] = value
+                if len(scores[i]) == len(options):
+                    yield i, {o: scores[i][o] for o in options}
+                    del scores[i]
+
+    def _option_logprobs(
+        self, rows: list[list[int]], spans: list[int], prefix_len: int, prefix_cache
+    ) -> list[float]:
+        """Summed log-probability of the last ``spans[r]`` tokens of each row, in one forward pass."""
+        import torch
+
+        input_ids, attention = self._pack(rows, prefix_len)
+        device = self.model.device
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(rows))
+        # Rows are left-padded, so every option ends at the last position; the logits of the
+        # last (longest option + 1) positions predict every option token of every row.
+        keep = max(spans) + 1
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=input_ids[:, prefix_len:],
+                attention_mask=attention,
+                position_ids=position_ids[:, prefix_len:],
+                past_key_values=cache,
+                use_cache=cache is not None,
+                logits_to_keep=keep,
+            )
+            logprobs = torch.log_softmax(out.logits[:, -keep:, :].float(), dim=-1)
+        sums = []
+        for r, (row, span) in enumerate(zip(rows, spans, strict=True)):
+            # Token j of the option (at row position len - span + j) is predicted one position earlier.
+            positions = torch.arange(keep - span - 1, keep - 1, device=logprobs.device)
+            targets = torch.tensor(row[len(row) - span :], device=logprobs.device)
+            sums.append(float(logprobs[r, positions, targets].sum()))
+        return sums
+
     def _finish(self, tokens: list[int], decoding: DecodingConfig) -> str:
         """``truncated`` when a row ran into ``max_new_tokens`` before it ended, else ``stop``."""
         if len(tokens) < decoding.max_new_tokens:

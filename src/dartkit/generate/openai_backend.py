@@ -43,10 +43,16 @@ from urllib.parse import urlsplit
 import openai
 
 from dartkit.config import BackendConfig, DecodingConfig
+from dartkit.errors import DartkitError
 from dartkit.generate.base import BackendError, Completion, Messages
 from dartkit.generate.spec import ModelSpec, parse_spec
 
 log = logging.getLogger(__name__)
+
+#: Alternatives asked for per scored position: the most the OpenAI API and vLLM's default allow.
+TOP_LOGPROBS = 20
+#: The most tokens one answer option may take (" YES" is two, " Y" + "ES", for SmolLM2).
+MAX_OPTION_TOKENS = 8
 
 #: Sent when no key is set; local servers (vLLM, llama.cpp) accept any key.
 PLACEHOLDER_API_KEY = "EMPTY"
@@ -199,20 +205,107 @@ class OpenAIBackend:
             BackendError: When a request fails for good (a non-retryable status, or
                 retries exhausted). Results yielded before stay valid.
         """
+        convs = list(conversations)
+
+        async def answer(client: openai.AsyncOpenAI, i: int) -> Completion:
+            return await self._complete(client, convs[i], decoding)
+
+        yield from self._stream(len(convs), answer)
+
+    def score_options(
+        self, conversations: Sequence[Messages], prefixes: Sequence[str], options: Sequence[str]
+    ) -> Iterator[tuple[int, dict[str, float | None]]]:
+        """Yield ``(index, {option: log-probability or None})`` from the server's next-token logprobs.
+
+        The options' shared text (``"Conclusion:"`` for ``"Conclusion: YES"`` / ``"Conclusion: NO"``)
+        is appended to ``prefixes[index]`` as an assistant message that the server is asked to
+        continue (vLLM's ``continue_final_message``, no new generation prompt) for one token, with
+        ``logprobs`` and the top :data:`TOP_LOGPROBS` alternatives. An option's score is the summed
+        log-probability of the server's tokens that spell the rest of it: the ranked token equal to
+        the rest (``" NO"``), or the longest one that starts it (``" Y"``), after which the text so
+        far is continued again for the next token (``"ES"``). An option that leaves the ranked
+        alternatives on the way gets ``None``. The shared text's own probability is the same for
+        every option and is left out, so these scores compare options but are not the full sums
+        the hf backend reports.
+
+        Raises:
+            DartkitError: the server returned no logprobs, or none of the options was among its
+                top next tokens (a server that ignores ``continue_final_message`` starts a new
+                turn instead).
+            BackendError: a request failed (HTTP error, retries exhausted).
+        """
+        if len(prefixes) != len(conversations):
+            raise ValueError(f"{len(conversations)} conversations but {len(prefixes)} prefixes")
+        if not options or len(set(options)) != len(options):
+            raise ValueError(f"options must be distinct strings, got {list(options)!r}")
+        stem = os.path.commonprefix(list(options)).rstrip()
+        tails = {o: o[len(stem) :] for o in options}
+        if not all(tails.values()):
+            raise ValueError(f"no option may be the start of another, got {list(options)!r}")
+        convs = list(conversations)
+
+        async def score(client: openai.AsyncOpenAI, i: int) -> dict[str, float | None]:
+            return await self._score_tails(client, convs[i], prefixes[i] + stem, tails)
+
+        yield from self._stream(len(convs), score)
+
+    async def _score_tails(
+        self, client: openai.AsyncOpenAI, messages: Messages, text: str, tails: dict[str, str]
+    ) -> dict[str, float | None]:
+        """Summed log-probability of each tail as the continuation of the assistant ``text``."""
+        ranked_after: dict[str, list[tuple[str, float]]] = {}
+
+        async def ranked(assistant: str) -> list[tuple[str, float]]:
+            # Options that share a first token ask about the same text once.
+            if assistant not in ranked_after:
+                conversation = [*messages, {"role": "assistant", "content": assistant}]
+                response = await self._send(client, self._scoring_request(conversation))
+                ranked_after[assistant] = self._ranked_tokens(response)
+            return ranked_after[assistant]
+
+        out: dict[str, float | None] = {}
+        for option, tail in tails.items():
+            total, done, rest = 0.0, text, tail
+            for _ in range(MAX_OPTION_TOKENS):
+                candidates = [(t, lp) for t, lp in await ranked(done) if t and rest.startswith(t)]
+                if not candidates:
+                    total = None  # the option's next token is not among the ranked alternatives
+                    break
+                token, logprob = max(candidates, key=lambda c: len(c[0]))
+                total += logprob
+                done, rest = done + token, rest[len(token) :]
+                if not rest:
+                    break
+            else:
+                total = None
+            out[option] = total
+        if all(v is None for v in out.values()):
+            seen = ", ".join(repr(t) for t, _ in ranked_after[text][:5])
+            raise DartkitError(
+                f"{self._where()}: none of {[t.strip() for t in tails.values()]} starts with one of the server's "
+                f"top {len(ranked_after[text])} next tokens after {text[-40:]!r} (it gave {seen}); the server may "
+                "not continue the assistant message (vLLM's continue_final_message)"
+            )
+        return out
+
+    def _stream(self, n: int, job: Any) -> Iterator[tuple[int, Any]]:
+        """Run ``job(client, i)`` for ``i`` in ``range(n)`` on the worker thread; yield ``(i, result)`` as each ends.
+
+        Stopping the iteration early cancels the requests still in flight and stops the thread.
+        """
         if self._closed:
             raise BackendError(f"{self._where()}: the backend is closed")
-        convs = list(conversations)
-        if not convs:
+        if not n:
             return
         results: queue.Queue[tuple[str, Any]] = queue.Queue()
         run = _Run()
         run.thread = threading.Thread(
-            target=self._worker, args=(convs, decoding, results, run), name="dartkit-openai", daemon=True
+            target=self._worker, args=(n, job, results, run), name="dartkit-openai", daemon=True
         )
         with self._lock:
             self._runs.add(run)
         run.thread.start()
-        missing = len(convs)
+        missing = n
         try:
             while missing:
                 kind, payload = results.get()
@@ -241,11 +334,9 @@ class OpenAIBackend:
 
     # -- worker thread ---------------------------------------------------------------
 
-    def _worker(
-        self, convs: list[Messages], decoding: DecodingConfig, results: queue.Queue, run: _Run
-    ) -> None:
+    def _worker(self, n: int, job: Any, results: queue.Queue, run: _Run) -> None:
         try:
-            asyncio.run(self._generate_all(convs, decoding, results, run))
+            asyncio.run(self._run_all(n, job, results, run))
         except asyncio.CancelledError:
             pass
         except BaseException as e:  # handed to the consumer thread, which re-raises it
@@ -253,9 +344,7 @@ class OpenAIBackend:
         finally:
             results.put(("done", None))
 
-    async def _generate_all(
-        self, convs: list[Messages], decoding: DecodingConfig, results: queue.Queue, run: _Run
-    ) -> None:
+    async def _run_all(self, n: int, job: Any, results: queue.Queue, run: _Run) -> None:
         task = asyncio.current_task()
         assert task is not None
         if not run.attach(asyncio.get_running_loop(), task):
@@ -267,16 +356,15 @@ class OpenAIBackend:
             timeout=self.cfg.timeout_s,
             max_retries=0,  # retries are ours: the SDK's backoff cannot be tuned and ignores long Retry-After
         )
-        todo = iter(range(len(convs)))
+        todo = iter(range(n))
 
         async def worker() -> None:
             # A fixed pool of `concurrency` workers bounds the requests in flight without
-            # creating one task per conversation up front.
+            # creating one task per item up front.
             for i in todo:
-                text = await self._complete(client, convs[i], decoding)
-                results.put(("result", (i, text)))
+                results.put(("result", (i, await job(client, i))))
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.cfg.concurrency, len(convs)))]
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.cfg.concurrency, n))]
         try:
             await asyncio.gather(*workers)
         finally:
@@ -305,7 +393,10 @@ class OpenAIBackend:
     async def _request_once(
         self, client: openai.AsyncOpenAI, messages: Messages, decoding: DecodingConfig
     ) -> Completion:
-        request = self._request(messages, decoding)
+        return self._text(await self._send(client, self._request(messages, decoding)))
+
+    async def _send(self, client: openai.AsyncOpenAI, request: dict[str, Any]) -> Any:
+        """One chat-completions request, with retries on rate limits, server errors and timeouts."""
         attempts = self.cfg.max_retries + 1
         last_error = ""
         for attempt in range(attempts):
@@ -328,7 +419,7 @@ class OpenAIBackend:
             except openai.OpenAIError as e:
                 fatal = f"{self._where()}: {type(e).__name__}: {self._redact(str(e))}"
             else:
-                return self._text(response)
+                return response
             # Raised outside the except blocks so the SDK exception (whose request object
             # carries the Authorization header) is not chained onto ours as __context__.
             if fatal is not None:
@@ -359,6 +450,31 @@ class OpenAIBackend:
         else:
             request.update(temperature=decoding.temperature, top_p=decoding.top_p, seed=decoding.seed)
         return request
+
+    def _scoring_request(self, messages: Messages) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": TOP_LOGPROBS,
+            # vLLM: continue the last (assistant) message rather than open a new assistant turn.
+            "extra_body": {"continue_final_message": True, "add_generation_prompt": False},
+        }
+
+    def _ranked_tokens(self, response: Any) -> list[tuple[str, float]]:
+        """``(token, logprob)`` of the ranked alternatives for the one token of a scoring reply."""
+        try:
+            first = response.choices[0].logprobs.content[0]
+            ranked = [(t.token, t.logprob) for t in (first.top_logprobs or [])]
+            return ranked or [(first.token, first.logprob)]
+        except (AttributeError, IndexError, TypeError):
+            raise DartkitError(
+                f"{self._where()}: the server returned no logprobs, so it cannot score answer options "
+                "(answer_mode loglik needs a server that returns logprobs for a continued assistant "
+                "message, e.g. vLLM; use answer_mode generate)"
+            ) from None
 
     def _text(self, response: Any) -> Completion:
         try:
