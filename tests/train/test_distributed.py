@@ -31,7 +31,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_the_same_adapter_as_one(tiny_llama, tmp_path):
+@pytest.mark.parametrize("tox", [{}, {"tox_lambda": 0.5, "tox_sampling": "argmax"}], ids=["sft", "toxicity"])
+def test_two_processes_train_the_same_adapter_as_one(tiny_llama, tmp_path, monkeypatch, tox):
+    # With the toxicity penalty (argmax: the same sample whichever process scores an example),
+    # its weighted mean over the step must be all-reduced like the SFT loss's denominator.
+    monkeypatch.setenv("DARTKIT_CACHE", str(tmp_path / "cache"))
     records = demo_records(9)  # 9 examples, 4 per step: the third step has one example for two micro-batches
     weights = [3, 1, 1, 2, 1, 1, 4, 1, 1]
     rows = [
@@ -49,6 +53,7 @@ def test_two_processes_train_the_same_adapter_as_one(tiny_llama, tmp_path):
         lora_dropout=0.0,  # each process draws its own dropout masks
         learning_rate=1e-2,
         per_device_batch_size=2,
+        **tox,
     )
     single = run(TrainConfig(**common, grad_accum=2, out=tmp_path / "single"))
 
@@ -70,6 +75,8 @@ def test_two_processes_train_the_same_adapter_as_one(tiny_llama, tmp_path):
     for a, b in zip(log("single"), log("ddp"), strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        if tox:
+            assert b["toxicity"] == pytest.approx(a["toxicity"], rel=1e-5)
     one = load_file(str(tmp_path / "single" / "adapter" / "adapter_model.safetensors"))
     two = load_file(str(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors"))
     for name in one:

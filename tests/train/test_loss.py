@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import demo_records
+from train_helpers import demo_records, lora_model
 
 from dartkit.train.batching import IGNORE_INDEX, collate, encode_record
 from dartkit.train.loss import micro_batch_loss, weighted_token_loss
@@ -17,31 +17,13 @@ def encoded(tokenizer):
     return [encode_record(tokenizer, r, max_length=1024) for r in records]
 
 
-def lora_model(tiny_llama):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float64)
-    # init_lora_weights=False: B starts random, not zero, so every LoRA matrix gets a non-zero gradient.
-    config = LoraConfig(
-        r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "v_proj", "down_proj"],
-        init_lora_weights=False,
-    )
-    # float64 keeps rounding small (llama's RMSNorm still computes in float32, hence rtol 1e-5 below).
-    return get_peft_model(model, config).double()
-
-
 def lora_grads(tiny_llama, micro_batches) -> tuple[dict[str, torch.Tensor], float]:
     """Gradients of every LoRA parameter after one optimizer step's backward passes."""
     from accelerate import Accelerator
 
     model = lora_model(tiny_llama)
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=len(micro_batches))
-    loss = backward_step(model, micro_batches, accelerator)
+    loss = backward_step(model, micro_batches, accelerator).loss
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     return grads, loss
 

@@ -9,7 +9,7 @@ from dartkit.prompts import classification_messages
 from dartkit.train.data import TrainRecord
 
 
-def save_tiny_llama(path: Path, seed: int) -> Path:
+def save_tiny_llama(path: Path, seed: int, initializer_range: float = 0.02) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -28,6 +28,7 @@ def save_tiny_llama(path: Path, seed: int) -> Path:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(path)
@@ -41,6 +42,26 @@ RATIONALES = [
     "The law permits this distinction because the job requires it, and the difference is real.\nConclusion: YES",
     "Both groups should be treated the same.\nConclusion: NO",
 ]
+
+
+def lora_model(tiny_llama: Path):
+    """The tiny llama in float64 with a LoRA whose every matrix gets a non-zero gradient."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float64)
+    # init_lora_weights=False: B starts random, not zero, so every LoRA matrix gets a non-zero gradient.
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+    )
+    # float64 keeps rounding small (llama's RMSNorm still computes in float32, hence rtol 1e-5 in tests).
+    return get_peft_model(model, config).double()
 
 
 def demo_records(n: int) -> list[TrainRecord]:

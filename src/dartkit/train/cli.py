@@ -5,6 +5,8 @@
     dartkit train --data runs/demo/distill/teacher.jsonl --data runs/demo/repair/teacher_safe.jsonl \\
         --weights-from severity_weight --init-adapter runs/demo/distill/adapter --prepared runs/demo/data \\
         --out runs/demo/repair
+    dartkit train --data runs/demo/distill/teacher.jsonl --prepared runs/demo/data --tox-lambda 0.1 \\
+        --out runs/demo/tox_0.1
 
 The same command runs under ``accelerate launch ... -m dartkit.train`` on several GPUs.
 """
@@ -78,6 +80,18 @@ def train_command(
     seed: int = typer.Option(
         None, "--seed", help="Seed for LoRA init, dropout and batch order (default 42)."
     ),
+    tox_lambda: float = typer.Option(
+        None,
+        "--tox-lambda",
+        min=0.0,
+        help="λ of the toxicity penalty L_SFT + λ·L_tox on rationales sampled under teacher forcing "
+        "(default 0: plain SFT; docs/toxreg.md).",
+    ),
+    tox_scorer: str = typer.Option(
+        None,
+        "--tox-scorer",
+        help="Harm scorer of the toxicity penalty: profanity (default), hf:MODEL[@REV][#LABEL] or max(...).",
+    ),
 ) -> None:
     """Fine-tune a LoRA adapter, loss on the assistant tokens only; rerun the same command to resume."""
     overrides = {
@@ -95,6 +109,8 @@ def train_command(
         "per_device_batch_size": batch_size,
         "grad_accum": grad_accum,
         "seed": seed,
+        "tox_lambda": tox_lambda,
+        "tox_scorer": tox_scorer,
     }
     try:
         flags = cli_flags(overrides, {"learning_rate": "--lr", "per_device_batch_size": "--batch-size"})

@@ -21,6 +21,9 @@ LLAMA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 # Fields that change where files go or how often they are written, never the trained weights;
 # they are left out of the run fingerprint so changing them does not invalidate a checkpoint.
 _OPERATIONAL_FIELDS = {"out", "data", "prepared", "init_adapter", "save_every", "keep_checkpoints"}
+# The toxicity penalty's settings shape nothing while tox_lambda is 0: left out of the fingerprint
+# then, so a run from before the penalty existed keeps its fingerprint (and stays resumable).
+_TOXICITY_FIELDS = {"tox_lambda", "tox_scorer", "tox_sampling", "tox_temperature"}
 
 
 class TrainConfig(BaseModel):
@@ -135,6 +138,37 @@ class TrainConfig(BaseModel):
         ),
     )
 
+    # --- toxicity-regularised SFT (appendix J; docs/toxreg.md)
+    tox_lambda: float = Field(
+        0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description=(
+            "λ in L = L_SFT + λ·L_tox: the weight of the straight-through toxicity penalty on rationales "
+            "sampled under teacher forcing; 0 is plain SFT."
+        ),
+    )
+    tox_scorer: str = Field(
+        "profanity",
+        description=(
+            "Harm scorer spec (profanity, hf:MODEL[@REV][#LABEL], max(...)) that scores the sampled "
+            "rationales and builds the per-token toxicity table; used only when tox_lambda > 0."
+        ),
+    )
+    tox_sampling: Literal["sample", "argmax"] = Field(
+        "sample",
+        description=(
+            "How the rationale is drawn at each target position: 'sample' from the student's distribution, "
+            "'argmax' its most likely token; used only when tox_lambda > 0."
+        ),
+    )
+    tox_temperature: float = Field(
+        1.0,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="Temperature T of p_t = softmax(logits_t / T), for the sample and the penalty's gradient.",
+    )
+
     # --- checkpoints
     save_every: int = Field(
         100, ge=1, description="Write a resumable checkpoint every this many optimizer steps."
@@ -160,12 +194,26 @@ class TrainConfig(BaseModel):
             raise ValueError("needs at least one module name")
         return v
 
+    @field_validator("tox_scorer")
+    @classmethod
+    def _tox_scorer_is_a_spec(cls, v: str) -> str:
+        from dartkit.errors import DartkitError
+        from dartkit.harm.spec import parse_scorer
+
+        try:
+            parse_scorer(v)  # the grammar only; nothing is loaded
+        except DartkitError as e:
+            raise ValueError(str(e)) from None
+        return v
+
     def fingerprint(self, **extra: Any) -> str:
         """sha256 of every field that shapes the trained weights, plus ``extra`` (data hash, base identity).
 
         Paths and checkpoint cadence are left out: the data's content and the base's identity
-        stand in for them, so moving a run directory does not invalidate it.
+        stand in for them, so moving a run directory does not invalidate it. The toxicity
+        settings are left out while ``tox_lambda`` is 0, where they change nothing.
         """
-        fields = self.model_dump(mode="json", exclude=_OPERATIONAL_FIELDS)
+        exclude = _OPERATIONAL_FIELDS | (_TOXICITY_FIELDS if self.tox_lambda == 0 else set())
+        fields = self.model_dump(mode="json", exclude=exclude)
         blob = json.dumps({"config": fields, **extra}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()

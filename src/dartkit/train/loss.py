@@ -43,16 +43,26 @@ def weighted_token_loss(
     return (weights.to(per_example.dtype) * per_example).sum() / denominator
 
 
-def micro_batch_loss(model, batch: MicroBatch, denominator: torch.Tensor) -> torch.Tensor:
-    """Forward one micro-batch and return its :func:`weighted_token_loss`.
+def target_logits(model, batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward one micro-batch, keeping the logits only where they predict a target token.
 
-    Logits are computed only at the positions that predict a target token
-    (``logits_to_keep``): prompts are long and answers short, so this skips most of
-    the output projection, whose vocabulary-sized product is the largest single matmul.
+    Logits are computed only at those positions (``logits_to_keep``): prompts are long and
+    answers short, so this skips most of the output projection, whose vocabulary-sized
+    product is the largest single matmul.
+
+    Returns:
+        ``(logits, targets)``: (B, T', V) and (B, T') with ``logits[i, t]`` predicting
+        ``targets[i, t]`` (-100 where row i has no target at a kept position).
     """
     next_tokens = batch.labels[:, 1:]
     keep = (next_tokens != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
     out = model(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep, use_cache=False
     )
-    return weighted_token_loss(out.logits, next_tokens[:, keep], batch.weights, denominator)
+    return out.logits, next_tokens[:, keep]
+
+
+def micro_batch_loss(model, batch: MicroBatch, denominator: torch.Tensor) -> torch.Tensor:
+    """Forward one micro-batch (:func:`target_logits`) and return its :func:`weighted_token_loss`."""
+    logits, targets = target_logits(model, batch)
+    return weighted_token_loss(logits, targets, batch.weights, denominator)

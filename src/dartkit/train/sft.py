@@ -11,7 +11,8 @@ Several GPUs (DDP, FSDP or DeepSpeed; see ``configs/accelerate/``)::
 
 The file reads top to bottom: setup (data, fingerprint, model, optimizer, resume),
 train (one optimizer step = ``grad_accum`` micro-batches per process, weighted loss
-from :mod:`dartkit.train.loss`), save (PEFT adapter + ``dartkit_adapter.json`` +
+from :mod:`dartkit.train.loss`, plus λ·L_tox from :mod:`dartkit.train.toxicity` when
+``tox_lambda`` > 0), save (PEFT adapter + ``dartkit_adapter.json`` +
 model card). Rerunning the same command after an interrupt resumes from the newest
 checkpoint and ends with the same adapter; rerunning a finished run returns at once.
 """
@@ -24,6 +25,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from dartkit.generate.adapters import ADAPTER_META, attach_adapter
 from dartkit.generate.hf import load_model_and_tokenizer
 from dartkit.generate.loading import hash_dir, model_location
 from dartkit.generate.spec import ModelSpec, parse_spec
+from dartkit.harm.spec import parse_scorer
 from dartkit.manifest import write_manifest
 from dartkit.progress import progress_bar
 from dartkit.train.batching import MicroBatch, encode_record, plan_epoch, step_micro_batches
@@ -49,12 +52,31 @@ from dartkit.train.checkpoints import (
 )
 from dartkit.train.config import TrainConfig
 from dartkit.train.data import data_sha256, expand_oversampled, load_training_records
-from dartkit.train.loss import micro_batch_loss
+from dartkit.train.loss import micro_batch_loss, target_logits, weighted_token_loss
+from dartkit.train.toxicity import ToxicityPenalty, build_penalty
 
 StepCallback = Callable[[int, dict[str, Any]], None]
 
 
-def backward_step(model, micro_batches: list[MicroBatch], accelerator) -> float:
+@dataclass(frozen=True)
+class StepLoss:
+    """One optimizer step's loss over all its micro-batches and processes.
+
+    Attributes:
+        loss: the objective the gradient is of: ``sft_loss + λ * toxicity``.
+        sft_loss: sum_i w_i * NLL_i / sum_i w_i * n_i.
+        toxicity: sum_i w_i * H(r̂_i) / sum_i w_i, the weighted mean harm of the step's sampled
+            rationales (the penalty's value); None without the penalty.
+    """
+
+    loss: float
+    sft_loss: float
+    toxicity: float | None = None
+
+
+def backward_step(
+    model, micro_batches: list[MicroBatch], accelerator, penalty: ToxicityPenalty | None = None
+) -> StepLoss:
     """Forward and backward every micro-batch of one optimizer step; gradients end up accumulated.
 
     The loss denominator (sum of weight x target tokens) is summed over this
@@ -63,8 +85,13 @@ def backward_step(model, micro_batches: list[MicroBatch], accelerator) -> float:
     DeepSpeed average gradients over processes; the loss is multiplied by both so
     the accumulated gradient is exactly that of the step loss.
 
+    With a ``penalty``, each micro-batch adds ``λ * sum_i w_i * L_tox_i / sum_j w_j``, the
+    denominator (sum of weights over the step) all-reduced up front the same way, so the
+    penalty is a weighted mean over the step's examples whatever the micro-batching.
+    Both terms come from one forward pass and the same target logits.
+
     Returns:
-        The step loss, sum_i w_i * NLL_i / sum_i w_i * n_i over the whole step.
+        The step's :class:`StepLoss`.
     """
     if len(micro_batches) != accelerator.gradient_accumulation_steps:
         raise ValueError(
@@ -74,15 +101,37 @@ def backward_step(model, micro_batches: list[MicroBatch], accelerator) -> float:
     local = sum((mb.weights * mb.target_tokens).sum() for mb in micro_batches)
     denominator = accelerator.reduce(local.detach().float().to(accelerator.device), reduction="sum")
     scale = accelerator.gradient_accumulation_steps * accelerator.num_processes
-    total = torch.zeros((), device=accelerator.device)
+    if penalty is None:
+        total = torch.zeros((), device=accelerator.device)
+        for mb in micro_batches:
+            with accelerator.accumulate(model):
+                loss = micro_batch_loss(model, mb.to(accelerator.device), denominator)
+                accelerator.backward(loss * scale)
+            total += loss.detach()
+        _check_in_step(accelerator)
+        sft = float(accelerator.reduce(total, reduction="sum"))
+        return StepLoss(loss=sft, sft_loss=sft)
+
+    local_weight = sum(mb.weights.sum() for mb in micro_batches)
+    weight_sum = accelerator.reduce(local_weight.detach().float().to(accelerator.device), reduction="sum")
+    totals = torch.zeros(2, device=accelerator.device)  # sft, toxicity
     for mb in micro_batches:
         with accelerator.accumulate(model):
-            loss = micro_batch_loss(model, mb.to(accelerator.device), denominator)
-            accelerator.backward(loss * scale)
-        total += loss.detach()
+            mb = mb.to(accelerator.device)
+            logits, targets = target_logits(model, mb)
+            sft = weighted_token_loss(logits, targets, mb.weights, denominator)
+            l_tox, _, _ = penalty.per_example(logits, targets)
+            tox = (mb.weights.to(l_tox.dtype) * l_tox).sum() / weight_sum.clamp(min=1e-12)
+            accelerator.backward((sft + penalty.tox_lambda * tox) * scale)
+        totals += torch.stack([sft.detach(), tox.detach()]).to(totals.dtype)
+    _check_in_step(accelerator)
+    sft_loss, toxicity = (float(x) for x in accelerator.reduce(totals, reduction="sum"))
+    return StepLoss(loss=sft_loss + penalty.tox_lambda * toxicity, sft_loss=sft_loss, toxicity=toxicity)
+
+
+def _check_in_step(accelerator) -> None:
     if not accelerator.sync_gradients:  # the accumulation counter drifted: a bug, not a user error
         raise RuntimeError("gradient accumulation is out of step with the optimizer steps")
-    return float(accelerator.reduce(total, reduction="sum"))
 
 
 def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]:
@@ -124,8 +173,14 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
     # that differs in either is another run, so neither a checkpoint nor a finished adapter carries over.
     dtype = _base_dtype(cfg, accelerator)
     setup = {"processes": accelerator.num_processes, "base_dtype": dtype}
+    # The penalty's scorer identity (package versions, a hub model's resolved revision) is part of
+    # the run only when the penalty acts; its weights load on first use, after the finished-run check.
+    tox_scorer, tox_extra = None, {}
+    if cfg.tox_lambda > 0:
+        tox_scorer = parse_scorer(cfg.tox_scorer, device=str(accelerator.device))
+        tox_extra = {"tox_scorer_identity": tox_scorer.identity()}
     fingerprint = cfg.fingerprint(
-        data_sha256=data_hash, base=base_identity, init_adapter_sha256=init_hash, **setup
+        data_sha256=data_hash, base=base_identity, init_adapter_sha256=init_hash, **setup, **tox_extra
     )
     done = _finished_run(out, fingerprint, setup)
     if done is not None:
@@ -148,6 +203,13 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
     set_seed(cfg.seed)
     model, tokenizer = _load_student(cfg, spec, base_identity, dtype)
     lora_settings = _lora_settings(model)
+    penalty, tox_table = None, None
+    if tox_scorer is not None:
+        # The main process builds (or reads) the cached table first; the others then read it.
+        with accelerator.main_process_first():
+            penalty, tox_table = build_penalty(cfg, tox_scorer, tokenizer, _vocab_size(model))
+        if main and not tox_table["cached"]:
+            console.print(f"per-token toxicity table for {cfg.tox_scorer} written to {tox_table['path']}")
 
     # ---- data: encode once (and repeat examples in oversample mode) --------------------------
     train_records = expand_oversampled(records) if cfg.weighting == "oversample" else records
@@ -190,6 +252,16 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
 
     # ---- resume ----------------------------------------------------------------------------------
     progress_state = {"tokens": 0, "padded_tokens": 0, "train_seconds": 0.0, "first_loss": None, "loss": None}
+    if penalty is not None:
+        progress_state.update(
+            {
+                "first_sft_loss": None,
+                "sft_loss": None,
+                "first_toxicity": None,
+                "toxicity": None,
+                "toxicity_sum": 0.0,
+            }
+        )
     start_step = 0
     if resume_state is not None:
         accelerator.load_state(str(latest))
@@ -227,7 +299,8 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
                 accelerator.process_index,
                 pad_id,
             )
-            loss = backward_step(model, micro, accelerator)
+            step_loss = backward_step(model, micro, accelerator, penalty)
+            loss = step_loss.loss
             grad_norm = None
             if cfg.max_grad_norm is not None:
                 # The norm before clipping, over all processes (None under DeepSpeed, which clips itself).
@@ -258,6 +331,15 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
                 "tokens": real,
                 "elapsed": round(progress_state["train_seconds"], 3),
             }
+            if penalty is not None:
+                row["sft_loss"] = round(step_loss.sft_loss, 6)
+                row["toxicity"] = round(step_loss.toxicity, 6)
+                if progress_state["first_toxicity"] is None:
+                    progress_state["first_toxicity"] = step_loss.toxicity
+                    progress_state["first_sft_loss"] = step_loss.sft_loss
+                progress_state["toxicity"] = step_loss.toxicity
+                progress_state["sft_loss"] = step_loss.sft_loss
+                progress_state["toxicity_sum"] += step_loss.toxicity
             if main:
                 with log_path.open("a", encoding="utf-8") as f:
                     f.write(_json_line(row))
@@ -291,6 +373,17 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
         "seconds": seconds,
         "processes": accelerator.num_processes,
     }
+    if penalty is not None:
+        metrics.update(
+            tox_lambda=cfg.tox_lambda,
+            tox_scorer=cfg.tox_scorer,
+            first_sft_loss=progress_state["first_sft_loss"],
+            final_sft_loss=progress_state["sft_loss"],
+            first_toxicity=progress_state["first_toxicity"],
+            final_toxicity=progress_state["toxicity"],
+            mean_toxicity=progress_state["toxicity_sum"] / max(total_steps, 1),
+            tox_table=tox_table,
+        )
     meta = {
         "dartkit_version": __version__,
         "base": {
@@ -311,6 +404,7 @@ def run(cfg: TrainConfig, on_step: StepCallback | None = None) -> dict[str, Any]
         "train_config": cfg.model_dump(mode="json"),
         "fingerprint": fingerprint,
         "setup": setup,
+        **({"toxicity": {"scorer": tox_extra["tox_scorer_identity"], "table": tox_table}} if penalty else {}),
         "steps": total_steps,
         "final_loss": progress_state["loss"],
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -419,6 +513,12 @@ def _load_student(cfg: TrainConfig, spec: ModelSpec, base_identity: dict[str, An
     return model, tokenizer
 
 
+def _vocab_size(model) -> int:
+    """Width of the student's logits (may exceed the tokenizer's vocabulary when padded)."""
+    head = model.get_output_embeddings()
+    return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
+
+
 def _lora_settings(model) -> dict[str, Any]:
     """The LoRA hyper-parameters actually in use (an init adapter brings its own)."""
     peft_cfg = model.peft_config["default"]
@@ -471,7 +571,7 @@ LoRA adapter trained by dartkit {meta["dartkit_version"]} (DART: Distill-Audit-R
 | optimisation | lr {cfg["learning_rate"]} cosine, warmup {cfg["warmup_ratio"]}, {meta["steps"]} steps |
 | final loss | {meta["final_loss"]:.4f} |
 | continued from | {meta["init_adapter"]["path"] if meta["init_adapter"] else "a fresh LoRA"} |
-
+{_toxicity_row(cfg)}
 The loss covers the assistant tokens only (prompt masked), including the end-of-turn token.
 `{ADAPTER_META}` records all settings; dartkit refuses to load this adapter onto another base.
 
@@ -479,6 +579,15 @@ Use it:
 
     dartkit eval --model "{spec}+adapter=<this directory>" --data <prepared data> --split test --out <dir>
 """
+
+
+def _toxicity_row(cfg: dict[str, Any]) -> str:
+    if not cfg.get("tox_lambda"):
+        return ""
+    return (
+        f"| toxicity penalty | λ {cfg['tox_lambda']}, scorer `{cfg['tox_scorer']}`, "
+        f"{cfg['tox_sampling']} at temperature {cfg['tox_temperature']} (docs/toxreg.md) |\n"
+    )
 
 
 def _truncate_log(path: Path, step: int) -> None:
