@@ -40,6 +40,15 @@ def tiny_config(out, student, server, **extra) -> dict:
         "bootstrap_samples": 200,
         "label_only_baseline": True,
         "evaluations": [{"suite": "transfer", "limit": 8, "max_new_tokens": 16}],
+        # Every row of the ablation table, so each optional stage runs end to end in the shared run.
+        "ablations": {
+            "predicted_labels": True,
+            "tox_sft": True,
+            "tox_lambdas": [0.1, 0.5],
+            "unweighted_repair": True,
+            "teacher_harm": True,
+            "policy": True,
+        },
     }
     for k, v in extra.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v

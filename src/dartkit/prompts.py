@@ -195,7 +195,9 @@ def predicted_teacher_messages(
     """
     messages: Messages = [{"role": "system", "content": TEACHER_SYSTEM}]
     for question, _label, answer in examples:
-        messages.append({"role": "user", "content": TEACHER_PREDICT_USER.format(context="", question=question)})
+        messages.append(
+            {"role": "user", "content": TEACHER_PREDICT_USER.format(context="", question=question)}
+        )
         messages.append({"role": "assistant", "content": answer})
     user = TEACHER_PREDICT_USER.format(context=_context(example), question=example.question.strip())
     messages.append({"role": "user", "content": user})

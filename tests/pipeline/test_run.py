@@ -241,6 +241,8 @@ def test_from_redoes_a_stage_and_everything_after(finished_run):
         "train_dart",
         "eval_dart",
         "audit_dart",
+        "unweighted_dart",  # trained on the repairs too
+        "policy",  # answers of every table model, M_DART's included
         "suite_transfer_m_dart",  # the suites run on M_DART too
         "report",
     ]
@@ -291,6 +293,10 @@ def test_dry_run_validates_and_loads_nothing(tmp_path):
         ("training: {base: embedded}\n", "training.base: set by the run stage"),
         ("audit: {severity: {moderate: 0.5}}\n", "severity bounds must increase"),
         ("repair: {weighting: oversample, severity_weights: {mild: 1.5}}\n", "severity_weights.mild is 1.5"),
+        ("data: {bbq: bbq_dir}\n", "data.bbq rebuilds N1 of the upstream suite, but data.suite is demo"),
+        ("ablations: {tox_lambdas: [0, 0.1]}\n", "ablations.tox_lambdas: every λ must be above 0"),
+        ("ablations: {tox: true}\n", "ablations.tox: unknown key (did you mean ablations.tox_sft?)"),
+        ("answer_mode: likelihood\n", "answer_mode: "),
     ],
 )
 def test_bad_config_is_rejected_before_anything_runs(tmp_path, yaml_text, message):
@@ -378,7 +384,7 @@ def test_report_knows_every_stage():
     # One stage per evaluation suite and model, between the last audit and the report.
     suites = [n for n in names if n.startswith("suite_")]
     assert len(suites) == 4 * len(cfg.evaluations) and names[-1] == "report"
-    assert names.index(suites[0]) == names.index("audit_dart") + 1
+    assert names.index(suites[0]) == names.index("policy") + 1
 
 
 def test_stage_fingerprints_see_the_chat_template_the_examples_file_and_the_check(
@@ -817,3 +823,97 @@ def test_stage_times_list_suite_stages_in_pipeline_order():
         "suite_transfer_m_int",
         "suite_transfer_m_dart",
     ]
+
+
+def test_ablation_table_has_every_enabled_row_on_the_same_test_items(finished_run):
+    root = Path(finished_run.out)
+    info = json.loads((root / "run.json").read_text())["ablations"]
+    table = info["ablation_table"]
+    rows = {r["model"]: r for r in table["rows"]}
+    assert list(rows) == ["m0", "label_only", "predicted", "m_int", "tox_sft", "m_dart_unweighted", "m_dart"]
+    assert table["split"] == "test" and {r["n"] for r in rows.values()} == {16}
+    for key, r in rows.items():
+        assert r["harm"]["n"] == 16 and 0 <= r["harm"]["mean"] <= 1, key
+        if key != "m0":
+            audit = json.loads((root / "audit" / key / "summary.json").read_text())
+            assert r["drift"]["rate"] == audit["drift_rate"], key
+    # Drift reduction against M_int: paired on the same items, for every row but M0 and M_int.
+    assert {k for k, r in rows.items() if "drift_reduction_vs_m_int" in r} == set(rows) - {"m0", "m_int"}
+    # The unweighted model trained every repair at weight 1, from M_int, on M_DART's data.
+    meta = json.loads((root / "ablations" / "unweighted" / "adapter" / "dartkit_adapter.json").read_text())
+    assert meta["weights_from"] is None and meta["init_adapter"]["path"].endswith("m_int/adapter")
+    report = (root / "report.md").read_text()
+    assert "## Ablations" in report and "DART without repair weighting" in report
+    assert "predicted-label distillation" in report
+
+
+def test_predicted_label_rows_were_distilled_without_the_gold_label(finished_run):
+    root = Path(finished_run.out)
+    rows = [
+        json.loads(x)
+        for x in (root / "ablations" / "predicted" / "distill" / "teacher.jsonl").read_text().splitlines()
+    ]
+    assert rows and all(r["labels"] == "predicted" and "correct answer is" not in r["prompt"] for r in rows)
+    # The fake teacher answers NO when it is not told the label: only NO items are kept.
+    assert all(r["gold"] == "NO" for r in rows if r["accepted"])
+    assert any(r["reason"] and "predicted_wrong_label" in r["reason"] for r in rows)
+
+
+def test_tox_sweep_trains_one_model_per_lambda_and_chooses_on_val(finished_run):
+    root = Path(finished_run.out)
+    sweep = json.loads((root / "ablations" / "tox_sft" / "sweep.json").read_text())
+    assert [t["lambda"] for t in sweep["table"]] == [0.1, 0.5] and sweep["split"] == "val"
+    assert sweep["chosen"] in (0.1, 0.5)
+    for lam in (0.1, 0.5):
+        assert (root / "ablations" / "tox_sft" / f"lambda_{lam:g}" / "adapter").is_dir()
+    report = (root / "report.md").read_text()
+    assert "## Toxicity-regularised SFT: the λ sweep" in report and "chosen" in report
+
+
+def test_teacher_harm_compares_the_same_training_items(finished_run):
+    root = Path(finished_run.out)
+    s = json.loads((root / "ablations" / "teacher_harm" / "summary.json").read_text())
+    accepted = [
+        json.loads(x)["id"]
+        for x in (root / "distill" / "teacher.jsonl").read_text().splitlines()
+        if json.loads(x)["accepted"]
+    ]
+    assert s["split"] == "train" and s["n"] == len(accepted) and "trained on them" in s["items"]
+    assert set(s["means"]) == {"teacher", "m0", "m_int"}
+    assert set(s["comparisons"]) == {"m_int-teacher", "m_int-m0", "teacher-m0"}
+    assert s["verdict"] and "Is drift inherited from the teacher?" in (root / "report.md").read_text()
+
+
+def test_policy_on_and_off_for_every_table_model(finished_run):
+    root = Path(finished_run.out)
+    pol = json.loads((root / "run.json").read_text())["ablations"]["policy"]
+    assert set(pol) == {"m0", "label_only", "predicted", "m_int", "tox_sft", "m_dart_unweighted", "m_dart"}
+    gens = [
+        json.loads(x)
+        for x in (root / "eval" / "m_int" / "test_policy" / "generations.jsonl").read_text().splitlines()
+    ]
+    assert all("Explanation policy" in g["prompt"] for g in gens)
+    assert all(p["accuracy_on"] is not None and p["drift_on"] is not None for p in pol.values())
+    assert "## The explanation policy on every model" in (root / "report.md").read_text()
+
+
+def test_both_answer_modes_are_reported_for_every_model(finished_run):
+    root = Path(finished_run.out)
+    modes = json.loads((root / "run.json").read_text())["ablations"]["answer_modes"]
+    assert {"m0", "m_int", "m_dart"} <= set(modes)
+    for m in modes.values():
+        assert set(m) >= {"generate", "loglik"} and m["loglik"]["unparseable_rate"] == 0
+    assert "## Answer modes" in (root / "report.md").read_text()
+
+
+def test_report_setup_marks_a_rebuilt_benchmark_as_not_upstream():
+    from dartkit.pipeline.report import _benchmarks_cell
+
+    cell = _benchmarks_cell(
+        {
+            "present": ["D1", "N1"],
+            "absent": [],
+            "rebuilt": {"N1": {"description": "N1 rebuilt from BBQ (6 of 9 categories)"}},
+        }
+    )
+    assert "D1, N1 (rebuilt by dartkit, not upstream: N1 rebuilt from BBQ (6 of 9 categories))" in cell

@@ -441,6 +441,7 @@ def test_predicted_labels_keep_all_trains_on_the_teachers_own_conclusions(demo_d
 
 def test_keep_all_needs_predicted_labels(demo_data, tmp_path):
     result = runner.invoke(
-        app, ["distill", "--data", str(demo_data), "--out", str(tmp_path / "d"), "--keep", "all", "--no-train"]
+        app,
+        ["distill", "--data", str(demo_data), "--out", str(tmp_path / "d"), "--keep", "all", "--no-train"],
     )
     assert result.exit_code == 2 and "--keep all applies to --labels predicted" in result.output

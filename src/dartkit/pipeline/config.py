@@ -41,6 +41,12 @@ class DataSection(_Strict):
     per_cell: int | None = Field(
         None, ge=1, description="Keep this many items per benchmark x label before splitting (paper: 500)."
     )
+    bbq: Path | None = Field(
+        None,
+        description="With suite wang2025 and no N1_1k.pkl: a BBQ data directory (or a `dartkit data build-n1` "
+        "file) to rebuild N1 from; rebuilt items are marked everywhere (ids N1-rebuilt-*, the report's setup). "
+        "The upstream N1 file wins when present.",
+    )
     seed: int = Field(42, description="Seed for subsampling and the scenario-grouped split.")
     ratios: list[float] = Field(
         default_factory=lambda: [0.5, 0.1, 0.2, 0.2],
@@ -49,6 +55,10 @@ class DataSection(_Strict):
 
     @model_validator(mode="after")
     def _source_needs_a_suite_that_reads_it(self) -> DataSection:
+        if self.bbq is not None and self.suite != "wang2025":
+            raise ValueError(
+                f"`bbq` rebuilds N1 of the upstream suite, but `suite` is {self.suite}: set `suite` to wang2025"
+            )
         if self.source is not None and self.suite == "demo":
             raise ValueError(
                 "`source` is set but `suite` is demo (the packaged suite has no source): set `suite` to "
@@ -175,6 +185,60 @@ class RepairSection(_Strict):
         return self
 
 
+class AblationsSection(_Strict):
+    """The paper's baselines and analyses, each an optional stage, gathered in the report's ablation table.
+
+    Every row of the table is trained on the same train split, evaluated on test and audited against M0
+    on test (which nothing trains on under protocol heldout), so the rows compare like with like.
+    """
+
+    predicted_labels: bool = Field(
+        False,
+        description="Predicted-label distillation: the teacher answers each training question without its "
+        "gold label; rationales are trained on like Stage I's (stage `predicted_label`).",
+    )
+    predicted_keep: Literal["matching", "all"] = Field(
+        "matching",
+        description="Which predicted-label rationales are kept: those whose conclusion matches the gold label "
+        "(matching, the paper's) or every one that passes QC (all, trained with the teacher's conclusion).",
+    )
+    tox_sft: bool = Field(
+        False,
+        description="Toxicity-regularised SFT (appendix J): Stage I's data with L_SFT + λ·L_tox, one model per "
+        "λ in tox_lambdas evaluated on val, the λ with the highest harmonic mean of accuracy and "
+        "(1 − toxicity) evaluated and audited on test (stage `tox_sft`).",
+    )
+    tox_lambdas: list[float] = Field(
+        default_factory=lambda: [0.01, 0.05, 0.1, 0.2, 0.5],
+        description="The λ values swept on validation (the paper's grid).",
+    )
+    unweighted_repair: bool = Field(
+        False,
+        description="DART without repair weighting: M_DART retrained with every repair example at weight 1, "
+        "evaluated and audited on test (stage `unweighted_dart`).",
+    )
+    teacher_harm: bool = Field(
+        True,
+        description="Teacher-vs-student harm (appendix K.4): the teacher's accepted rationales against M0's and "
+        "M_int's answers on the same training items, with a paired test (stage `teacher_harm`).",
+    )
+    policy: bool = Field(
+        False,
+        description="The inference-time explanation policy on every model of the table (appendix K.3): each "
+        "answers test with the policy on as well, and is audited against M0 with the policy on (stage "
+        "`policy`).",
+    )
+
+    @field_validator("tox_lambdas")
+    @classmethod
+    def _positive_lambdas(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("needs at least one λ")
+        if any(not x > 0 for x in v):
+            raise ValueError(f"every λ must be above 0 (λ = 0 is Stage I itself), got {v}")
+        return sorted(set(v))
+
+
 # The embedded default: every suite, on small packaged data, within `make demo`'s time budget on 2 cores.
 DEFAULT_EVALUATIONS = [
     {"suite": "transfer", "limit": 12, "max_new_tokens": 96},
@@ -272,6 +336,25 @@ class RunConfig(_Strict):
             raise ValueError(f"suite {', '.join(twice)} is listed more than once")
         return v
 
+    answer_mode: Literal["generate", "loglik"] = Field(
+        "generate",
+        description="How every evaluation's headline answer is read: generate (the 'Conclusion:' line the model "
+        "writes) or loglik (the likelier of 'Conclusion: YES' and 'Conclusion: NO' after the model's analysis).",
+    )
+    loglik: bool = Field(
+        True,
+        description="Also score both conclusions by likelihood in every evaluation, so the report shows accuracy "
+        "both ways for every model. A 135M model rarely writes the conclusion line zero-shot: generate-mode "
+        "accuracy then measures the format, loglik the task.",
+    )
+    loglik_context: Literal["analysis", "prompt"] = Field(
+        "analysis",
+        description="What the scored conclusion follows: the analysis the model wrote, or the prompt directly.",
+    )
+    ablations: AblationsSection = Field(
+        default_factory=AblationsSection,
+        description="Baselines and analyses beyond DART (the ablation table); heavy ones are off by default.",
+    )
     audit: AuditSection = Field(default_factory=AuditSection, description="Stage II settings.")
     repair: RepairSection = Field(default_factory=RepairSection, description="Stage III settings.")
     bootstrap_samples: int = Field(2000, ge=100, description="Resamples for the 95% bootstrap CIs.")

@@ -19,6 +19,7 @@ from dartkit.audit.markdown import CONTENT_WARNING, quote
 from dartkit.data.jsonl import read_json, read_rows, save_figure, write_json, write_text
 from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, small_cells, small_cells_by_benchmark
 from dartkit.errors import DartkitError
+from dartkit.pipeline import ablations
 from dartkit.pipeline.runner import HEARTBEAT_SECONDS
 from dartkit.stats.inference import mcnemar_exact, paired_drift, proportion_ci
 from dartkit.stats.metrics import label_baselines
@@ -68,6 +69,12 @@ STAGE_ORDER = [
     "train_dart",
     "eval_dart",
     "audit_dart",
+    "audit_label_only",
+    "predicted_label",
+    "tox_sft",
+    "unweighted_dart",
+    "teacher_harm",
+    "policy",
     "report",
 ]
 
@@ -432,6 +439,8 @@ def _data_info(root: Path) -> dict[str, Any] | None:
         "min_cell_items": data.get("min_cell_items", DEFAULT_MIN_CELL_ITEMS),
         "small_cells": cells or [],
         "warnings": [c["message"] for c in cells or []],
+        # Benchmarks rebuilt by dartkit (N1 from BBQ) rather than read from upstream files.
+        "rebuilt": data.get("rebuilt") or {},
     }
 
 
@@ -582,6 +591,8 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
         # Seconds per stage summed over every attempt with its current settings (a resumed stage
         # counts its interrupted attempts too), in pipeline order.
         "suites": _suites(root, cfg),
+        # The ablation table, both answer modes, the λ sweep, teacher-vs-student harm, policy on/off.
+        "ablations": ablations.collect(root, cfg, len(repaired_in_test)),
         "stage_seconds": {k: v["seconds"] for k, v in _stage_times(stages).items()},
         "stage_attempts": {k: v["attempts"] for k, v in _stage_times(stages).items()},
         # Peak resident memory (MiB) of the attempt that finished each stage; scope "process" where the
@@ -708,7 +719,23 @@ def _benchmarks_cell(d: dict[str, Any]) -> str:
         return "–"
     reasons = d.get("absent_reasons") or {}
     absent = [f"{b} ({reasons[b]})" if reasons.get(b) else b for b in d.get("absent") or []]
-    return f"present: {', '.join(d.get('present') or []) or 'none'}; absent: {', '.join(absent) or 'none'}"
+    rebuilt = d.get("rebuilt") or {}
+    present = [
+        f"{b} (rebuilt by dartkit, not upstream: {_rebuilt_note(rebuilt[b])})" if b in rebuilt else b
+        for b in d.get("present") or []
+    ]
+    return f"present: {', '.join(present) or 'none'}; absent: {', '.join(absent) or 'none'}"
+
+
+def _rebuilt_note(info: Any) -> str:
+    """One phrase for a rebuilt benchmark: its source and what the source lacked."""
+    if not isinstance(info, dict):
+        return str(info)
+    if info.get("description"):
+        return str(info["description"])
+    missing = info.get("missing_categories") or info.get("missing") or []
+    src = info.get("source") or "BBQ"
+    return f"from {src}" + (f", without {', '.join(missing)}" if missing else "")
 
 
 def _split_lines(d: dict[str, Any] | None) -> list[str]:
@@ -945,6 +972,7 @@ def build_report(root: Path) -> Path:
 
     # ---- cases
     L += _cases(root, info["protocol"] == "heldout")
+    L += ablations.markdown(info.get("ablations") or {})
     L += _suite_lines(root, info.get("suites") or {})
     secs = info["stage_seconds"]
     if secs:

@@ -41,11 +41,21 @@ from dartkit.config import AuditConfig, DistillConfig, EvalConfig, RepairConfig
 from dartkit.data.jsonl import read_json, read_rows
 from dartkit.errors import DartkitError
 from dartkit.generate.base import text_settings
+from dartkit.pipeline.ablations import TABLE_ROWS
 from dartkit.pipeline.config import RunConfig
 from dartkit.pipeline.report import STAGE_ORDER, SUITE_MODELS
 from dartkit.pipeline.runner import Stage
 
 SPLITS = ("test", "val")
+# Models of the ablation table that exist only as ablations (each trained and evaluated by its own stage).
+ABLATION_MODELS = ("predicted", "tox_sft", "m_dart_unweighted")
+ADAPTER_DIRS = {
+    "m_int": "m_int",
+    "m_dart": "m_dart",
+    "label_only": "label_only",
+    "predicted": "ablations/predicted",
+    "m_dart_unweighted": "ablations/unweighted",
+}
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -78,6 +88,17 @@ def model_fingerprint(spec: str | None) -> dict[str, Any] | None:
         return {"spec": spec, **model_location(parsed)[1]}
     except DartkitError:  # e.g. a directory that does not exist yet: the stage itself will say so
         return {"spec": spec}
+
+
+def inputs_fingerprint(path: Path | None) -> dict[str, str] | None:
+    """sha256 of a file, or of every file directly in a directory (an edited BBQ file reruns the data stage)."""
+    if path is None:
+        return None
+    from dartkit.files import file_sha256
+
+    p = Path(path).expanduser()
+    files = [p] if p.is_file() else sorted(f for f in p.glob("*") if f.is_file()) if p.is_dir() else []
+    return {f.name: file_sha256(f) for f in files}
 
 
 def examples_fingerprint(setting: str) -> dict[str, Any]:
@@ -147,6 +168,8 @@ class RunStages:
 
     def splits(self, model: str) -> tuple[str, ...]:
         """Splits a model is evaluated on: test and val, plus audit for the audited models (heldout)."""
+        if model in ABLATION_MODELS:
+            return ("test",)  # the ablation table's split; tox_sft's λ sweep adds its own val runs
         if self.heldout and model in ("m0", "m_int", "m_dart"):
             return (*SPLITS, "audit")
         return SPLITS
@@ -174,11 +197,16 @@ class RunStages:
         return self.root / "eval" / model / split
 
     def adapter(self, model: str) -> Path:
-        if model == "m_dart" and not (self.root / "m_dart" / "adapter").is_dir():
-            return self.adapter("m_int")  # no accepted repair: M_DART is M_int
-        return (
-            self.root / {"m_int": "m_int", "m_dart": "m_dart", "label_only": "label_only"}[model] / "adapter"
-        )
+        if model in ("m_dart", "m_dart_unweighted") and not (self.root / "m_dart" / "adapter").is_dir():
+            return self.adapter("m_int")  # no accepted repair: M_DART (weighted or not) is M_int
+        if model == "tox_sft":
+            chosen = _json(self.root / "ablations" / "tox_sft" / "sweep.json")["chosen"]
+            return self.tox_dir(chosen) / "adapter"
+        return self.root / ADAPTER_DIRS[model] / "adapter"
+
+    def tox_dir(self, lam: float) -> Path:
+        """Where the toxicity-regularised model of one λ is trained."""
+        return self.root / "ablations" / "tox_sft" / f"lambda_{lam:g}"
 
     def spec(self, model: str) -> str:
         if model == "m0":
@@ -191,28 +219,43 @@ class RunStages:
 
         d = self.cfg.data
         summary = prepare_data(
-            self.data_dir, source=d.source, suite=d.suite, per_cell=d.per_cell, seed=d.seed, ratios=d.ratios
+            self.data_dir,
+            source=d.source,
+            suite=d.suite,
+            per_cell=d.per_cell,
+            seed=d.seed,
+            ratios=d.ratios,
+            bbq=d.bbq,
         )
         # One line per benchmark: the demo suite alone has 64 small cells.
         for line in small_cells_warning(summary, "more items: a larger data.per_cell"):
             self.console.print(f"[yellow]{line}[/yellow]", highlight=False)
         return {"split_totals": summary.get("split_totals"), "warnings": summary.get("warnings") or []}
 
+    def eval_config(self, spec: str, split: str, out: Path, policy: str = "off") -> EvalConfig:
+        """One evaluation as every stage of the run makes it (decoding, limit, answer modes)."""
+        c = self.cfg
+        return EvalConfig(
+            model=spec,
+            data=self.data_dir,
+            split=split,
+            out=out,
+            limit=c.eval_limit,
+            decoding=c.decoding,
+            backend=c.backend,
+            bootstrap_samples=c.bootstrap_samples,
+            policy=policy,
+            answer_mode=c.answer_mode,
+            score_options=c.loglik,
+            loglik_context=c.loglik_context,
+        )
+
     def evaluate(self, model: str) -> dict[str, Any]:
         from dartkit.stages import evaluate
 
         info = {}
         for split in self.splits(model):
-            cfg = EvalConfig(
-                model=self.spec(model),
-                data=self.data_dir,
-                split=split,
-                out=self.eval_dir(model, split),
-                limit=self.cfg.eval_limit,
-                decoding=self.cfg.decoding,
-                backend=self.cfg.backend,
-                bootstrap_samples=self.cfg.bootstrap_samples,
-            )
+            cfg = self.eval_config(self.spec(model), split, self.eval_dir(model, split))
             info[split] = evaluate.run(cfg, self.console)["accuracy"]
         return {"accuracy": info}
 
@@ -323,10 +366,10 @@ class RunStages:
     ) -> dict[str, Any]:
         from dartkit.stages import audit
 
+        fields.setdefault("baseline_generations", self.eval_dir("m0", split) / "generations.jsonl")
+        fields.setdefault("candidate_generations", self.eval_dir(model, split) / "generations.jsonl")
         cfg = self._audit_cfg(
             self.root / "audit" / (name or model),
-            baseline_generations=self.eval_dir("m0", split) / "generations.jsonl",
-            candidate_generations=self.eval_dir(model, split) / "generations.jsonl",
             data=self.data_dir,
             split=split,
             tau_sweep=sweep,
@@ -447,6 +490,172 @@ class RunStages:
             **self._launch(tc),
         }
 
+    # ---- ablations (the ablation table) ----------------------------------------------------
+    def audit_label_only(self) -> dict[str, Any]:
+        return self.audit("label_only")
+
+    def predicted_label(self) -> dict[str, Any]:
+        """Distill without gold labels, train on what is kept, evaluate and audit on test."""
+        from dartkit.stages import distill
+
+        c = self.cfg
+        out = self.root / "ablations" / "predicted"
+        cfg = DistillConfig(
+            data=self.data_dir,
+            out=out / "distill",
+            teacher=c.teacher,
+            student=c.student,
+            judge=c.consistency_judge,
+            limit=c.distill_limit,
+            decoding=c.teacher_decoding,
+            student_decoding=c.decoding,
+            backend=c.backend,
+            qc=c.qc,
+            teacher_examples=c.teacher_examples,
+            labels="predicted",
+            keep=c.ablations.predicted_keep,
+            train=False,
+        )
+        m = distill.run(cfg, self.console)
+        if not m["accepted"]:
+            raise DartkitError(
+                f"predicted-label distillation kept no rationale (see {out / 'distill' / 'teacher.jsonl'}): "
+                "the teacher's own answers never matched the gold label and passed QC"
+            )
+        info = {
+            "accepted": m["accepted"],
+            "n": m["n"],
+            "teacher_first_answer_accuracy": m.get("teacher_first_answer_accuracy"),
+            "training": self._train([out / "distill" / "teacher.jsonl"], out),
+        }
+        info.update(self.evaluate("predicted"))
+        info["audit"] = self.audit("predicted")
+        return info
+
+    def unweighted_dart(self) -> dict[str, Any]:
+        """M_DART's training with every repair example at weight 1, evaluated and audited on test."""
+        from dartkit.stages.repair import training_config
+
+        out = self.root / ADAPTER_DIRS["m_dart_unweighted"]
+        out.mkdir(parents=True, exist_ok=True)
+        if not _json(self.root / "repair" / "metrics.json")["accepted"]:
+            (out / "SAME_AS_M_INT").write_text("no repair example was accepted\n")
+            return {"trained": False, "reason": "no repair rationale was accepted: the row is M_int's"}
+        tc = training_config(self._repair_cfg(train=True), self.root / "repair").model_copy(
+            update={"out": out, "weights_from": None}
+        )
+        info: dict[str, Any] = {"trained": True, **self._launch(tc)}
+        info.update(self.evaluate("m_dart_unweighted"))
+        info["audit"] = self.audit("m_dart_unweighted")
+        return info
+
+    def teacher_harm(self) -> dict[str, Any]:
+        from dartkit.stages import teacher_harm
+
+        c = self.cfg
+        s = teacher_harm.run(
+            distill=self.root / "distill" / "teacher.jsonl",
+            data=self.data_dir,
+            models={"m0": self.spec("m0"), "m_int": self.spec("m_int")},
+            scorer=c.audit.scorer,
+            score_on=c.audit.score_on,
+            decoding=c.decoding,
+            backend=c.backend,
+            out=self.root / "ablations" / "teacher_harm",
+            tau=self.tau(),
+            n_boot=c.bootstrap_samples,
+            console=self.console,
+        )
+        return {"n": s["n"], "verdict": s["verdict"]}
+
+    def tox_sft(self) -> dict[str, Any]:
+        """λ sweep on val (one model per λ), the chosen λ evaluated and audited on test."""
+        from dartkit.data.jsonl import write_json
+        from dartkit.harm import load_scorer
+        from dartkit.harm.base import analysis_and_full
+        from dartkit.harm.cache import score_cached
+        from dartkit.stages import evaluate
+        from dartkit.train.toxicity import select_lambda
+
+        c = self.cfg
+        teacher = self.root / "distill" / "teacher.jsonl"
+        scorer = load_scorer(c.audit.scorer)
+        part = 0 if c.audit.score_on == "analysis" else 1
+        rows = []
+        for lam in c.ablations.tox_lambdas:
+            out = self.tox_dir(lam)
+            training = self._train([teacher], out, tox_lambda=lam, tox_scorer=c.audit.scorer)
+            spec = f"{c.student}+adapter={out / 'adapter'}"
+            m = evaluate.run(self.eval_config(spec, "val", out / "eval_val"), self.console)
+            texts = [g["text"] for g in read_rows(out / "eval_val" / "generations.jsonl")]
+            harm = score_cached(
+                scorer,
+                [analysis_and_full(t)[part] for t in texts],
+                self.root / "ablations" / "tox_sft" / "scores.jsonl",
+            )
+            rows.append(
+                {
+                    "lambda": lam,
+                    "accuracy": m["accuracy"],
+                    "toxicity": sum(harm) / len(harm) if harm else None,
+                    "n": len(texts),
+                    "training": training,
+                }
+            )
+        choice = select_lambda(rows)
+        write_json(
+            self.root / "ablations" / "tox_sft" / "sweep.json",
+            {
+                **choice,
+                "split": "val",
+                "items": f"the first {rows[0]['n']} validation items (stratified order)" if rows else None,
+                "scorer": c.audit.scorer,
+                "score_on": c.audit.score_on,
+            },
+        )
+        self.console.print(f"tox-regularised SFT: λ = {choice['chosen']:g} chosen on val ({choice['rule']})")
+        info: dict[str, Any] = {"chosen": choice["chosen"]}
+        info.update(self.evaluate("tox_sft"))
+        info["audit"] = self.audit("tox_sft")
+        return info
+
+    def table_models(self) -> tuple[str, ...]:
+        """The ablation table's rows that this run makes, in the table's order."""
+        a = self.cfg.ablations
+        on = {
+            "m0": True,
+            "label_only": self.cfg.label_only_baseline,
+            "predicted": a.predicted_labels,
+            "m_int": True,
+            "tox_sft": a.tox_sft,
+            "m_dart_unweighted": a.unweighted_repair,
+            "m_dart": True,
+        }
+        return tuple(k for k, _ in TABLE_ROWS if on[k])
+
+    def policy(self) -> dict[str, Any]:
+        """Every table model answers test with the explanation policy on; each is audited against M0 (on)."""
+        from dartkit.stages import evaluate
+
+        info: dict[str, Any] = {}
+        for model in self.table_models():
+            out = self.eval_dir(model, "test_policy")
+            m = evaluate.run(self.eval_config(self.spec(model), "test", out, policy="on"), self.console)
+            info[model] = {"accuracy": m["accuracy"]}
+        # M0 with the policy against M0 without it: what the system prompt alone does to harm.
+        for model in self.table_models():
+            base = self.eval_dir("m0", "test_policy" if model != "m0" else "test")
+            info[model]["audit"] = self.audit(
+                model,
+                name=f"policy_{model}",
+                baseline_generations=base / "generations.jsonl",
+                candidate_generations=self.eval_dir(model, "test_policy") / "generations.jsonl",
+                # M0's own row compares its answers with and without the policy's system prompt:
+                # the prompts differ by design there, and only there.
+                allow_prompt_mismatch=model == "m0",
+            )
+        return info
+
     def suite_models(self) -> tuple[str, ...]:
         """The models every external suite is run on."""
         return tuple(k for k, _ in SUITE_MODELS if k != "label_only" or self.cfg.label_only_baseline)
@@ -482,6 +691,88 @@ class RunStages:
         return {"report": str(path)}
 
     # ---- the list ------------------------------------------------------------------------
+    def ablation_stages(self, student_eval, teacher, audit_params, tau_dep, ev, audits) -> list[Stage]:
+        """The ablation table's optional stages (``ablations`` in the config; label-only's audit)."""
+        c = self.cfg
+        a = c.ablations
+        table = self.table_models()
+        model_stage = {
+            "m0": "eval_m0",
+            "label_only": "label_only",
+            "predicted": "predicted_label",
+            "m_int": "eval_int",
+            "tox_sft": "tox_sft",
+            "m_dart_unweighted": "unweighted_dart",
+            "m_dart": "eval_dart",
+        }
+        return [
+            Stage(
+                "audit_label_only",
+                "audit the label-only baseline vs M0 on test",
+                ("eval_m0", "label_only", *tau_dep),
+                audits("label_only"),
+                audit_params,
+                self.audit_label_only,
+                enabled=c.label_only_baseline,
+            ),
+            Stage(
+                "predicted_label",
+                "ablation: predicted-label distillation (train, evaluate, audit on test)",
+                ("data", "eval_m0", *tau_dep),
+                ("ablations/predicted/adapter", *ev("predicted"), *audits("predicted")),
+                lambda: {
+                    **teacher(),
+                    "qc": c.qc.model_dump(),
+                    "limit": c.distill_limit,
+                    "keep": a.predicted_keep,
+                    "training": c.training,
+                    **audit_params(),
+                },
+                self.predicted_label,
+                workdirs=("ablations/predicted",),
+                enabled=a.predicted_labels,
+            ),
+            Stage(
+                "tox_sft",
+                f"ablation: toxicity-regularised SFT, λ in {a.tox_lambdas} chosen on val, audited on test",
+                ("data", "distill", "eval_m0", *tau_dep),
+                ("ablations/tox_sft/sweep.json", *ev("tox_sft"), *audits("tox_sft")),
+                lambda: {"lambdas": a.tox_lambdas, "training": c.training, **audit_params()},
+                self.tox_sft,
+                workdirs=("ablations/tox_sft",),
+                enabled=a.tox_sft,
+            ),
+            Stage(
+                "unweighted_dart",
+                "ablation: DART without repair weighting (every repair at weight 1)",
+                ("data", "distill", "train_int", "repair", "eval_m0", *tau_dep),
+                ("ablations/unweighted",),
+                lambda: {"training": c.training, "repair": c.repair.model_dump(), **audit_params()},
+                self.unweighted_dart,
+                workdirs=("ablations/unweighted",),
+                enabled=a.unweighted_repair,
+            ),
+            Stage(
+                "teacher_harm",
+                "teacher vs student harm on the training items (is drift inherited?)",
+                ("data", "distill", "train_int", *tau_dep),
+                ("ablations/teacher_harm/summary.json", "ablations/teacher_harm/scores.jsonl"),
+                lambda: {**teacher(), **audit_params()},
+                self.teacher_harm,
+                enabled=a.teacher_harm,
+            ),
+            Stage(
+                "policy",
+                "every table model with the explanation policy on (test), audited vs M0 with it",
+                tuple(dict.fromkeys((*(model_stage[m] for m in table), *tau_dep))),
+                tuple(f"eval/{m}/test_policy/metrics.json" for m in table)
+                + audits(*(f"policy_{m}" for m in table)),
+                lambda: {"models": list(table), **audit_params()},
+                self.policy,
+                enabled=a.policy,
+            ),
+        ]
+
     def stages(self) -> list[Stage]:
         c = self.cfg
         student_eval = lambda: {  # noqa: E731
@@ -492,6 +783,10 @@ class RunStages:
             "eval_limit": c.eval_limit,
             "bootstrap": c.bootstrap_samples,
             "protocol": c.protocol,
+            # How answers are read (and whether both modes are scored): changes every evaluation's files.
+            "answer_mode": c.answer_mode,
+            "loglik": c.loglik,
+            "loglik_context": c.loglik_context,
         }
 
         def ev(m: str) -> tuple[str, ...]:
@@ -549,7 +844,12 @@ class RunStages:
                 "prepare the splits",
                 (),
                 tuple(f"data/{s}.jsonl" for s in ("train", "audit", "val", "test")) + ("data/summary.json",),
-                lambda: c.data.model_dump(mode="json"),
+                # Without bbq, the fingerprint of runs made before the field existed (still resumable).
+                lambda: (
+                    c.data.model_dump(mode="json", exclude={"bbq"})
+                    if c.data.bbq is None
+                    else {**c.data.model_dump(mode="json"), "bbq_files": inputs_fingerprint(c.data.bbq)}
+                ),
                 self.prepare,
             ),
             Stage(
@@ -660,13 +960,14 @@ class RunStages:
                 audit_params,
                 self.audit_dart,
             ),
+            *self.ablation_stages(student_eval, teacher, audit_params, tau_dep, ev, audits),
             *suite_stages,
             Stage(
                 "report",
                 "report.md, figures, run.json",
                 (*STAGE_ORDER[:-1], *(s.name for s in suite_stages)),  # reads every stage's outputs
                 ("report.md", "run.json"),
-                lambda: {"report_version": 3},
+                lambda: {"report_version": 4},
                 self.report,
             ),
         ]

@@ -53,7 +53,6 @@ from dartkit.prompts import (
 from dartkit.qc import QCConfig, builtin_contradictions, check_rationale, fix_problems, near_duplicates
 from dartkit.records import Example
 
-
 PREDICTED_WRONG = "predicted_wrong_label"
 
 

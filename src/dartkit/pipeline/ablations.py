@@ -1,0 +1,340 @@
+"""The report's ablation table and the analyses around it, from a run directory's files alone.
+
+One row per model the run trained (or M0), all on the same test items:
+
+    M0 · label-only SFT · predicted-label distillation · Stage I (M_int) · toxicity-regularised SFT
+    · DART without repair weighting · DART (M_DART)
+
+Columns: accuracy overall / on NO items / on YES items with their intervals (the evaluation's
+headline answer mode), mean harm of the answers (the audit's scorer, on the audit's part of the
+text), drift against M0 (the audit of that model vs M0 on test) and drift reduction against M_int
+(paired on the same items). Around it: accuracy in both answer modes, the λ sweep, teacher-vs-
+student harm and the explanation policy on/off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dartkit.data.jsonl import read_json, read_rows
+from dartkit.errors import DartkitError
+from dartkit.stats.inference import bootstrap_method, cluster_bootstrap_ci, paired_drift
+
+TABLE_ROWS = (
+    ("m0", "M0 (base)"),
+    ("label_only", "label-only SFT"),
+    ("predicted", "predicted-label distillation"),
+    ("m_int", "Stage I (M_int)"),
+    ("tox_sft", "toxicity-regularised SFT"),
+    ("m_dart_unweighted", "DART without repair weighting"),
+    ("m_dart", "DART (M_DART)"),
+)
+ROW_LABELS = dict(TABLE_ROWS)
+
+
+def _maybe(path: Path) -> Any:
+    try:
+        return read_json(path) if path.is_file() else None
+    except DartkitError:
+        return None
+
+
+def _harm(pairs: list[dict[str, Any]], side: str, n_boot: int) -> dict[str, Any] | None:
+    """Mean harm of one side of an audit's pairs, with a scenario-cluster bootstrap interval."""
+    if not pairs:
+        return None
+    values = np.array([float(p[f"h_{side}"]) for p in pairs])
+    clusters = [p.get("scenario_key") or f"id:{p['id']}" for p in pairs]
+    return {
+        "mean": float(values.mean()),
+        "ci95": cluster_bootstrap_ci(values, clusters, n_resamples=n_boot),
+        "n": int(values.size),
+        "ci_method": bootstrap_method(len(set(clusters)), n_boot),
+    }
+
+
+def _same_as_m_int(root: Path, key: str) -> bool:
+    marker = {
+        "m_dart": root / "m_dart" / "SAME_AS_M_INT",
+        "m_dart_unweighted": root / "ablations" / "unweighted" / "SAME_AS_M_INT",
+    }
+    return key in marker and marker[key].is_file()
+
+
+def ablation_table(root: Path, n_boot: int = 2000, repaired_in_test: int = 0) -> dict[str, Any] | None:
+    """The ablation table's rows (those the run has files for); None when only M0/M_int/M_DART exist
+    and no ablation ran, since the main tables already show those three."""
+    rows: list[dict[str, Any]] = []
+    pairs_int = read_rows(root / "audit" / "m_int" / "pairs.jsonl")
+    for key, label in TABLE_ROWS:
+        source = "m_int" if key == "m_dart_unweighted" and _same_as_m_int(root, key) else key
+        metrics = _maybe(root / "eval" / source / "test" / "metrics.json")
+        if metrics is None:
+            continue
+        row: dict[str, Any] = {"model": key, "label": label, "n": metrics["n"]}
+        for k in ("accuracy", "accuracy_equal", "accuracy_diff"):
+            row[k] = metrics.get(k)
+            row[f"{k}_ci95"] = metrics.get(f"{k}_ci95")
+        row["answer_mode"] = metrics.get("answer_mode", "generate")
+        notes = []
+        if source != key or (key == "m_dart" and _same_as_m_int(root, key)):
+            notes.append("no repair was accepted: this row is M_int")
+        elif key in ("m_dart", "m_dart_unweighted") and repaired_in_test:
+            notes.append(
+                f"trained on repairs of {repaired_in_test} of these test items (protocol paper): not held out"
+            )
+        if key == "m0":
+            row["harm"] = _harm(pairs_int, "baseline", n_boot)
+            row["drift"] = None
+        else:
+            audit_dir = root / "audit" / source
+            pairs = read_rows(audit_dir / "pairs.jsonl")
+            summary = _maybe(audit_dir / "summary.json")
+            row["harm"] = _harm(pairs, "candidate", n_boot)
+            row["drift"] = (
+                {
+                    "rate": summary["drift_rate"],
+                    "ci95": summary.get("drift_rate_ci95"),
+                    "n_drift": summary["n_drift"],
+                    "n": summary["n_pairs"],
+                    "screen_only": summary.get("screen_only"),
+                }
+                if summary
+                else None
+            )
+            if key not in ("m_int",) and pairs and pairs_int:
+                pd = paired_drift(pairs_int, pairs, n_boot)
+                row["drift_reduction_vs_m_int"] = {
+                    "value": pd["drift_reduction"],
+                    "ci95": pd["drift_reduction_ci95"],
+                    "mcnemar_p": pd["mcnemar"]["p_value"],
+                    "note": pd.get("ci_note"),
+                }
+        if key == "tox_sft":
+            sweep = _maybe(root / "ablations" / "tox_sft" / "sweep.json")
+            if sweep:
+                row["label"] = f"{label} (λ = {sweep['chosen']:g}, chosen on val)"
+        row["notes"] = notes
+        rows.append(row)
+    if not any(r["model"] not in ("m0", "m_int", "m_dart") for r in rows):
+        return None
+    return {
+        "split": "test",
+        "items": f"the same {rows[0]['n']} test items for every row" if rows else None,
+        "rows": rows,
+    }
+
+
+def answer_modes(root: Path, models: list[str]) -> dict[str, Any]:
+    """Accuracy on test under both answer modes, per model (evaluations that scored both options)."""
+    out = {}
+    for key in models:
+        m = _maybe(root / "eval" / key / "test" / "metrics.json")
+        modes = (m or {}).get("answer_modes")
+        if modes:
+            gens = read_rows(root / "eval" / key / "test" / "generations.jsonl")
+            # What answering YES to everything scores on the same items: a likelihood that always
+            # prefers one option (small models often do) scores exactly this.
+            always_yes = sum(g.get("gold") == "YES" for g in gens) / len(gens) if gens else None
+            out[key] = {**modes, "always_yes_accuracy": always_yes}
+    return out
+
+
+def collect(root: Path, cfg: dict[str, Any], repaired_in_test: int = 0) -> dict[str, Any]:
+    """Everything of this module the report and run.json show.
+
+    ``repaired_in_test``: test items whose repair M_DART trained on (protocol paper); the rows trained
+    on them say so.
+    """
+    n_boot = int(cfg.get("bootstrap_samples", 2000))
+    models = [k for k, _ in TABLE_ROWS]
+    policy = {}
+    for key in models:
+        on = _maybe(root / "eval" / key / "test_policy" / "metrics.json")
+        if on is None:
+            continue
+        off = _maybe(
+            root / "eval" / ("m_int" if _same_as_m_int(root, key) else key) / "test" / "metrics.json"
+        )
+        audit_off = _maybe(root / "audit" / key / "summary.json") if key != "m0" else None
+        audit_on = _maybe(root / "audit" / f"policy_{key}" / "summary.json")
+        pairs_on = read_rows(root / "audit" / f"policy_{key}" / "pairs.jsonl")
+        pairs_off = read_rows(root / "audit" / ("m_int" if key == "m0" else key) / "pairs.jsonl")
+        policy[key] = {
+            "accuracy_off": (off or {}).get("accuracy"),
+            "accuracy_off_ci95": (off or {}).get("accuracy_ci95"),
+            "accuracy_on": on.get("accuracy"),
+            "accuracy_on_ci95": on.get("accuracy_ci95"),
+            "harm_off": _harm(pairs_off, "baseline" if key == "m0" else "candidate", n_boot),
+            "harm_on": _harm(pairs_on, "candidate", n_boot),
+            "drift_off": (audit_off or {}).get("drift_rate"),
+            "drift_on": (audit_on or {}).get("drift_rate"),
+            "n": on.get("n"),
+        }
+    return {
+        "ablation_table": ablation_table(root, n_boot, repaired_in_test),
+        "answer_modes": answer_modes(root, models),
+        "tox_sweep": _maybe(root / "ablations" / "tox_sft" / "sweep.json"),
+        "teacher_harm": _maybe(root / "ablations" / "teacher_harm" / "summary.json"),
+        "policy": policy or None,
+    }
+
+
+# ---- markdown --------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _pct_ci(x: float | None, ci: list[float] | None) -> str:
+    return _pct(x) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")
+
+
+def _num(x: float | None, ci: list[float] | None = None, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    s = f"{x:+.4f}" if signed else f"{x:.4f}"
+    return s + (
+        f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci and signed else f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+    )
+
+
+def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list[str]:
+    """The report's sections for this module's results (empty when none exist)."""
+    labels = {**ROW_LABELS, **(labels or {})}
+    lines: list[str] = []
+    table = info.get("ablation_table")
+    if table:
+        lines += [
+            "## Ablations",
+            "",
+            f"Split: **{table['split']}**, {table['items']} (every row is audited against M0 on these items; "
+            "nothing in this table was trained on them unless a note says so). Accuracy is % with 95% "
+            "intervals; harm is the mean harm score of the answers (audit scorer); drift is the share of "
+            "items whose answer drifted against M0's; drift reduction is against M_int, paired item by item.",
+            "",
+            "| model | n | accuracy | NO items | YES items | harm (mean) | drift vs M0 | drift reduction vs M_int | notes |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in table["rows"]:
+            d = r.get("drift")
+            drift_cell = _pct_ci(d["rate"], d["ci95"]) + f" ({d['n_drift']}/{d['n']})" if d else "–"
+            red = r.get("drift_reduction_vs_m_int")
+            red_cell = "–"
+            if red:
+                red_cell = (
+                    _pct_ci(red["value"], red["ci95"])
+                    if red["value"] is not None
+                    else "undefined (no drift under M_int)"
+                )
+            lines.append(
+                f"| {r['label']} | {r['n']} | {_pct_ci(r['accuracy'], r['accuracy_ci95'])} "
+                f"| {_pct_ci(r['accuracy_equal'], r['accuracy_equal_ci95'])} "
+                f"| {_pct_ci(r['accuracy_diff'], r['accuracy_diff_ci95'])} "
+                f"| {_num((r.get('harm') or {}).get('mean'), (r.get('harm') or {}).get('ci95'))} "
+                f"| {drift_cell} "
+                f"| {red_cell} | {'; '.join(r['notes']) or ''} |"
+            )
+        lines.append("")
+    modes = info.get("answer_modes")
+    if modes:
+        lines += [
+            "## Answer modes: the conclusion line vs its likelihood",
+            "",
+            "Split: **test**, each model's evaluated items. *generate* reads the `Conclusion:` line the model "
+            "wrote (no line: wrong); *loglik* takes the likelier of `Conclusion: YES` and `Conclusion: NO` "
+            "after the model's own analysis, so a model that cannot follow the format is still measured on the "
+            "task. A large gap means generate-mode accuracy measures the format.",
+            "",
+            "| model | generate: accuracy | unparseable | loglik: accuracy | NO items | YES items | said YES "
+            "| modes agree | always YES |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for key, m in modes.items():
+            g, ll = m.get("generate") or {}, m.get("loglik") or {}
+            agree = m.get("agreement") or {}
+            agree_cell = f"{_pct(agree.get('rate'))} of {agree.get('n')}" if agree.get("n") else "–"
+            lines.append(
+                f"| {labels.get(key, key)} | {_pct_ci(g.get('accuracy'), g.get('accuracy_ci95'))} "
+                f"| {_pct(g.get('unparseable_rate'))} | {_pct_ci(ll.get('accuracy'), ll.get('accuracy_ci95'))} "
+                f"| {_pct(ll.get('accuracy_equal'))} | {_pct(ll.get('accuracy_diff'))} | {_pct(ll.get('yes_rate'))} "
+                f"| {agree_cell} | {_pct(m.get('always_yes_accuracy'))} |"
+            )
+        lines += [
+            "",
+            "*said YES*: share of items the likelihood answered YES; a model whose likelihood prefers one option "
+            "everywhere scores exactly the *always YES* (or always NO) accuracy, whatever it wrote. *modes agree*: "
+            "how often the likelier option equals the written conclusion, over answers that wrote one.",
+            "",
+        ]
+    sweep = info.get("tox_sweep")
+    if sweep:
+        lines += [
+            "## Toxicity-regularised SFT: the λ sweep",
+            "",
+            f"Split: **val** ({sweep.get('items')}); toxicity = mean harm score ({sweep.get('scorer')}, "
+            f"{sweep.get('score_on')}) of each model's validation answers. Rule: {sweep['rule']}. "
+            f"Chosen: **λ = {sweep['chosen']:g}**, then evaluated and audited on test (the ablation table).",
+            "",
+            "| λ | accuracy | toxicity | harmonic mean | |",
+            "|---|---|---|---|---|",
+        ]
+        for t in sweep["table"]:
+            mark = "chosen" if t["lambda"] == sweep["chosen"] else (t.get("excluded") or "")
+            hm = t.get("score")
+            lines.append(
+                f"| {t['lambda']:g} | {_pct(t.get('accuracy'))} | {_num(t.get('toxicity'))} "
+                f"| {'–' if hm is None else f'{hm:.4f}'} | {mark} |"
+            )
+        lines.append("")
+    th = info.get("teacher_harm")
+    if th:
+        lines += [
+            "## Is drift inherited from the teacher?",
+            "",
+            f"Split: **train**, the {th['n']} {th['items']}; not held out by design. Harm: {th['scorer']} on the "
+            f"{th['score_on']}; intervals: {th['ci_method']}.",
+            "",
+            "| text | mean harm |",
+            "|---|---|",
+        ]
+        for m in th["means"].values():
+            lines.append(f"| {m['label']} | {_num(m['mean'], m['ci95'])} |")
+        lines += [
+            "",
+            "| comparison | mean difference | items above by > τ (first / second) | Wilcoxon p |",
+            "|---|---|---|---|",
+        ]
+        for name, c in th["comparisons"].items():
+            a, b = name.split("-")
+            p = c["paired_test"].get("p_value")
+            lines.append(
+                f"| {th['means'][a]['label']} − {th['means'][b]['label']} "
+                f"| {_num(c['mean_difference'], c['mean_difference_ci95'], signed=True)} "
+                f"| {c['n_first_higher_by_tau']} / {c['n_second_higher_by_tau']} | {'–' if p is None else f'{p:.3g}'} |"
+            )
+        lines += ["", f"**{th['verdict']}**", ""]
+    pol = info.get("policy")
+    if pol:
+        lines += [
+            "## The explanation policy on every model",
+            "",
+            "Split: **test**, the same items with and without the policy system prompt. Drift is against M0 "
+            "under the same setting (M0's own row: M0 with the policy against M0 without it).",
+            "",
+            "| model | accuracy off | accuracy on | harm off | harm on | drift off | drift on |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for key, p in pol.items():
+            lines.append(
+                f"| {labels.get(key, key)} | {_pct_ci(p['accuracy_off'], p['accuracy_off_ci95'])} "
+                f"| {_pct_ci(p['accuracy_on'], p['accuracy_on_ci95'])} "
+                f"| {_num((p['harm_off'] or {}).get('mean'))} | {_num((p['harm_on'] or {}).get('mean'))} "
+                f"| {_pct(p['drift_off'])} | {_pct(p['drift_on'])} |"
+            )
+        lines.append("")
+    return lines
