@@ -528,6 +528,11 @@ class DistillConfig(_Strict):
 
     @model_validator(mode="after")
     def _keep_needs_predicted_labels(self) -> DistillConfig:
+        if self.labels == "predicted" and self.teacher.startswith("file:"):
+            raise ValueError(
+                "`labels=predicted` needs a teacher model to ask: a file: teacher holds rationales already "
+                "written (Stage I's were written knowing the gold label)"
+            )
         if self.keep == "all" and self.labels == "gold":
             raise ValueError(
                 "`keep=all` applies to `labels=predicted` only (gold-label rationales must conclude the gold label)"

@@ -407,3 +407,13 @@ def test_real_bbq_split_keeps_every_template_in_one_split(real_bbq: Path) -> Non
     yes = {e.scenario_key for e in examples if e.label == "YES"}
     no = {e.scenario_key for e in examples if e.label == "NO"}
     assert len(yes & no) == len(no) == 120
+
+
+def test_a_rebuilt_file_given_as_jsonl_source_is_still_marked(bbq_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "src" / "n1.jsonl"
+    path.parent.mkdir()
+    write_n1_file(path, build_n1(bbq_dir, seed=0))
+    summary = prepare_data(tmp_path / "out", source=path.parent, suite="jsonl", ratios=[0.6, 0.2, 0.2])
+    assert set(summary["rebuilt"]) == {"N1"}
+    assert "N1 rebuilt from BBQ by dartkit, not the upstream file" in summary["rebuilt"]["N1"]["description"]
+    assert any("not the upstream file" in n for n in summary["notes"])

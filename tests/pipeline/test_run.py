@@ -215,6 +215,31 @@ def test_changed_setting_reruns_only_what_depends_on_it(finished_run):
     assert s["audit_int"].startswith("rerun") and s["null_audit"].startswith("rerun")
 
 
+def test_an_evaluation_setting_re_evaluates_ablations_without_retraining_them(finished_run):
+    changed = finished_run.model_copy(update={"loglik": False})
+    s = statuses(changed)
+    for done in ("distill", "train_int", "train_predicted", "train_tox"):
+        assert s[done] == "done", (done, s[done])
+    # Downstream of the audits (as M_DART is): retrained only if the re-evaluated answers differ.
+    assert s["train_unweighted"] == s["train_dart"] == "rerun if its inputs change"
+    for redo in ("eval_m0", "eval_predicted", "select_tox", "eval_tox", "eval_unweighted", "policy"):
+        assert s[redo] != "done", redo
+
+
+def test_report_leaves_out_ablations_turned_off_since(finished_run):
+    from dartkit.pipeline.report import collect
+
+    root = Path(finished_run.out)
+    cfg = finished_run.model_dump(mode="json")
+    cfg["ablations"] = {**cfg["ablations"], "tox_sft": False, "policy": False, "teacher_harm": False}
+    cfg["label_only_baseline"] = False
+    info = collect(root, cfg)["ablations"]
+    rows = [r["model"] for r in info["ablation_table"]["rows"]]
+    assert "tox_sft" not in rows and "label_only" not in rows and "predicted" in rows
+    assert info["tox_sweep"] is None and info["policy"] is None and info["teacher_harm"] is None
+    assert "label_only" not in info["answer_modes"]
+
+
 def test_corrupted_output_is_detected_and_redone(finished_run, tmp_path):
     root = Path(finished_run.out)
     copy = tmp_path / "copy"
@@ -241,7 +266,8 @@ def test_from_redoes_a_stage_and_everything_after(finished_run):
         "train_dart",
         "eval_dart",
         "audit_dart",
-        "unweighted_dart",  # trained on the repairs too
+        "train_unweighted",  # trained on the repairs too
+        "eval_unweighted",
         "policy",  # answers of every table model, M_DART's included
         "suite_transfer_m_dart",  # the suites run on M_DART too
         "report",
@@ -297,6 +323,10 @@ def test_dry_run_validates_and_loads_nothing(tmp_path):
         ("ablations: {tox_lambdas: [0, 0.1]}\n", "ablations.tox_lambdas: every λ must be above 0"),
         ("ablations: {tox: true}\n", "ablations.tox: unknown key (did you mean ablations.tox_sft?)"),
         ("answer_mode: likelihood\n", "answer_mode: "),
+        (
+            "teacher: file:t.jsonl\nablations: {predicted_labels: true}\n",
+            "ablations.predicted_labels asks the teacher without the gold label",
+        ),
     ],
 )
 def test_bad_config_is_rejected_before_anything_runs(tmp_path, yaml_text, message):
@@ -851,7 +881,7 @@ def test_predicted_label_rows_were_distilled_without_the_gold_label(finished_run
     root = Path(finished_run.out)
     rows = [
         json.loads(x)
-        for x in (root / "ablations" / "predicted" / "distill" / "teacher.jsonl").read_text().splitlines()
+        for x in (root / "ablations" / "predicted_distill" / "teacher.jsonl").read_text().splitlines()
     ]
     assert rows and all(r["labels"] == "predicted" and "correct answer is" not in r["prompt"] for r in rows)
     # The fake teacher answers NO when it is not told the label: only NO items are kept.
@@ -865,7 +895,9 @@ def test_tox_sweep_trains_one_model_per_lambda_and_chooses_on_val(finished_run):
     assert [t["lambda"] for t in sweep["table"]] == [0.1, 0.5] and sweep["split"] == "val"
     assert sweep["chosen"] in (0.1, 0.5)
     for lam in (0.1, 0.5):
-        assert (root / "ablations" / "tox_sft" / f"lambda_{lam:g}" / "adapter").is_dir()
+        trained = root / "ablations" / "tox_sft" / "train" / f"lambda_{lam:g}"
+        assert json.loads((trained / "metrics.json").read_text())["tox_lambda"] == lam
+        assert "toxicity" in json.loads((trained / "adapter" / "dartkit_adapter.json").read_text())
     report = (root / "report.md").read_text()
     assert "## Toxicity-regularised SFT: the λ sweep" in report and "chosen" in report
 
@@ -917,3 +949,12 @@ def test_report_setup_marks_a_rebuilt_benchmark_as_not_upstream():
         }
     )
     assert "D1, N1 (rebuilt by dartkit, not upstream: N1 rebuilt from BBQ (6 of 9 categories))" in cell
+
+
+def test_per_benchmark_table_names_a_rebuilt_benchmark():
+    from dartkit.pipeline.report import _per_benchmark
+
+    evals = {"m0": {"per_benchmark": {"D1": {"n": 2, "accuracy": 0.5}, "N1": {"n": 2, "accuracy": 1.0}}}}
+    rows = _per_benchmark(evals, None, {"N1": {"description": "rebuilt"}})
+    assert any(r.startswith("| N1 (rebuilt from BBQ, not upstream) | 2 |") for r in rows)
+    assert any(r.startswith("| D1 | 2 |") for r in rows)

@@ -94,6 +94,32 @@ def _add_rebuilt_n1(
     return [*examples, *build.examples], info
 
 
+def _mark_rebuilt_jsonl(examples: Sequence[Example], info: dict[str, Any]) -> None:
+    """A JSONL source holding rebuilt items (a `build-n1` file): say so in ``rebuilt`` and ``notes``."""
+    for benchmark in sorted({e.benchmark for e in examples}):
+        prov = next(
+            (
+                p
+                for e in examples
+                if e.benchmark == benchmark and isinstance(p := getattr(e, "provenance", None), dict)
+                if p.get("rebuilt")
+            ),
+            None,
+        )
+        if prov is None:
+            continue
+        items = [e for e in examples if e.benchmark == benchmark]
+        build = {
+            **prov,
+            "counts": {
+                "diff": {"all": sum(e.label == "YES" for e in items)},
+                "equal": {"all": sum(e.label == "NO" for e in items)},
+            },
+        }
+        info.setdefault("rebuilt", {})[benchmark] = {**build, "description": describe_rebuild(build)}
+        info.setdefault("notes", []).append(describe_rebuild(build))
+
+
 def _load_source(
     source: Path | None,
     suite: str,
@@ -154,6 +180,7 @@ def _load_source(
                 str(p.relative_to(source) if source.is_dir() else p.name): file_sha256(p) for p in jsonl_files
             },
         )
+        _mark_rebuilt_jsonl(examples, info)
         return examples, info
 
     examples, present, absent = load_benchmark_dir(source)

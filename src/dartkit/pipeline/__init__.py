@@ -66,6 +66,7 @@ def planned_data(cfg: RunConfig) -> tuple[dict[str, int] | str, list[dict[str, A
             and (d.source is None or s.get("source") == str(d.source))
             and s.get("seed") == d.seed
             and s.get("per_cell") == d.per_cell
+            and s.get("bbq") == (str(Path(d.bbq).expanduser()) if d.bbq is not None else None)
             and len(ratios) == 4
             and all(math.isclose(a, b) for a, b in zip(ratios, check_ratios(d.ratios), strict=True))
         ):
@@ -74,7 +75,7 @@ def planned_data(cfg: RunConfig) -> tuple[dict[str, int] | str, list[dict[str, A
     if d.suite == "wang2025" and d.source is None:
         return "known after the download (data.source is empty, so the data stage downloads the suite)", []
     try:
-        examples, _ = _load_source(d.source, d.suite, None, None)
+        examples, _ = _load_source(d.source, d.suite, None, None, bbq=d.bbq)
     except DataError as e:
         raise DataError(f"data.source: {e}") from None
     split = split_examples(examples, ratios=d.ratios, seed=d.seed, per_cell=d.per_cell)

@@ -64,12 +64,31 @@ def _same_as_m_int(root: Path, key: str) -> bool:
     return key in marker and marker[key].is_file()
 
 
-def ablation_table(root: Path, n_boot: int = 2000, repaired_in_test: int = 0) -> dict[str, Any] | None:
-    """The ablation table's rows (those the run has files for); None when only M0/M_int/M_DART exist
-    and no ablation ran, since the main tables already show those three."""
+def enabled_rows(cfg: dict[str, Any]) -> set[str]:
+    """The table rows the run's config makes: files of rows turned off since are not shown."""
+    abl = cfg.get("ablations") or {}
+    on = {"m0", "m_int", "m_dart"}
+    for key, flag in (
+        ("label_only", cfg.get("label_only_baseline")),
+        ("predicted", abl.get("predicted_labels")),
+        ("tox_sft", abl.get("tox_sft")),
+        ("m_dart_unweighted", abl.get("unweighted_repair")),
+    ):
+        if flag:
+            on.add(key)
+    return on
+
+
+def ablation_table(
+    root: Path, n_boot: int = 2000, repaired_in_test: int = 0, on: set[str] | None = None
+) -> dict[str, Any] | None:
+    """The ablation table's rows (those enabled in ``on`` that the run has files for); None when no
+    ablation row exists, since the main tables already show M0, M_int and M_DART."""
     rows: list[dict[str, Any]] = []
     pairs_int = read_rows(root / "audit" / "m_int" / "pairs.jsonl")
     for key, label in TABLE_ROWS:
+        if on is not None and key not in on:
+            continue
         source = "m_int" if key == "m_dart_unweighted" and _same_as_m_int(root, key) else key
         metrics = _maybe(root / "eval" / source / "test" / "metrics.json")
         if metrics is None:
@@ -121,9 +140,13 @@ def ablation_table(root: Path, n_boot: int = 2000, repaired_in_test: int = 0) ->
         rows.append(row)
     if not any(r["model"] not in ("m0", "m_int", "m_dart") for r in rows):
         return None
+    sizes = {r["n"] for r in rows}
     return {
         "split": "test",
-        "items": f"the same {rows[0]['n']} test items for every row" if rows else None,
+        "answer_mode": rows[0]["answer_mode"],
+        "items": f"the same {rows[0]['n']} test items for every row"
+        if len(sizes) == 1
+        else "not the same number of items in every row (see n)",
         "rows": rows,
     }
 
@@ -139,7 +162,7 @@ def answer_modes(root: Path, models: list[str]) -> dict[str, Any]:
             # What answering YES to everything scores on the same items: a likelihood that always
             # prefers one option (small models often do) scores exactly this.
             always_yes = sum(g.get("gold") == "YES" for g in gens) / len(gens) if gens else None
-            out[key] = {**modes, "always_yes_accuracy": always_yes}
+            out[key] = {**modes, "always_yes_accuracy": always_yes, "loglik_context": m.get("loglik_context")}
     return out
 
 
@@ -150,36 +173,42 @@ def collect(root: Path, cfg: dict[str, Any], repaired_in_test: int = 0) -> dict[
     on them say so.
     """
     n_boot = int(cfg.get("bootstrap_samples", 2000))
-    models = [k for k, _ in TABLE_ROWS]
+    abl = cfg.get("ablations") or {}
+    on = enabled_rows(cfg)
+    models = [k for k, _ in TABLE_ROWS if k in on]
     policy = {}
-    for key in models:
-        on = _maybe(root / "eval" / key / "test_policy" / "metrics.json")
-        if on is None:
+    for key in models if abl.get("policy") else []:
+        with_policy = _maybe(root / "eval" / key / "test_policy" / "metrics.json")
+        if with_policy is None:
             continue
-        off = _maybe(
-            root / "eval" / ("m_int" if _same_as_m_int(root, key) else key) / "test" / "metrics.json"
-        )
-        audit_off = _maybe(root / "audit" / key / "summary.json") if key != "m0" else None
+        same = "m_int" if _same_as_m_int(root, key) else key  # not repaired: the model is M_int
+        off = _maybe(root / "eval" / same / "test" / "metrics.json")
+        audit_off = _maybe(root / "audit" / same / "summary.json") if key != "m0" else None
         audit_on = _maybe(root / "audit" / f"policy_{key}" / "summary.json")
         pairs_on = read_rows(root / "audit" / f"policy_{key}" / "pairs.jsonl")
-        pairs_off = read_rows(root / "audit" / ("m_int" if key == "m0" else key) / "pairs.jsonl")
+        pairs_off = read_rows(root / "audit" / ("m_int" if key == "m0" else same) / "pairs.jsonl")
         policy[key] = {
             "accuracy_off": (off or {}).get("accuracy"),
             "accuracy_off_ci95": (off or {}).get("accuracy_ci95"),
-            "accuracy_on": on.get("accuracy"),
-            "accuracy_on_ci95": on.get("accuracy_ci95"),
+            "accuracy_on": with_policy.get("accuracy"),
+            "accuracy_on_ci95": with_policy.get("accuracy_ci95"),
             "harm_off": _harm(pairs_off, "baseline" if key == "m0" else "candidate", n_boot),
             "harm_on": _harm(pairs_on, "candidate", n_boot),
             "drift_off": (audit_off or {}).get("drift_rate"),
             "drift_on": (audit_on or {}).get("drift_rate"),
-            "n": on.get("n"),
+            "n": with_policy.get("n"),
         }
+    loglik = cfg.get("loglik", True) or cfg.get("answer_mode") == "loglik"
     return {
-        "ablation_table": ablation_table(root, n_boot, repaired_in_test),
-        "answer_modes": answer_modes(root, models),
-        "tox_sweep": _maybe(root / "ablations" / "tox_sft" / "sweep.json"),
-        "teacher_harm": _maybe(root / "ablations" / "teacher_harm" / "summary.json"),
+        "ablation_table": ablation_table(root, n_boot, repaired_in_test, on),
+        "answer_modes": answer_modes(root, models) if loglik else {},
+        "tox_sweep": _maybe(root / "ablations" / "tox_sft" / "sweep.json") if abl.get("tox_sft") else None,
+        "teacher_harm": _maybe(root / "ablations" / "teacher_harm" / "summary.json")
+        if abl.get("teacher_harm", True)
+        else None,
         "policy": policy or None,
+        # Test items M_DART (and unweighted DART) trained on, under protocol paper: every table says so.
+        "repaired_in_test": repaired_in_test,
     }
 
 
@@ -207,14 +236,21 @@ def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list
     """The report's sections for this module's results (empty when none exist)."""
     labels = {**ROW_LABELS, **(labels or {})}
     lines: list[str] = []
+    n_rep = info.get("repaired_in_test") or 0
+    contaminated = (
+        f" **Not held out for M_DART (and DART without weighting): they trained on repairs of {n_rep} of "
+        "these test items (protocol paper).**"
+        if n_rep
+        else ""
+    )
     table = info.get("ablation_table")
     if table:
         lines += [
             "## Ablations",
             "",
             f"Split: **{table['split']}**, {table['items']} (every row is audited against M0 on these items; "
-            "nothing in this table was trained on them unless a note says so). Accuracy is % with 95% "
-            "intervals; harm is the mean harm score of the answers (audit scorer); drift is the share of "
+            "nothing in this table was trained on them unless a note says so). Accuracy (answers read in "
+            f"*{table.get('answer_mode', 'generate')}* mode) is % with 95% intervals; harm is the mean harm score of the answers (audit scorer); drift is the share of "
             "items whose answer drifted against M0's; drift reduction is against M_int, paired item by item.",
             "",
             "| model | n | accuracy | NO items | YES items | harm (mean) | drift vs M0 | drift reduction vs M_int | notes |",
@@ -242,13 +278,15 @@ def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list
         lines.append("")
     modes = info.get("answer_modes")
     if modes:
+        context = next(iter(modes.values())).get("loglik_context") or "analysis"
+        after = "after the model's own analysis" if context == "analysis" else "directly after the prompt"
         lines += [
             "## Answer modes: the conclusion line vs its likelihood",
             "",
             "Split: **test**, each model's evaluated items. *generate* reads the `Conclusion:` line the model "
             "wrote (no line: wrong); *loglik* takes the likelier of `Conclusion: YES` and `Conclusion: NO` "
-            "after the model's own analysis, so a model that cannot follow the format is still measured on the "
-            "task. A large gap means generate-mode accuracy measures the format.",
+            f"{after}, so a model that cannot follow the format is still measured on the "
+            "task. A large gap means generate-mode accuracy measures the format." + contaminated,
             "",
             "| model | generate: accuracy | unparseable | loglik: accuracy | NO items | YES items | said YES "
             "| modes agree | always YES |",
@@ -324,7 +362,7 @@ def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list
             "## The explanation policy on every model",
             "",
             "Split: **test**, the same items with and without the policy system prompt. Drift is against M0 "
-            "under the same setting (M0's own row: M0 with the policy against M0 without it).",
+            "under the same setting (M0's own row: M0 with the policy against M0 without it)." + contaminated,
             "",
             "| model | accuracy off | accuracy on | harm off | harm on | drift off | drift on |",
             "|---|---|---|---|---|---|---|",

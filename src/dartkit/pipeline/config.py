@@ -343,8 +343,8 @@ class RunConfig(_Strict):
     )
     loglik: bool = Field(
         True,
-        description="Also score both conclusions by likelihood in every evaluation, so the report shows accuracy "
-        "both ways for every model. A 135M model rarely writes the conclusion line zero-shot: generate-mode "
+        description="Also score both conclusions by likelihood in every test-split evaluation, so the report shows "
+        "accuracy both ways for every model. A 135M model rarely writes the conclusion line zero-shot: generate-mode "
         "accuracy then measures the format, loglik the task.",
     )
     loglik_context: Literal["analysis", "prompt"] = Field(
@@ -394,6 +394,15 @@ class RunConfig(_Strict):
         except DataError as e:
             raise ValueError(str(e)) from None
         return v
+
+    @model_validator(mode="after")
+    def _predicted_labels_need_a_teacher_model(self) -> RunConfig:
+        if self.ablations.predicted_labels and self.teacher.startswith("file:"):
+            raise ValueError(
+                "`ablations.predicted_labels` asks the teacher without the gold label, but `teacher` is a file of "
+                "rationales already written: set a teacher model, or turn the ablation off"
+            )
+        return self
 
     @model_validator(mode="after")
     def _ratios(self) -> RunConfig:

@@ -70,9 +70,13 @@ STAGE_ORDER = [
     "eval_dart",
     "audit_dart",
     "audit_label_only",
-    "predicted_label",
-    "tox_sft",
-    "unweighted_dart",
+    "train_predicted",
+    "eval_predicted",
+    "train_tox",
+    "select_tox",
+    "eval_tox",
+    "train_unweighted",
+    "eval_unweighted",
     "teacher_harm",
     "policy",
     "report",
@@ -835,7 +839,7 @@ def build_report(root: Path) -> Path:
             *_metrics_table(unrep, baselines.get("test_unrepaired")),
         ]
     L += ["", "### Per benchmark (accuracy %, test)", ""]
-    L += _per_benchmark(evals, baselines.get("test"))
+    L += _per_benchmark(evals, baselines.get("test"), (info.get("data") or {}).get("rebuilt"))
 
     # ---- drift
     L += ["", "## Harm drift", ""]
@@ -1281,8 +1285,14 @@ def _metrics_table(evals: dict[str, Any], baselines: dict[str, Any] | None = Non
     return out
 
 
-def _per_benchmark(evals: dict[str, Any], baselines: dict[str, Any] | None = None) -> list[str]:
-    """Accuracy per benchmark, with each benchmark's always-YES / always-NO accuracy beside it."""
+def _per_benchmark(
+    evals: dict[str, Any], baselines: dict[str, Any] | None = None, rebuilt: dict[str, Any] | None = None
+) -> list[str]:
+    """Accuracy per benchmark, with each benchmark's always-YES / always-NO accuracy beside it.
+
+    A benchmark dartkit rebuilt (``rebuilt``: N1 from BBQ) is named as rebuilt in its row.
+    """
+    rebuilt = rebuilt or {}
     names = [(k, label) for k, label in MODELS if k in evals]
     benches = sorted({b for k, _ in names for b in evals[k].get("per_benchmark", {})})
     per_b = (baselines or {}).get("per_benchmark") or {}
@@ -1311,7 +1321,7 @@ def _per_benchmark(evals: dict[str, Any], baselines: dict[str, Any] | None = Non
     for b in benches:
         n = next((evals[k]["per_benchmark"][b]["n"] for k, _ in names if b in evals[k]["per_benchmark"]), 0)
         out.append(
-            f"| {b} | {n} | "
+            f"| {b + ' (rebuilt from BBQ, not upstream)' if b in rebuilt else b} | {n} | "
             + " | ".join(_pct(evals[k]["per_benchmark"].get(b, {}).get("accuracy")) for k, _ in names)
             + base_cells(b)
             + " |"

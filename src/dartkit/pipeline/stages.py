@@ -206,7 +206,7 @@ class RunStages:
 
     def tox_dir(self, lam: float) -> Path:
         """Where the toxicity-regularised model of one λ is trained."""
-        return self.root / "ablations" / "tox_sft" / f"lambda_{lam:g}"
+        return self.root / "ablations" / "tox_sft" / "train" / f"lambda_{lam:g}"
 
     def spec(self, model: str) -> str:
         if model == "m0":
@@ -246,7 +246,9 @@ class RunStages:
             bootstrap_samples=c.bootstrap_samples,
             policy=policy,
             answer_mode=c.answer_mode,
-            score_options=c.loglik,
+            # Both answer modes are reported on test; other splits score the options only when loglik is
+            # the headline mode (answer_mode loglik always scores them).
+            score_options=c.loglik and split == "test",
             loglik_context=c.loglik_context,
         )
 
@@ -494,15 +496,16 @@ class RunStages:
     def audit_label_only(self) -> dict[str, Any]:
         return self.audit("label_only")
 
-    def predicted_label(self) -> dict[str, Any]:
-        """Distill without gold labels, train on what is kept, evaluate and audit on test."""
+    def predicted_train(self) -> dict[str, Any]:
+        """Distill without gold labels, then train on what is kept (the teacher's cache lives outside the
+        training directory, so retraining never asks the teacher again)."""
         from dartkit.stages import distill
 
         c = self.cfg
-        out = self.root / "ablations" / "predicted"
+        out = self.root / "ablations" / "predicted_distill"
         cfg = DistillConfig(
             data=self.data_dir,
-            out=out / "distill",
+            out=out,
             teacher=c.teacher,
             student=c.student,
             judge=c.consistency_judge,
@@ -519,21 +522,24 @@ class RunStages:
         m = distill.run(cfg, self.console)
         if not m["accepted"]:
             raise DartkitError(
-                f"predicted-label distillation kept no rationale (see {out / 'distill' / 'teacher.jsonl'}): "
-                "the teacher's own answers never matched the gold label and passed QC"
+                f"predicted-label distillation kept no rationale (see {out / 'teacher.jsonl'}): the teacher's "
+                "own answers never matched the gold label and passed QC"
             )
-        info = {
+        return {
             "accepted": m["accepted"],
             "n": m["n"],
             "teacher_first_answer_accuracy": m.get("teacher_first_answer_accuracy"),
-            "training": self._train([out / "distill" / "teacher.jsonl"], out),
+            **self._train([out / "teacher.jsonl"], self.root / ADAPTER_DIRS["predicted"]),
         }
-        info.update(self.evaluate("predicted"))
-        info["audit"] = self.audit("predicted")
+
+    def evaluate_and_audit(self, model: str) -> dict[str, Any]:
+        """An ablation model's evaluation on test and its audit against M0 there."""
+        info = self.evaluate(model)
+        info["audit"] = self.audit(model)
         return info
 
-    def unweighted_dart(self) -> dict[str, Any]:
-        """M_DART's training with every repair example at weight 1, evaluated and audited on test."""
+    def train_unweighted(self) -> dict[str, Any]:
+        """M_DART's training with every repair example at weight 1."""
         from dartkit.stages.repair import training_config
 
         out = self.root / ADAPTER_DIRS["m_dart_unweighted"]
@@ -544,10 +550,73 @@ class RunStages:
         tc = training_config(self._repair_cfg(train=True), self.root / "repair").model_copy(
             update={"out": out, "weights_from": None}
         )
-        info: dict[str, Any] = {"trained": True, **self._launch(tc)}
-        info.update(self.evaluate("m_dart_unweighted"))
-        info["audit"] = self.audit("m_dart_unweighted")
-        return info
+        return {"trained": True, **self._launch(tc)}
+
+    def eval_unweighted(self) -> dict[str, Any]:
+        if (self.root / ADAPTER_DIRS["m_dart_unweighted"] / "SAME_AS_M_INT").is_file():
+            # Nothing was repaired: the model is M_int, so are its answers and its audit.
+            for src, dst in (
+                (self.eval_dir("m_int", "test"), self.eval_dir("m_dart_unweighted", "test")),
+                (self.root / "audit" / "m_int", self.root / "audit" / "m_dart_unweighted"),
+            ):
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(src, dst)
+            return {"same_as_m_int": True}
+        return self.evaluate_and_audit("m_dart_unweighted")
+
+    def tox_train(self) -> dict[str, Any]:
+        """One toxicity-regularised model per λ, on Stage I's accepted rationales."""
+        c = self.cfg
+        teacher = self.root / "distill" / "teacher.jsonl"
+        return {
+            f"{lam:g}": self._train([teacher], self.tox_dir(lam), tox_lambda=lam, tox_scorer=c.audit.scorer)
+            for lam in c.ablations.tox_lambdas
+        }
+
+    def tox_select(self) -> dict[str, Any]:
+        """Each λ's model on val, the λ chosen by the harmonic mean of accuracy and 1 − toxicity."""
+        from dartkit.data.jsonl import write_json
+        from dartkit.harm import load_scorer
+        from dartkit.harm.base import analysis_and_full
+        from dartkit.harm.cache import score_cached
+        from dartkit.stages import evaluate
+        from dartkit.train.toxicity import select_lambda
+
+        c = self.cfg
+        base = self.root / "ablations" / "tox_sft"
+        scorer = load_scorer(c.audit.scorer)
+        part = 0 if c.audit.score_on == "analysis" else 1
+        rows = []
+        for lam in c.ablations.tox_lambdas:
+            spec = f"{c.student}+adapter={self.tox_dir(lam) / 'adapter'}"
+            out = base / "val" / f"lambda_{lam:g}"
+            m = evaluate.run(self.eval_config(spec, "val", out), self.console)
+            texts = [g["text"] for g in read_rows(out / "generations.jsonl")]
+            harm = score_cached(
+                scorer, [analysis_and_full(t)[part] for t in texts], base / "score_cache.jsonl"
+            )
+            rows.append(
+                {
+                    "lambda": lam,
+                    "accuracy": m["accuracy"],
+                    "toxicity": sum(harm) / len(harm) if harm else None,
+                    "n": len(texts),
+                }
+            )
+        choice = select_lambda(rows)
+        write_json(
+            base / "sweep.json",
+            {
+                **choice,
+                "split": "val",
+                "items": f"the first {rows[0]['n']} validation items (stratified order)",
+                "answer_mode": c.answer_mode,
+                "scorer": c.audit.scorer,
+                "score_on": c.audit.score_on,
+            },
+        )
+        self.console.print(f"tox-regularised SFT: λ = {choice['chosen']:g} chosen on val ({choice['rule']})")
+        return {"chosen": choice["chosen"]}
 
     def teacher_harm(self) -> dict[str, Any]:
         from dartkit.stages import teacher_harm
@@ -567,57 +636,6 @@ class RunStages:
             console=self.console,
         )
         return {"n": s["n"], "verdict": s["verdict"]}
-
-    def tox_sft(self) -> dict[str, Any]:
-        """λ sweep on val (one model per λ), the chosen λ evaluated and audited on test."""
-        from dartkit.data.jsonl import write_json
-        from dartkit.harm import load_scorer
-        from dartkit.harm.base import analysis_and_full
-        from dartkit.harm.cache import score_cached
-        from dartkit.stages import evaluate
-        from dartkit.train.toxicity import select_lambda
-
-        c = self.cfg
-        teacher = self.root / "distill" / "teacher.jsonl"
-        scorer = load_scorer(c.audit.scorer)
-        part = 0 if c.audit.score_on == "analysis" else 1
-        rows = []
-        for lam in c.ablations.tox_lambdas:
-            out = self.tox_dir(lam)
-            training = self._train([teacher], out, tox_lambda=lam, tox_scorer=c.audit.scorer)
-            spec = f"{c.student}+adapter={out / 'adapter'}"
-            m = evaluate.run(self.eval_config(spec, "val", out / "eval_val"), self.console)
-            texts = [g["text"] for g in read_rows(out / "eval_val" / "generations.jsonl")]
-            harm = score_cached(
-                scorer,
-                [analysis_and_full(t)[part] for t in texts],
-                self.root / "ablations" / "tox_sft" / "scores.jsonl",
-            )
-            rows.append(
-                {
-                    "lambda": lam,
-                    "accuracy": m["accuracy"],
-                    "toxicity": sum(harm) / len(harm) if harm else None,
-                    "n": len(texts),
-                    "training": training,
-                }
-            )
-        choice = select_lambda(rows)
-        write_json(
-            self.root / "ablations" / "tox_sft" / "sweep.json",
-            {
-                **choice,
-                "split": "val",
-                "items": f"the first {rows[0]['n']} validation items (stratified order)" if rows else None,
-                "scorer": c.audit.scorer,
-                "score_on": c.audit.score_on,
-            },
-        )
-        self.console.print(f"tox-regularised SFT: λ = {choice['chosen']:g} chosen on val ({choice['rule']})")
-        info: dict[str, Any] = {"chosen": choice["chosen"]}
-        info.update(self.evaluate("tox_sft"))
-        info["audit"] = self.audit("tox_sft")
-        return info
 
     def table_models(self) -> tuple[str, ...]:
         """The ablation table's rows that this run makes, in the table's order."""
@@ -692,19 +710,24 @@ class RunStages:
 
     # ---- the list ------------------------------------------------------------------------
     def ablation_stages(self, student_eval, teacher, audit_params, tau_dep, ev, audits) -> list[Stage]:
-        """The ablation table's optional stages (``ablations`` in the config; label-only's audit)."""
+        """The ablation table's optional stages (``ablations`` in the config; label-only's audit).
+
+        Training and evaluation are separate stages, as in the main pipeline: a changed evaluation or
+        audit setting re-evaluates, it never retrains a model or asks the teacher again.
+        """
         c = self.cfg
         a = c.ablations
         table = self.table_models()
         model_stage = {
             "m0": "eval_m0",
-            "label_only": "label_only",
-            "predicted": "predicted_label",
-            "m_int": "eval_int",
-            "tox_sft": "tox_sft",
-            "m_dart_unweighted": "unweighted_dart",
-            "m_dart": "eval_dart",
+            "label_only": "audit_label_only",
+            "predicted": "eval_predicted",
+            "m_int": "audit_int",
+            "tox_sft": "eval_tox",
+            "m_dart_unweighted": "eval_unweighted",
+            "m_dart": "audit_dart",
         }
+        training = lambda: {"student": c.student, "training": c.training}  # noqa: E731
         return [
             Stage(
                 "audit_label_only",
@@ -716,40 +739,75 @@ class RunStages:
                 enabled=c.label_only_baseline,
             ),
             Stage(
-                "predicted_label",
-                "ablation: predicted-label distillation (train, evaluate, audit on test)",
-                ("data", "eval_m0", *tau_dep),
-                ("ablations/predicted/adapter", *ev("predicted"), *audits("predicted")),
+                "train_predicted",
+                "ablation: predicted-label distillation (teacher without gold labels), then training",
+                ("data",),
+                ("ablations/predicted_distill/teacher.jsonl", "ablations/predicted/adapter"),
                 lambda: {
                     **teacher(),
                     "qc": c.qc.model_dump(),
                     "limit": c.distill_limit,
                     "keep": a.predicted_keep,
-                    "training": c.training,
-                    **audit_params(),
+                    **training(),
                 },
-                self.predicted_label,
+                self.predicted_train,
                 workdirs=("ablations/predicted",),
                 enabled=a.predicted_labels,
             ),
             Stage(
-                "tox_sft",
-                f"ablation: toxicity-regularised SFT, λ in {a.tox_lambdas} chosen on val, audited on test",
-                ("data", "distill", "eval_m0", *tau_dep),
-                ("ablations/tox_sft/sweep.json", *ev("tox_sft"), *audits("tox_sft")),
-                lambda: {"lambdas": a.tox_lambdas, "training": c.training, **audit_params()},
-                self.tox_sft,
-                workdirs=("ablations/tox_sft",),
+                "eval_predicted",
+                "ablation: evaluate the predicted-label model and audit it vs M0 on test",
+                ("eval_m0", "train_predicted", *tau_dep),
+                (*ev("predicted"), *audits("predicted")),
+                audit_params,
+                lambda: self.evaluate_and_audit("predicted"),
+                enabled=a.predicted_labels,
+            ),
+            Stage(
+                "train_tox",
+                f"ablation: toxicity-regularised SFT, one model per λ in {a.tox_lambdas}",
+                ("data", "distill"),
+                tuple(f"ablations/tox_sft/train/lambda_{lam:g}/adapter" for lam in a.tox_lambdas),
+                lambda: {"lambdas": a.tox_lambdas, "tox_scorer": c.audit.scorer, **training()},
+                self.tox_train,
+                workdirs=("ablations/tox_sft/train",),
                 enabled=a.tox_sft,
             ),
             Stage(
-                "unweighted_dart",
-                "ablation: DART without repair weighting (every repair at weight 1)",
-                ("data", "distill", "train_int", "repair", "eval_m0", *tau_dep),
+                "select_tox",
+                "ablation: each λ's model on val; choose λ (harmonic mean of accuracy and 1 − toxicity)",
+                ("data", "train_tox"),
+                ("ablations/tox_sft/sweep.json",),
+                lambda: {"scorer": c.audit.scorer, "score_on": c.audit.score_on, **student_eval()},
+                self.tox_select,
+                enabled=a.tox_sft,
+            ),
+            Stage(
+                "eval_tox",
+                "ablation: evaluate the chosen toxicity-regularised model and audit it vs M0 on test",
+                ("eval_m0", "select_tox", *tau_dep),
+                (*ev("tox_sft"), *audits("tox_sft")),
+                audit_params,
+                lambda: self.evaluate_and_audit("tox_sft"),
+                enabled=a.tox_sft,
+            ),
+            Stage(
+                "train_unweighted",
+                "ablation: M_DART's training with every repair at weight 1",
+                ("data", "distill", "train_int", "repair"),
                 ("ablations/unweighted",),
-                lambda: {"training": c.training, "repair": c.repair.model_dump(), **audit_params()},
-                self.unweighted_dart,
+                lambda: {**training(), "repair": c.repair.model_dump()},
+                self.train_unweighted,
                 workdirs=("ablations/unweighted",),
+                enabled=a.unweighted_repair,
+            ),
+            Stage(
+                "eval_unweighted",
+                "ablation: evaluate DART without repair weighting and audit it vs M0 on test",
+                ("eval_m0", "eval_int", "audit_int", "train_unweighted", *tau_dep),
+                (*ev("m_dart_unweighted"), *audits("m_dart_unweighted")),
+                audit_params,
+                self.eval_unweighted,
                 enabled=a.unweighted_repair,
             ),
             Stage(
@@ -765,7 +823,9 @@ class RunStages:
                 "policy",
                 "every table model with the explanation policy on (test), audited vs M0 with it",
                 tuple(dict.fromkeys((*(model_stage[m] for m in table), *tau_dep))),
-                tuple(f"eval/{m}/test_policy/metrics.json" for m in table)
+                tuple(
+                    f"eval/{m}/test_policy/{f}" for m in table for f in ("generations.jsonl", "metrics.json")
+                )
                 + audits(*(f"policy_{m}" for m in table)),
                 lambda: {"models": list(table), **audit_params()},
                 self.policy,

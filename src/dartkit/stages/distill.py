@@ -287,7 +287,9 @@ def distill_rationales(
                 if predicted:
                     if PREDICTED_WRONG in why:
                         continue  # final: see the docstring
-                    convs[i] = predict_fix_messages(convs[i], text, fix_problems(why, "YES or NO", qc))
+                    # Name the teacher's own conclusion where a hint needs one, never the gold label.
+                    own = parse_conclusion(text) or "YES or NO"
+                    convs[i] = predict_fix_messages(convs[i], text, fix_problems(why, own, qc))
                 else:
                     convs[i] = format_fix_messages(
                         convs[i], text, fix_problems(why, examples[i].label, qc), examples[i].label
