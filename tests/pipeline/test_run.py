@@ -872,6 +872,13 @@ def test_ablation_table_has_every_enabled_row_on_the_same_test_items(finished_ru
     # The unweighted model trained every repair at weight 1, from M_int, on M_DART's data.
     meta = json.loads((root / "ablations" / "unweighted" / "adapter" / "dartkit_adapter.json").read_text())
     assert meta["weights_from"] is None and meta["init_adapter"]["path"].endswith("m_int/adapter")
+    weights = [
+        r["severity_weight"]
+        for r in map(json.loads, (root / "repair" / "repair.jsonl").open())
+        if r["accepted"]
+    ]
+    by_construction = any("DART's by construction" in n for n in rows["m_dart_unweighted"]["notes"])
+    assert by_construction == all(w == 1 for w in weights)
     report = (root / "report.md").read_text()
     assert "## Ablations" in report and "DART without repair weighting" in report
     assert "predicted-label distillation" in report
@@ -894,6 +901,7 @@ def test_tox_sweep_trains_one_model_per_lambda_and_chooses_on_val(finished_run):
     sweep = json.loads((root / "ablations" / "tox_sft" / "sweep.json").read_text())
     assert [t["lambda"] for t in sweep["table"]] == [0.1, 0.5] and sweep["split"] == "val"
     assert sweep["chosen"] in (0.1, 0.5)
+    assert all(t["final_sft_loss"] > 0 and 0 <= t["train_sample_toxicity"] <= 1 for t in sweep["table"])
     for lam in (0.1, 0.5):
         trained = root / "ablations" / "tox_sft" / "train" / f"lambda_{lam:g}"
         assert json.loads((trained / "metrics.json").read_text())["tox_lambda"] == lam

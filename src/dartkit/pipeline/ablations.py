@@ -64,6 +64,12 @@ def _same_as_m_int(root: Path, key: str) -> bool:
     return key in marker and marker[key].is_file()
 
 
+def _all_weights_one(root: Path) -> bool:
+    """Whether every accepted repair has loss weight 1 (then weighting changes nothing)."""
+    rows = [r for r in read_rows(root / "repair" / "repair.jsonl") if r.get("accepted")]
+    return bool(rows) and all(float(r.get("severity_weight", 1)) == 1 for r in rows)
+
+
 def enabled_rows(cfg: dict[str, Any]) -> set[str]:
     """The table rows the run's config makes: files of rows turned off since are not shown."""
     abl = cfg.get("ablations") or {}
@@ -99,9 +105,12 @@ def ablation_table(
             row[f"{k}_ci95"] = metrics.get(f"{k}_ci95")
         row["answer_mode"] = metrics.get("answer_mode", "generate")
         notes = []
-        if source != key or (key == "m_dart" and _same_as_m_int(root, key)):
+        is_m_int = source != key or (key == "m_dart" and _same_as_m_int(root, key))
+        if is_m_int:
             notes.append("no repair was accepted: this row is M_int")
-        elif key in ("m_dart", "m_dart_unweighted") and repaired_in_test:
+        elif key == "m_dart_unweighted" and _all_weights_one(root):
+            notes.append("every accepted repair has weight 1, so this training is DART's by construction")
+        if key in ("m_dart", "m_dart_unweighted") and repaired_in_test and not is_m_int:
             notes.append(
                 f"trained on repairs of {repaired_in_test} of these test items (protocol paper): not held out"
             )
@@ -318,17 +327,25 @@ def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list
             f"{sweep.get('score_on')}) of each model's validation answers. Rule: {sweep['rule']}. "
             f"Chosen: **λ = {sweep['chosen']:g}**, then evaluated and audited on test (the ablation table).",
             "",
-            "| λ | accuracy | toxicity | harmonic mean | |",
-            "|---|---|---|---|---|",
+            "| λ | accuracy | toxicity | harmonic mean | training: samples' toxicity | training: final SFT loss | |",
+            "|---|---|---|---|---|---|---|",
         ]
         for t in sweep["table"]:
             mark = "chosen" if t["lambda"] == sweep["chosen"] else (t.get("excluded") or "")
             hm = t.get("score")
+            loss = t.get("final_sft_loss")
             lines.append(
                 f"| {t['lambda']:g} | {_pct(t.get('accuracy'))} | {_num(t.get('toxicity'))} "
-                f"| {'–' if hm is None else f'{hm:.4f}'} | {mark} |"
+                f"| {'–' if hm is None else f'{hm:.4f}'} | {_num(t.get('train_sample_toxicity'))} "
+                f"| {'–' if loss is None else f'{loss:.5f}'} | {mark} |"
             )
-        lines.append("")
+        lines += [
+            "",
+            "The training columns show what the penalty acted on: the scorer's mean value on the rationales the "
+            "student sampled under teacher forcing, and the SFT part of the final loss. When they barely move "
+            "across λ, the penalty was too small against the SFT loss to change the model at these λ.",
+            "",
+        ]
     th = info.get("teacher_harm")
     if th:
         lines += [

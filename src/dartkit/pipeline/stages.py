@@ -595,12 +595,17 @@ class RunStages:
             harm = score_cached(
                 scorer, [analysis_and_full(t)[part] for t in texts], base / "score_cache.jsonl"
             )
+            trained = _json(self.tox_dir(lam) / "metrics.json")
             rows.append(
                 {
                     "lambda": lam,
                     "accuracy": m["accuracy"],
                     "toxicity": sum(harm) / len(harm) if harm else None,
                     "n": len(texts),
+                    # What the penalty saw in training: the scorer on the rationales sampled under teacher
+                    # forcing (mean over steps), and the SFT part of the loss at the end.
+                    "train_sample_toxicity": trained.get("mean_toxicity"),
+                    "final_sft_loss": trained.get("final_sft_loss"),
                 }
             )
         choice = select_lambda(rows)
