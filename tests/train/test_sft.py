@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import demo_records, save_tiny_llama, write_records
+from train_helpers import demo_records, run_killed_after, save_tiny_llama, write_records
 
 from dartkit.errors import DartkitError, DataError
 from dartkit.generate.adapters import ADAPTER_META
@@ -46,16 +46,8 @@ def test_resumed_run_ends_with_the_same_adapter(tiny_llama, data, tmp_path):
     straight = run(config(tiny_llama, data, tmp_path / "straight", epochs=2))
     assert straight["steps"] == 6
 
-    class Killed(KeyboardInterrupt):
-        pass
-
-    def kill_after_step_3(step, row):
-        if step == 3:
-            raise Killed
-
     interrupted = config(tiny_llama, data, tmp_path / "resumed", epochs=2)
-    with pytest.raises(Killed):
-        run(interrupted, on_step=kill_after_step_3)
+    run_killed_after(interrupted, 3)
     assert not (tmp_path / "resumed" / "adapter").exists()
     assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step-2"]
 
@@ -89,16 +81,8 @@ def test_finished_run_is_skipped_and_a_changed_run_is_refused(tiny_llama, data, 
 def test_resuming_with_another_process_count_is_refused_and_says_why(tiny_llama, data, tmp_path, monkeypatch):
     from accelerate import Accelerator
 
-    class Killed(KeyboardInterrupt):
-        pass
-
-    def kill_after_step_2(step, row):
-        if step == 2:
-            raise Killed
-
     cfg = config(tiny_llama, data, tmp_path / "out", epochs=2)
-    with pytest.raises(Killed):
-        run(cfg, on_step=kill_after_step_2)
+    run_killed_after(cfg, 2)
     assert (tmp_path / "out" / "checkpoints" / "step-2").is_dir()
     # The same command under a 2-process launch: another global batch and data split per process.
     monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from train_helpers import demo_records, lora_model, save_tiny_llama, write_records
+from train_helpers import demo_records, lora_model, run_killed_after, save_tiny_llama, write_records
 
 from dartkit.errors import DartkitError, DataError
 from dartkit.harm import ProfanityScorer
@@ -326,16 +326,8 @@ def test_training_with_the_penalty_logs_toxicity_and_resumes_to_the_same_adapter
     assert meta["toxicity"]["scorer"]["name"] == "profanity"
     assert "toxicity penalty | λ 0.5" in (tmp_path / "straight" / "adapter" / "README.md").read_text()
 
-    class Killed(KeyboardInterrupt):
-        pass
-
-    def kill_after_step_3(step, row):
-        if step == 3:
-            raise Killed
-
     resumed_cfg = config(tiny_llama, data, tmp_path / "resumed", tox_lambda=0.5)
-    with pytest.raises(Killed):
-        run(resumed_cfg, on_step=kill_after_step_3)
+    run_killed_after(resumed_cfg, 3)
     resumed = run(resumed_cfg)
     assert resumed["resumed_from_step"] == 2 and resumed["tox_table"]["cached"]
     # The samples after the checkpoint are drawn again from the restored random state.

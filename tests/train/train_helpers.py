@@ -78,3 +78,21 @@ def write_records(path: Path, records: list[TrainRecord]) -> Path:
 
     write_jsonl(path, [r.model_dump(exclude={"source"}) for r in records])
     return path
+
+
+class Killed(KeyboardInterrupt):
+    """Stands for Ctrl-C / a kill in the middle of training."""
+
+
+def run_killed_after(cfg, step: int) -> None:
+    """Start training ``cfg`` and interrupt it right after optimizer step ``step``."""
+    import pytest
+
+    from dartkit.train import run
+
+    def kill(done: int, row) -> None:
+        if done == step:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(cfg, on_step=kill)
