@@ -882,6 +882,20 @@ def test_ablation_table_has_every_enabled_row_on_the_same_test_items(finished_ru
     report = (root / "report.md").read_text()
     assert "## Ablations" in report and "DART without repair weighting" in report
     assert "predicted-label distillation" in report
+    # The predicted-label row says what it was trained on; identical rows say they are identical.
+    kept = [
+        r
+        for r in map(json.loads, (root / "ablations" / "predicted_distill" / "teacher.jsonl").open())
+        if r["accepted"]
+    ]
+    assert any(n.startswith(f"trained on {len(kept)} of ") for n in rows["predicted"]["notes"])
+
+    def texts(model):
+        return [json.loads(x)["text"] for x in (root / "eval" / model / "test" / "generations.jsonl").open()]
+
+    identical = texts("tox_sft") == texts("m_int")
+    assert ("every answer is identical to M_int's" in rows["tox_sft"]["notes"]) == identical
+    assert ("⚠" in report.split("| M0 (base)", 1)[1][:4]) == (rows["m0"]["unparseable_rate"] > 0.5)
 
 
 def test_predicted_label_rows_were_distilled_without_the_gold_label(finished_run):
@@ -934,6 +948,8 @@ def test_policy_on_and_off_for_every_table_model(finished_run):
     ]
     assert all("Explanation policy" in g["prompt"] for g in gens)
     assert all(p["accuracy_on"] is not None and p["drift_on"] is not None for p in pol.values())
+    assert all(p["drift_counts_on"]["n"] == 16 and p["unparseable_on"] is not None for p in pol.values())
+    assert "drift on (drift / mirror of n)" in (root / "report.md").read_text()
     assert "## The explanation policy on every model" in (root / "report.md").read_text()
 
 

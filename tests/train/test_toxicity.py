@@ -426,3 +426,28 @@ def test_select_lambda_refuses_what_it_cannot_rank():
         select_lambda([{"lambda": 0.1, "accuracy": 68.8, "toxicity": 0.1}])
     with pytest.raises(DataError, match="row 1 has no valid λ"):
         select_lambda([{"accuracy": 0.5, "toxicity": 0.1}])
+
+
+def test_the_penalty_is_refused_on_label_only_targets(tmp_path):
+    from typer.testing import CliRunner
+
+    from dartkit.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--base",
+            "embedded",
+            "--label-only",
+            "--prepared",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--tox-lambda",
+            "0.1",
+        ],
+    )
+    assert res.exit_code == 2
+    assert "--tox-lambda penalises the toxicity of sampled rationales, but --label-only targets" in res.output
+    assert not (tmp_path / "o").exists()

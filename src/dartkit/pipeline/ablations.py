@@ -70,6 +70,43 @@ def _all_weights_one(root: Path) -> bool:
     return bool(rows) and all(float(r.get("severity_weight", 1)) == 1 for r in rows)
 
 
+def _same_answers(root: Path, key: str, other: str) -> bool:
+    """Whether two models wrote the same text for every test item (then their rows are one model's)."""
+    a = {g["id"]: g["text"] for g in read_rows(root / "eval" / key / "test" / "generations.jsonl")}
+    b = {g["id"]: g["text"] for g in read_rows(root / "eval" / other / "test" / "generations.jsonl")}
+    return bool(a) and a == b
+
+
+def _predicted_training_note(root: Path) -> list[str]:
+    """How many predicted-label rationales the row was trained on, by label, and the teacher's YES rate."""
+    rows = read_rows(root / "ablations" / "predicted_distill" / "teacher.jsonl")
+    if not rows:
+        return []
+    kept = [r for r in rows if r.get("accepted")]
+    first = [r["attempt_log"][0]["text"] for r in rows if r.get("attempt_log")]
+    from dartkit.parse import parse_conclusion
+
+    said = [parse_conclusion(t) for t in first]
+    parsed = [c for c in said if c]
+    yes = sum(c == "YES" for c in parsed)
+    return [
+        f"trained on {len(kept)} of {len(rows)} rationales ({sum(r['gold'] == 'YES' for r in kept)} YES, "
+        f"{sum(r['gold'] == 'NO' for r in kept)} NO); the teacher's first answer was YES on {yes} of "
+        f"{len(parsed)} items"
+    ]
+
+
+def _counts(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An audit's drift and mirror counts (mirror: pairs whose harm fell by more than τ)."""
+    if not summary:
+        return None
+    return {
+        "n_drift": summary.get("n_drift"),
+        "n_mirror": summary.get("n_mirror"),
+        "n": summary.get("n_pairs"),
+    }
+
+
 def enabled_rows(cfg: dict[str, Any]) -> set[str]:
     """The table rows the run's config makes: files of rows turned off since are not shown."""
     abl = cfg.get("ablations") or {}
@@ -104,6 +141,8 @@ def ablation_table(
             row[k] = metrics.get(k)
             row[f"{k}_ci95"] = metrics.get(f"{k}_ci95")
         row["answer_mode"] = metrics.get("answer_mode", "generate")
+        row["unparseable_rate"] = metrics.get("unparseable_rate")
+        row["ci_method"] = metrics.get("ci_method")
         notes = []
         is_m_int = source != key or (key == "m_dart" and _same_as_m_int(root, key))
         if is_m_int:
@@ -136,11 +175,17 @@ def ablation_table(
             if key not in ("m_int",) and pairs and pairs_int:
                 pd = paired_drift(pairs_int, pairs, n_boot)
                 row["drift_reduction_vs_m_int"] = {
+                    "n_drift_m_int": pd["n_drift_a"],
+                    "n_drift": pd["n_drift_b"],
                     "value": pd["drift_reduction"],
                     "ci95": pd["drift_reduction_ci95"],
                     "mcnemar_p": pd["mcnemar"]["p_value"],
                     "note": pd.get("ci_note"),
                 }
+        if key in ("tox_sft", "predicted", "label_only") and _same_answers(root, key, "m_int"):
+            notes.append("every answer is identical to M_int's")
+        if key == "predicted":
+            notes += _predicted_training_note(root)
         if key == "tox_sft":
             sweep = _maybe(root / "ablations" / "tox_sft" / "sweep.json")
             if sweep:
@@ -150,7 +195,9 @@ def ablation_table(
     if not any(r["model"] not in ("m0", "m_int", "m_dart") for r in rows):
         return None
     sizes = {r["n"] for r in rows}
+    shown = {r["model"] for r in rows}
     return {
+        "not_run": [label for k, label in TABLE_ROWS if k not in shown],
         "split": "test",
         "answer_mode": rows[0]["answer_mode"],
         "items": f"the same {rows[0]['n']} test items for every row"
@@ -205,6 +252,10 @@ def collect(root: Path, cfg: dict[str, Any], repaired_in_test: int = 0) -> dict[
             "harm_on": _harm(pairs_on, "candidate", n_boot),
             "drift_off": (audit_off or {}).get("drift_rate"),
             "drift_on": (audit_on or {}).get("drift_rate"),
+            "drift_counts_off": _counts(audit_off),
+            "drift_counts_on": _counts(audit_on),
+            "unparseable_off": (off or {}).get("unparseable_rate"),
+            "unparseable_on": with_policy.get("unparseable_rate"),
             "n": with_policy.get("n"),
         }
     loglik = cfg.get("loglik", True) or cfg.get("answer_mode") == "loglik"
@@ -259,8 +310,13 @@ def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list
             "",
             f"Split: **{table['split']}**, {table['items']} (every row is audited against M0 on these items; "
             "nothing in this table was trained on them unless a note says so). Accuracy (answers read in "
-            f"*{table.get('answer_mode', 'generate')}* mode) is % with 95% intervals; harm is the mean harm score of the answers (audit scorer); drift is the share of "
-            "items whose answer drifted against M0's; drift reduction is against M_int, paired item by item.",
+            f"*{table.get('answer_mode', 'generate')}* mode) is % with 95% intervals "
+            f"({(table['rows'][0].get('ci_method') or 'see each evaluation').rstrip('.')}; Wilson where every "
+            "answer is the same); harm is the mean harm score of the answers (audit scorer) with a cluster-bootstrap "
+            "interval over scenario groups; drift is the share of items whose answer drifted against M0's; drift "
+            "reduction is against M_int, paired item by item (cluster bootstrap). ⚠: more than half of the model's "
+            "answers are unparseable, so its accuracy measures the answer format."
+            + (f" Not run (switched off): {', '.join(table['not_run'])}." if table.get("not_run") else ""),
             "",
             "| model | n | accuracy | NO items | YES items | harm (mean) | drift vs M0 | drift reduction vs M_int | notes |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -273,11 +329,14 @@ def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list
             if red:
                 red_cell = (
                     _pct_ci(red["value"], red["ci95"])
+                    + f" ({red.get('n_drift_m_int', '?')} → {red.get('n_drift', '?')} items)"
+                    + (f"; {red['note']}" if red.get("note") and not red["ci95"] else "")
                     if red["value"] is not None
                     else "undefined (no drift under M_int)"
                 )
+            flag = " ⚠" if (r.get("unparseable_rate") or 0) > 0.5 else ""
             lines.append(
-                f"| {r['label']} | {r['n']} | {_pct_ci(r['accuracy'], r['accuracy_ci95'])} "
+                f"| {r['label']}{flag} | {r['n']} | {_pct_ci(r['accuracy'], r['accuracy_ci95'])} "
                 f"| {_pct_ci(r['accuracy_equal'], r['accuracy_equal_ci95'])} "
                 f"| {_pct_ci(r['accuracy_diff'], r['accuracy_diff_ci95'])} "
                 f"| {_num((r.get('harm') or {}).get('mean'), (r.get('harm') or {}).get('ci95'))} "
@@ -297,14 +356,14 @@ def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list
             f"{after}, so a model that cannot follow the format is still measured on the "
             "task. A large gap means generate-mode accuracy measures the format." + contaminated,
             "",
-            "| model | generate: accuracy | unparseable | loglik: accuracy | NO items | YES items | said YES "
-            "| modes agree | always YES |",
+            "| model | generate: accuracy | unparseable | loglik: accuracy | loglik: NO items | loglik: YES items "
+            "| loglik: said YES | modes agree | always YES |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for key, m in modes.items():
             g, ll = m.get("generate") or {}, m.get("loglik") or {}
             agree = m.get("agreement") or {}
-            agree_cell = f"{_pct(agree.get('rate'))} of {agree.get('n')}" if agree.get("n") else "–"
+            agree_cell = f"{_pct(agree.get('rate'))}% of {agree.get('n')}" if agree.get("n") else "–"
             lines.append(
                 f"| {labels.get(key, key)} | {_pct_ci(g.get('accuracy'), g.get('accuracy_ci95'))} "
                 f"| {_pct(g.get('unparseable_rate'))} | {_pct_ci(ll.get('accuracy'), ll.get('accuracy_ci95'))} "
@@ -320,32 +379,45 @@ def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list
         ]
     sweep = info.get("tox_sweep")
     if sweep:
+        trained = any("final_sft_loss" in t for t in sweep["table"])
         lines += [
             "## Toxicity-regularised SFT: the λ sweep",
             "",
-            f"Split: **val** ({sweep.get('items')}); toxicity = mean harm score ({sweep.get('scorer')}, "
+            f"Split: **val**, {sweep.get('items')}; toxicity = mean harm score ({sweep.get('scorer')}, "
             f"{sweep.get('score_on')}) of each model's validation answers. Rule: {sweep['rule']}. "
             f"Chosen: **λ = {sweep['chosen']:g}**, then evaluated and audited on test (the ablation table).",
             "",
-            "| λ | accuracy | toxicity | harmonic mean | training: samples' toxicity | training: final SFT loss | |",
-            "|---|---|---|---|---|---|---|",
+            *(
+                [
+                    "| λ | accuracy | toxicity | harmonic mean | training: samples' toxicity "
+                    "| training: final SFT loss | |",
+                    "|---|---|---|---|---|---|---|",
+                ]
+                if trained
+                else ["| λ | accuracy | toxicity | harmonic mean | |", "|---|---|---|---|---|"]
+            ),
         ]
         for t in sweep["table"]:
             mark = "chosen" if t["lambda"] == sweep["chosen"] else (t.get("excluded") or "")
             hm = t.get("score")
             loss = t.get("final_sft_loss")
+            training = (
+                f" {_num(t.get('train_sample_toxicity'))} | {'–' if loss is None else f'{loss:.5f}'} |"
+                if trained
+                else ""
+            )
             lines.append(
                 f"| {t['lambda']:g} | {_pct(t.get('accuracy'))} | {_num(t.get('toxicity'))} "
-                f"| {'–' if hm is None else f'{hm:.4f}'} | {_num(t.get('train_sample_toxicity'))} "
-                f"| {'–' if loss is None else f'{loss:.5f}'} | {mark} |"
+                f"| {'–' if hm is None else f'{hm:.4f}'} |{training} {mark} |"
             )
-        lines += [
-            "",
-            "The training columns show what the penalty acted on: the scorer's mean value on the rationales the "
-            "student sampled under teacher forcing, and the SFT part of the final loss. When they barely move "
-            "across λ, the penalty was too small against the SFT loss to change the model at these λ.",
-            "",
-        ]
+        lines.append("")
+        if trained:
+            lines += [
+                "The training columns show what the penalty acted on: the scorer's mean value on the rationales the "
+                "student sampled under teacher forcing (mean over steps), and the SFT part of the final loss. When "
+                "they barely move across λ, the penalty was too small against the SFT loss to change the model.",
+                "",
+            ]
     th = info.get("teacher_harm")
     if th:
         lines += [
@@ -361,7 +433,7 @@ def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list
             lines.append(f"| {m['label']} | {_num(m['mean'], m['ci95'])} |")
         lines += [
             "",
-            "| comparison | mean difference | items above by > τ (first / second) | Wilcoxon p |",
+            "| comparison | mean difference | items above by > τ (first / second) | Wilcoxon p (two-sided) |",
             "|---|---|---|---|",
         ]
         for name, c in th["comparisons"].items():
@@ -381,15 +453,30 @@ def markdown(info: dict[str, Any], labels: dict[str, str] | None = None) -> list
             "Split: **test**, the same items with and without the policy system prompt. Drift is against M0 "
             "under the same setting (M0's own row: M0 with the policy against M0 without it)." + contaminated,
             "",
-            "| model | accuracy off | accuracy on | harm off | harm on | drift off | drift on |",
-            "|---|---|---|---|---|---|---|",
+            "| model | accuracy off | accuracy on | unparseable off / on | harm off | harm on "
+            "| drift off (drift / mirror of n) | drift on (drift / mirror of n) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+
+        def counts(c: dict[str, Any] | None) -> str:
+            return f" ({c['n_drift']} / {c['n_mirror']} of {c['n']})" if c else ""
+
         for key, p in pol.items():
+            flag = " ⚠" if (p.get("unparseable_on") or 0) > 0.5 else ""
             lines.append(
-                f"| {labels.get(key, key)} | {_pct_ci(p['accuracy_off'], p['accuracy_off_ci95'])} "
+                f"| {labels.get(key, key)}{flag} | {_pct_ci(p['accuracy_off'], p['accuracy_off_ci95'])} "
                 f"| {_pct_ci(p['accuracy_on'], p['accuracy_on_ci95'])} "
+                f"| {_pct(p.get('unparseable_off'))} / {_pct(p.get('unparseable_on'))} "
                 f"| {_num((p['harm_off'] or {}).get('mean'))} | {_num((p['harm_on'] or {}).get('mean'))} "
-                f"| {_pct(p['drift_off'])} | {_pct(p['drift_on'])} |"
+                f"| {_pct(p['drift_off'])}{counts(p.get('drift_counts_off'))} "
+                f"| {_pct(p['drift_on'])}{counts(p.get('drift_counts_on'))} |"
             )
-        lines.append("")
+        lines += [
+            "",
+            "Read *drift on* against M0's own row: the policy changes M0's answers too, so a lower drift rate with "
+            "the policy can mean a more harmful M0 baseline rather than better answers (then the mirror count, "
+            "pairs whose harm *fell* by more than τ, rises). Unparseable answers count as wrong and often score as "
+            "less harmful (shorter text); ⚠: more than half unparseable with the policy on.",
+            "",
+        ]
     return lines

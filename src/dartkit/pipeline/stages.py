@@ -614,7 +614,7 @@ class RunStages:
             {
                 **choice,
                 "split": "val",
-                "items": f"the first {rows[0]['n']} validation items (stratified order)",
+                "items": f"the first {rows[0]['n']} validation items in stratified order",
                 "answer_mode": c.answer_mode,
                 "scorer": c.audit.scorer,
                 "score_on": c.audit.score_on,

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The attention and MLP projections of llama-type decoders (Llama, Mistral, Qwen, SmolLM).
 LLAMA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -205,6 +205,15 @@ class TrainConfig(BaseModel):
         except DartkitError as e:
             raise ValueError(str(e)) from None
         return v
+
+    @model_validator(mode="after")
+    def _penalty_needs_rationales(self) -> TrainConfig:
+        if self.tox_lambda > 0 and self.label_only:
+            raise ValueError(
+                "`tox_lambda` penalises the toxicity of sampled rationales, but `label_only` targets are a bare "
+                "'Conclusion:' line with no rationale: use one or the other"
+            )
+        return self
 
     def fingerprint(self, **extra: Any) -> str:
         """sha256 of every field that shapes the trained weights, plus ``extra`` (data hash, base identity).
