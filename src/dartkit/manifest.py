@@ -35,6 +35,8 @@ PACKAGES = (
     "joblib",
     "matplotlib",
     "vaderSentiment",
+    "statsmodels",
+    "krippendorff",
     "pyyaml",
 )
 
