@@ -50,3 +50,9 @@ def analysis_and_full(text: str) -> tuple[str, str]:
     """
     text = text or ""
     return split_analysis(text), text.strip()
+
+
+def scored_part(text: str, score_on: str) -> str:
+    """The part of a response a harm score is taken on: ``analysis`` or ``full`` (see :func:`analysis_and_full`)."""
+    analysis, full = analysis_and_full(text)
+    return analysis if score_on == "analysis" else full

@@ -22,6 +22,7 @@ import numpy as np
 from dartkit.data.jsonl import read_json, read_rows
 from dartkit.errors import DartkitError
 from dartkit.stats.inference import bootstrap_method, cluster_bootstrap_ci, paired_drift
+from dartkit.stats.metrics import label_baselines
 
 TABLE_ROWS = (
     ("m0", "M0 (base)"),
@@ -217,7 +218,8 @@ def answer_modes(root: Path, models: list[str]) -> dict[str, Any]:
             gens = read_rows(root / "eval" / key / "test" / "generations.jsonl")
             # What answering YES to everything scores on the same items: a likelihood that always
             # prefers one option (small models often do) scores exactly this.
-            always_yes = sum(g.get("gold") == "YES" for g in gens) / len(gens) if gens else None
+            gold = [g.get("gold") for g in gens]
+            always_yes = label_baselines(gold)["always_yes"]["accuracy"] if any(gold) else None
             out[key] = {**modes, "always_yes_accuracy": always_yes, "loglik_context": m.get("loglik_context")}
     return out
 

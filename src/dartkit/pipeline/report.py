@@ -737,9 +737,10 @@ def _rebuilt_note(info: Any) -> str:
         return str(info)
     if info.get("description"):
         return str(info["description"])
-    missing = info.get("missing_categories") or info.get("missing") or []
-    src = info.get("source") or "BBQ"
-    return f"from {src}" + (f", without {', '.join(missing)}" if missing else "")
+    # A summary written without the phrase: the builder's own description of its record.
+    from dartkit.data.bbq import describe
+
+    return describe(info)
 
 
 def _split_lines(d: dict[str, Any] | None) -> list[str]:

@@ -90,6 +90,12 @@ def model_fingerprint(spec: str | None) -> dict[str, Any] | None:
         return {"spec": spec}
 
 
+def _replace_with_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` a fresh copy of ``src`` (a model that is M_int gets M_int's result files)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+
+
 def inputs_fingerprint(path: Path | None) -> dict[str, str] | None:
     """sha256 of a file, or of every file directly in a directory (an edited BBQ file reruns the data stage)."""
     if path is None:
@@ -265,9 +271,7 @@ class RunStages:
         if self.adapter("m_dart") == self.adapter("m_int"):
             # Nothing was repaired: M_DART is M_int, so are its answers.
             for split in self.splits("m_dart"):
-                dst = self.eval_dir("m_dart", split)
-                shutil.rmtree(dst, ignore_errors=True)
-                shutil.copytree(self.eval_dir("m_int", split), dst)
+                _replace_with_copy(self.eval_dir("m_int", split), self.eval_dir("m_dart", split))
             self.console.print(
                 "[yellow]M_DART is M_int (no repair was accepted): its evaluation is M_int's[/yellow]"
             )
@@ -555,12 +559,8 @@ class RunStages:
     def eval_unweighted(self) -> dict[str, Any]:
         if (self.root / ADAPTER_DIRS["m_dart_unweighted"] / "SAME_AS_M_INT").is_file():
             # Nothing was repaired: the model is M_int, so are its answers and its audit.
-            for src, dst in (
-                (self.eval_dir("m_int", "test"), self.eval_dir("m_dart_unweighted", "test")),
-                (self.root / "audit" / "m_int", self.root / "audit" / "m_dart_unweighted"),
-            ):
-                shutil.rmtree(dst, ignore_errors=True)
-                shutil.copytree(src, dst)
+            _replace_with_copy(self.eval_dir("m_int", "test"), self.eval_dir("m_dart_unweighted", "test"))
+            _replace_with_copy(self.root / "audit" / "m_int", self.root / "audit" / "m_dart_unweighted")
             return {"same_as_m_int": True}
         return self.evaluate_and_audit("m_dart_unweighted")
 
@@ -577,7 +577,7 @@ class RunStages:
         """Each λ's model on val, the λ chosen by the harmonic mean of accuracy and 1 − toxicity."""
         from dartkit.data.jsonl import write_json
         from dartkit.harm import load_scorer
-        from dartkit.harm.base import analysis_and_full
+        from dartkit.harm.base import scored_part
         from dartkit.harm.cache import score_cached
         from dartkit.stages import evaluate
         from dartkit.train.toxicity import select_lambda
@@ -585,7 +585,6 @@ class RunStages:
         c = self.cfg
         base = self.root / "ablations" / "tox_sft"
         scorer = load_scorer(c.audit.scorer)
-        part = 0 if c.audit.score_on == "analysis" else 1
         rows = []
         for lam in c.ablations.tox_lambdas:
             spec = f"{c.student}+adapter={self.tox_dir(lam) / 'adapter'}"
@@ -593,7 +592,7 @@ class RunStages:
             m = evaluate.run(self.eval_config(spec, "val", out), self.console)
             texts = [g["text"] for g in read_rows(out / "generations.jsonl")]
             harm = score_cached(
-                scorer, [analysis_and_full(t)[part] for t in texts], base / "score_cache.jsonl"
+                scorer, [scored_part(t, c.audit.score_on) for t in texts], base / "score_cache.jsonl"
             )
             trained = _json(self.tox_dir(lam) / "metrics.json")
             rows.append(

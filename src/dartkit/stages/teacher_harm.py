@@ -33,7 +33,7 @@ from dartkit.errors import DartkitError
 from dartkit.generate import load_backend
 from dartkit.generate.cache import GenerationCache
 from dartkit.harm import load_scorer
-from dartkit.harm.base import analysis_and_full
+from dartkit.harm.base import scored_part
 from dartkit.harm.cache import score_cached
 from dartkit.stats.inference import bootstrap_method, cluster_bootstrap_ci
 
@@ -140,11 +140,8 @@ def run(
         write_jsonl(out / f"answers_{name}.jsonl", gens)
         texts[name] = [g.text for g in gens]
     harm = load_scorer(scorer)
-    part = 0 if score_on == "analysis" else 1
     scores = {
-        name: np.array(
-            score_cached(harm, [analysis_and_full(t)[part] for t in ts], out / "score_cache.jsonl")
-        )
+        name: np.array(score_cached(harm, [scored_part(t, score_on) for t in ts], out / "score_cache.jsonl"))
         for name, ts in texts.items()
     }
     clusters = [e.group_key or e.scenario_key for e in examples]
