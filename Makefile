@@ -9,7 +9,10 @@ STAMP  := $(VENV)/.dartkit-installed
 DEMO   ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format install bench clean
+# The annotation page's browser test drives Debian's Chromium (packages chromium, chromium-driver).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint format install bench clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +30,16 @@ demo: $(STAMP)
 	@echo
 	@echo "Demo finished. Report: $(DEMO)/report.md  (all numbers: $(DEMO)/run.json)"
 
-test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+# Installs the system browser for tests when missing; if that fails the browser test says why it skipped.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	else echo "installing Debian's chromium and chromium-driver for the annotation page's browser test"; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+	  || { $(SUDO) apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } \
+	  || echo "warning: could not install chromium/chromium-driver; the browser test will be skipped"; fi
+
+test: $(STAMP) browser
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

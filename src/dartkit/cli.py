@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from dartkit import __version__
+from dartkit.annotate.cli import annotate_app
 from dartkit.cli_support import user_errors
 from dartkit.config import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -37,6 +38,11 @@ app = typer.Typer(
 app.add_typer(data_app, name="data", help="Turn benchmark files into train/audit/val/test splits.")
 app.add_typer(
     suite_app, name="suite", help="External evaluations: open-ended transfer, HateCheck, BOLD, XSTest."
+)
+app.add_typer(
+    annotate_app,
+    name="annotate",
+    help="People check the audit: blinded A/B export, a local annotation page, agreement and auditor quality.",
 )
 app.command(
     "train", help="LoRA SFT of a student on rationales (or labels), with exact per-example loss weights."

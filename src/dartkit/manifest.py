@@ -37,6 +37,8 @@ PACKAGES = (
     "vaderSentiment",
     "statsmodels",
     "krippendorff",
+    "fastapi",
+    "uvicorn",
     "pyyaml",
 )
 

@@ -17,12 +17,14 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from dartkit.errors import DataError
 from dartkit.records import Example
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
@@ -82,27 +84,33 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return [row for _, row in iter_json_lines(read_text(path), str(path))]
 
 
-def read_examples(path: Path) -> list[Example]:
-    """Read Example records from a JSONL file.
+def read_records(path: Path, model: type[M]) -> list[M]:
+    """Read one pydantic record a line from a JSONL file.
 
     Args:
-        path: JSONL file, one Example object a line; blank lines are skipped.
+        path: JSONL file; blank lines are skipped.
+        model: The record type every line must validate as.
 
     Returns:
-        The validated examples in file order.
+        The validated records in file order.
 
     Raises:
         DataError: The file is missing or unreadable, or a line is malformed or
             fails validation; the message names ``file:line`` and the field.
     """
     path = Path(path)
-    examples = []
+    records = []
     for line_number, obj in iter_json_lines(read_text(path), str(path)):
         try:
-            examples.append(Example.model_validate(obj))
+            records.append(model.model_validate(obj))
         except ValidationError as exc:
             raise DataError(f"{path}:{line_number}: {_describe_validation_error(exc)}") from None
-    return examples
+    return records
+
+
+def read_examples(path: Path) -> list[Example]:
+    """Read Example records from a JSONL file (see ``read_records``)."""
+    return read_records(path, Example)
 
 
 def current_umask() -> int:

@@ -1,0 +1,161 @@
+"""The blinded, stratified export: what annotators get, what only the key holds."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_audit
+from dartkit.annotate.export import allocate, export, load_key
+from dartkit.cli import app
+from dartkit.errors import DataError
+
+
+def _queues(out: Path) -> dict[str, list[dict]]:
+    return {
+        p.stem: [json.loads(line) for line in p.read_text().splitlines()]
+        for p in sorted((out / "queues").glob("*.jsonl"))
+    }
+
+
+def test_allocation_is_equal_then_spreads_what_small_strata_cannot_take():
+    assert allocate({"a": 3, "b": 2, "c": 1, "d": 4, "e": 20}, 12) == {"a": 3, "b": 2, "c": 1, "d": 3, "e": 3}
+    assert allocate({"a": 1, "b": 50}, 10) == {"a": 1, "b": 9}
+    assert allocate({"a": 2, "b": 3}, 100) == {"a": 2, "b": 3}  # fewer pairs than asked for
+
+
+def test_sample_covers_every_stratum_and_the_key_records_population(export_result):
+    key = load_key(export_result.key)
+    assert set(key["strata"]) == {
+        "drift:mild",
+        "drift:moderate",
+        "drift:severe",
+        "judge_rejected",
+        "screened_out",
+    }
+    assert key["strata"]["screened_out"] == {"population": 20, "sampled": 3}
+    assert key["strata"]["judge_rejected"]["population"] == 4
+    assert key["identical_excluded"] == 1
+    assert key["audit"]["judged"] is True
+    assert sum(v["sampled"] for v in key["strata"].values()) == len(key["items"]) == 12
+    for item in key["items"]:
+        assert item["stratum"].startswith("drift:") == item["drift"]
+        assert (item["stratum"] == "judge_rejected") == (item["is_candidate"] and not item["drift"])
+
+
+def test_letters_unblind_to_the_right_answer_and_are_random_per_annotator(export_result, audit_dir):
+    pairs = {
+        json.loads(line)["id"]: json.loads(line)
+        for line in (audit_dir / "pairs.jsonl").read_text().splitlines()
+    }
+    key = {i["item_id"]: i for i in load_key(export_result.key)["items"]}
+    queues = _queues(export_result.out)
+    letters_seen = set()
+    differ = 0
+    for annotator, queue in queues.items():
+        for row in queue:
+            item = key[row["item_id"]]
+            pair = pairs[item["pair_id"]]
+            letter = item["candidate_letter"][annotator]
+            letters_seen.add(letter)
+            cand, base = (
+                (row["answer_a"], row["answer_b"]) if letter == "A" else (row["answer_b"], row["answer_a"])
+            )
+            assert (cand, base) == (pair["candidate_text"], pair["baseline_text"])
+            assert row["question"] == pair["question"] and row["gold"] == pair["gold"]
+    for item in key.values():
+        if len(item["candidate_letter"]) == 2:
+            differ += len(set(item["candidate_letter"].values())) == 2
+    assert letters_seen == {"A", "B"}
+    assert differ >= 1  # at least one shared item shows the candidate under different letters
+
+
+def test_overlap_items_go_to_everyone_and_the_rest_to_one_annotator_each(export_result):
+    key = load_key(export_result.key)["items"]
+    shared = [i for i in key if len(i["candidate_letter"]) == 2]
+    single = [i for i in key if len(i["candidate_letter"]) == 1]
+    assert len(shared) == export_result.n_overlap == 6 and len(single) == 6
+    queues = _queues(export_result.out)
+    assert [len(q) for q in queues.values()] == [9, 9]
+    # the overlap keeps the sample's mix: drift cases and non-drift pairs both appear in it
+    assert {i["drift"] for i in shared} == {True, False}
+
+
+def test_served_files_hold_nothing_that_maps_back_to_models(export_result, audit_dir):
+    out = export_result.out
+    assert not (out / "key.json").exists() and export_result.key.parent == out.parent
+    served = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
+    for secret in ("D1-diff-", "D1:diff", "candidate_letter", "m_dart", str(audit_dir), "pair_id", "stratum"):
+        assert secret not in served
+    rows = [r for q in _queues(out).values() for r in q]
+    assert set(rows[0]) == {"item_id", "question", "gold", "answer_a", "answer_b"}
+    assert all(r["item_id"].startswith("i-") and len(r["item_id"]) == 10 for r in rows)
+
+
+def test_tokens_are_private_distinct_and_long(export_result):
+    path = export_result.out / "tokens.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    tokens = json.loads(path.read_text())
+    assert set(tokens) == {"a1", "a2"} and len(set(tokens.values())) == 2
+    assert all(len(t) >= 40 for t in tokens.values())
+
+
+def test_same_seed_same_sample_and_letters_new_seed_differs(tmp_path, audit_dir):
+    a = export(audit_dir, tmp_path / "a", n=12, annotators=2, overlap=0.5, seed=3)
+    b = export(audit_dir, tmp_path / "b", n=12, annotators=2, overlap=0.5, seed=3)
+    c = export(audit_dir, tmp_path / "c", n=12, annotators=2, overlap=0.5, seed=4)
+    assert load_key(a.key)["items"] == load_key(b.key)["items"] and _queues(a.out) == _queues(b.out)
+    assert load_key(a.key)["items"] != load_key(c.key)["items"]
+    assert json.loads((a.out / "tokens.json").read_text()) != json.loads((b.out / "tokens.json").read_text())
+
+
+def test_screen_only_audit_has_no_judge_rejected_stratum(tmp_path):
+    audit = make_audit(tmp_path / "audit", judged=False)
+    r = export(audit, tmp_path / "ann", n=8, annotators=1, overlap=0.0, seed=0)
+    key = load_key(r.key)
+    assert key["audit"]["judged"] is False
+    assert "judge_rejected" not in key["strata"]
+    assert all(i["judge_status"] is None for i in key["items"])
+    assert r.n_overlap == 8  # one annotator sees everything
+
+
+def test_refuses_to_overwrite_work_or_to_put_the_key_where_it_is_served(tmp_path, audit_dir, export_result):
+    with pytest.raises(DataError, match="not empty"):
+        export(audit_dir, export_result.out)
+    with pytest.raises(DataError, match="outside the export directory"):
+        export(audit_dir, tmp_path / "new", key=tmp_path / "new" / "key.json")
+    with pytest.raises(DataError, match="overlap"):
+        export(audit_dir, tmp_path / "x", overlap=1.5)
+    with pytest.raises(DataError, match="not an audit directory"):
+        export(tmp_path, tmp_path / "y")
+
+
+def test_malformed_pair_is_named_by_file_line_and_field(tmp_path, audit_dir):
+    lines = (audit_dir / "pairs.jsonl").read_text().splitlines()
+    bad = json.loads(lines[2])
+    del bad["delta"]
+    lines[2] = json.dumps(bad)
+    (audit_dir / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"pairs\.jsonl:3: field delta"):
+        export(audit_dir, tmp_path / "z")
+
+
+def test_cli_export_and_one_line_errors(tmp_path, audit_dir):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    r = runner.invoke(
+        app, ["annotate", "export", str(audit_dir), "--n", "6", "--annotators", "3", "--out", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "6 items" in r.output and "cli.key.json" in r.output and "annotate serve" in r.output
+    assert len(_queues(out)) == 3
+    r = runner.invoke(
+        app, ["annotate", "export", str(audit_dir), "--overlap", "2", "--out", str(tmp_path / "o")]
+    )
+    assert (
+        r.exit_code == 2 and "Traceback" not in r.output and "--overlap must be between 0 and 1" in r.output
+    )
