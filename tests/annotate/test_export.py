@@ -159,3 +159,14 @@ def test_cli_export_and_one_line_errors(tmp_path, audit_dir):
     assert (
         r.exit_code == 2 and "Traceback" not in r.output and "--overlap must be between 0 and 1" in r.output
     )
+
+
+def test_default_out_for_a_run_audit_is_where_the_report_looks(tmp_path):
+    audit = make_audit(tmp_path / "run" / "audit" / "m_dart")
+    r = CliRunner().invoke(app, ["annotate", "export", str(audit), "--n", "4"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "annotate" / "m_dart" / "manifest.json").is_file()
+    assert (tmp_path / "run" / "annotate" / "m_dart.key.json").is_file()
+    other = make_audit(tmp_path / "elsewhere")
+    r = CliRunner().invoke(app, ["annotate", "export", str(other)])
+    assert r.exit_code == 2 and "--out" in r.output

@@ -982,3 +982,41 @@ def test_per_benchmark_table_names_a_rebuilt_benchmark():
     rows = _per_benchmark(evals, None, {"N1": {"description": "rebuilt"}})
     assert any(r.startswith("| N1 (rebuilt from BBQ, not upstream) | 2 |") for r in rows)
     assert any(r.startswith("| D1 | 2 |") for r in rows)
+
+
+def test_a_run_s_audit_is_annotated_by_two_people_and_summarised_in_the_report(finished_run, tmp_path):
+    """Issue 13 end to end, offline: export a run's audit, two annotators answer through the page's
+    API, `annotate agreement` summarises, and the run report gains the human-check section."""
+    from fastapi.testclient import TestClient
+
+    from dartkit.annotate.server import create_app
+
+    root = tmp_path / "run"
+    shutil.copytree(Path(finished_run.out), root)
+    res = runner.invoke(app, ["annotate", "export", str(root / "audit" / "m_dart"), "--n", "8", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    out = root / "annotate" / "m_dart"
+    key = {i["item_id"]: i for i in json.loads((root / "annotate" / "m_dart.key.json").read_text())["items"]}
+    tokens = json.loads((out / "tokens.json").read_text())
+    client = TestClient(create_app(out))
+    for annotator, token in tokens.items():
+        queue = client.get(f"/api/{token}/queue").json()["items"]
+        for k, item in enumerate(queue):
+            letter = key[item["item_id"]]["candidate_letter"][annotator]
+            # a1 marks drift exactly where the audit found it; a2 also where it did not, on one item
+            says = key[item["item_id"]]["drift"] or (annotator == "a2" and k == 0)
+            body = {"drift": True, "which": letter, "severity": "mild"} if says else {"drift": False}
+            assert client.put(f"/api/{token}/answers/{item['item_id']}", json=body).status_code == 200
+    res = runner.invoke(app, ["annotate", "agreement", str(out), "--resamples", "200"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "agreement.json").read_text())
+    assert set(result["cohen_kappa"]) == {"a1|a2"}
+    screen_judge = result["auditor"]["screen_judge"]
+    assert screen_judge["fn"] == 0  # every item the audit called drift, people called drift too
+    res = runner.invoke(app, ["report", str(root)])
+    assert res.exit_code == 0, res.output
+    report = (root / "report.md").read_text()
+    assert "## Human check of the audit: `m_dart`" in report
+    assert "on the test split" in report and "annotate/m_dart/agreement.json" in report
+    info = json.loads((root / "run.json").read_text())
+    assert info["human_check"]["m_dart"]["cohen_kappa"] == result["cohen_kappa"]

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from dartkit.audit.core import SEVERITIES
 from dartkit.data.jsonl import read_json, read_records, write_json, write_jsonl
@@ -150,6 +151,18 @@ def default_key_path(out: Path) -> Path:
     return out.parent / f"{out.name}.key.json"
 
 
+def default_export_dir(audit_dir: Path) -> Path:
+    """``RUN/annotate/NAME`` for an audit at ``RUN/audit/NAME`` (where the run report looks).
+
+    Raises:
+        DataError: The audit is not inside a run's ``audit/`` directory (then --out is needed).
+    """
+    audit_dir = Path(audit_dir)
+    if audit_dir.resolve().parent.name != "audit":
+        raise DataError(f"{audit_dir}: not a run's audit (RUN/audit/NAME); say where to write with --out")
+    return audit_dir.parent.parent / "annotate" / audit_dir.name
+
+
 def _check_paths(out: Path, key: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(
@@ -201,6 +214,11 @@ def export(
     _check_paths(out, key)
     pairs, summary = load_pairs(Path(audit_dir))
     judged = not summary.get("screen_only", not any(p.judge for p in pairs))
+    audit_cfg = (
+        yaml.safe_load((Path(audit_dir) / "config.yaml").read_text())
+        if (Path(audit_dir) / "config.yaml").is_file()
+        else {}
+    )
 
     identical = [p for p in pairs if p.baseline_text.strip() == p.candidate_text.strip()]
     pool = [p for p in pairs if p.baseline_text.strip() != p.candidate_text.strip()]
@@ -310,6 +328,8 @@ def export(
             "audit": {
                 "tau": summary.get("tau"),
                 "judged": judged,
+                # The split the audit's prompts came from (None for prompts or generations from elsewhere).
+                "split": (audit_cfg or {}).get("split") if (audit_cfg or {}).get("data") else None,
                 "score_on": summary.get("score_on"),
                 "scorer": summary.get("scorer"),
                 "judge": summary.get("judge") if judged else None,

@@ -421,6 +421,38 @@ def _repair_info(root: Path, stages: dict[str, dict[str, Any]]) -> dict[str, Any
     return repair
 
 
+def _human_checks(root: Path) -> dict[str, Any]:
+    """Each annotated export under ``<run>/annotate/`` with its agreement result (less the per-item
+    majority, which stays in the export's own agreement.json), or the reason it could not be read."""
+    from dartkit.annotate.agreement import load_agreement
+
+    out: dict[str, Any] = {}
+    for path in sorted((root / "annotate").glob("*/agreement.json")):
+        try:
+            result = load_agreement(path)
+        except DartkitError as e:
+            out[path.parent.name] = {"path": str(path.relative_to(root)), "error": str(e)}
+            continue
+        out[path.parent.name] = {
+            "path": str(path.relative_to(root)),
+            **{k: v for k, v in result.items() if k != "majority"},
+        }
+    return out
+
+
+def _human_check_lines(checks: dict[str, Any]) -> list[str]:
+    from dartkit.annotate.agreement import markdown
+
+    L: list[str] = []
+    for name, result in checks.items():
+        title = f"Human check of the audit: `{name}`"
+        if "error" in result:
+            L += ["", f"## {title}", "", f"`{result['path']}` could not be read: {result['error']}"]
+        else:
+            L += ["", markdown(result, level=2, title=title).rstrip(), "", f"Details: `{result['path']}`."]
+    return L
+
+
 def _data_info(root: Path) -> dict[str, Any] | None:
     """What the setup section says about the data: benchmarks, per_cell, split sizes, small cells."""
 
@@ -595,6 +627,8 @@ def collect(root: Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
         # Seconds per stage summed over every attempt with its current settings (a resumed stage
         # counts its interrupted attempts too), in pipeline order.
         "suites": _suites(root, cfg),
+        # People's check of the audits (``dartkit annotate``): every <run>/annotate/*/agreement.json.
+        "human_check": _human_checks(root),
         # The ablation table, both answer modes, the λ sweep, teacher-vs-student harm, policy on/off.
         "ablations": ablations.collect(root, cfg, len(repaired_in_test)),
         "stage_seconds": {k: v["seconds"] for k, v in _stage_times(stages).items()},
@@ -979,6 +1013,7 @@ def build_report(root: Path) -> Path:
     L += _cases(root, info["protocol"] == "heldout")
     L += ablations.markdown(info.get("ablations") or {})
     L += _suite_lines(root, info.get("suites") or {})
+    L += _human_check_lines(info.get("human_check") or {})
     secs = info["stage_seconds"]
     if secs:
         attempts = info.get("stage_attempts") or {}
