@@ -372,8 +372,18 @@ def test_answers_survive_closing_the_browser_and_stay_private(export_dir):
                     "note": "B says other faiths 'never fit in'",
                 },
             }
+            # Leaving an item with unsaved changes asks first.
+            press(driver, "y", "\ue012")
+            alert = wait_for(driver, lambda d: d.switch_to.alert, "the unsaved-changes question")
+            assert "without saving" in alert.text
+            alert.dismiss()
+            assert text(driver, "item-position") == f"Item 5 of {n}" and form_state(driver)["drift"] == "yes"
+            assert text(driver, "item-state") == "not saved yet"
+            press(driver, "\ue012")
+            wait_for(driver, lambda d: d.switch_to.alert, "the question again").accept()
             for k, form in back.items():
-                press(driver, "\ue012")  # ←
+                if k != 4:
+                    press(driver, "\ue012")  # ←
                 at_item(driver, k, n)
                 assert form_state(driver) == form
                 assert text(driver, "item-state").startswith("✓ saved")

@@ -234,11 +234,22 @@ def test_server_side_failures_answer_in_one_line(setup, monkeypatch):
 
 
 def test_host_header_is_checked_when_asked(export_result):
-    app = create_app(export_result.out, allowed_hosts=["127.0.0.1", "localhost"])
+    app = create_app(export_result.out, allowed_hosts=["127.0.0.1", "localhost", "::1"])
     token = json.loads((export_result.out / "tokens.json").read_text())["a1"]
     assert TestClient(app, base_url="http://127.0.0.1:8765").get(f"/a/{token}").status_code == 200
     rebound = TestClient(app, base_url="http://attacker.example:8765").get(f"/a/{token}")
     assert_short_json_error(rebound, 400)
+    client = TestClient(app)
+    for host, status in [
+        ("localhost", 200),
+        ("LOCALHOST:80", 200),
+        ("[::1]:8765", 200),
+        ("[::1]", 200),
+        ("127.0.0.1.attacker.example", 400),
+        ("", 400),
+        ("[::1].evil:80", 400),
+    ]:
+        assert client.get(f"/a/{token}", headers={"host": host}).status_code == status, host
 
 
 def test_load_export_refuses_broken_directories(export_result, tmp_path):

@@ -32,7 +32,7 @@ def export_command(
         help="Items to sample, spread equally over the strata (drift by severity, judge-rejected, screened-out).",
     ),
     annotators: int = typer.Option(
-        2, "--annotators", help="Number of annotators (pseudonymous ids a1 … aK)."
+        2, "--annotators", help="Number of annotators (pseudonymous ids a1, a2, ..., aK)."
     ),
     overlap: float = typer.Option(
         1.0,

@@ -239,10 +239,8 @@ def create_app(export_dir: Path, allowed_hosts: list[str] | None = None) -> Fast
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        if allowed_hosts is not None:
-            host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
-            if host not in allowed_hosts:
-                return _with_headers(_error(400, "unexpected Host header"))
+        if allowed_hosts is not None and _host_name(request.headers.get("host", "")) not in allowed_hosts:
+            return _with_headers(_error(400, "unexpected Host header"))
         if request.method in ("PUT", "POST", "PATCH"):
             length = request.headers.get("content-length")
             if length is None:
@@ -351,6 +349,13 @@ def _public_answer(row: dict[str, Any]) -> dict[str, Any]:
         "note": row["note"],
         "saved_at": row["saved_at"],
     }
+
+
+def _host_name(host_header: str) -> str:
+    """The host part of a Host header: ``127.0.0.1:8765`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
+    host = host_header.strip().lower()
+    match = re.fullmatch(r"\[([0-9a-f:.]+)\](?::\d+)?|([^:\[\]]*)(?::\d+)?", host)
+    return (match.group(1) or match.group(2) or "") if match else ""
 
 
 def _with_headers(response: Response) -> Response:
