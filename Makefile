@@ -10,7 +10,7 @@ DEMO   ?= runs/demo
 PYTEST_ARGS ?=
 
 # The annotation page's browser test drives Debian's Chromium (packages chromium, chromium-driver).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
 .PHONY: demo test lint format install bench clean browser
 

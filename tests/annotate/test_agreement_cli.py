@@ -429,3 +429,109 @@ def test_load_agreement_refuses_other_files(tmp_path):
     (tmp_path / "agreement.json").write_text(json.dumps({"kind": "something-else"}))
     with pytest.raises(DataError, match="not an agreement result"):
         load_agreement(tmp_path)
+
+
+def test_population_estimate_is_not_made_when_a_stratum_has_no_analysed_item(tmp_path):
+    # Every screened-out item a tie: weighting the other strata up would describe part of the audit.
+    items = [*AUDIT_ITEMS]
+    key = write_key(tmp_path / "export.key.json", items, STRATA)
+    rows = [
+        f"{i},{a},{d},{'moderate' if d else 'none'}"
+        for i, d in HUMANS.items()
+        if i[0] != "s"
+        for a in ("a1", "a2")
+    ]
+    rows += [f"{i},a1,1,mild" for i in ("s1", "s2", "s3", "t1")] + [
+        f"{i},a2,0,none" for i in ("s1", "s2", "s3", "t1")
+    ]
+    result = compute(write_csv(tmp_path / "labels.csv", rows), key, n_resamples=R)
+    pop = result["auditor"]["screen"]["population_estimate"]
+    assert pop["precision"] is None and pop["recall"] is None
+    assert pop["missing_strata"] == ["screened_out"] and "not estimated" in pop["note"]
+    # The judge never sees screened-out pairs, so its estimate does not need them.
+    assert result["auditor"]["judge"]["population_estimate"]["precision"] is not None
+    assert "not estimated: no analysed item in screened_out" in markdown(result)
+
+
+def test_paper_reference_is_not_put_in_a_kappa_column(tmp_path):
+    section = markdown(auditor_case(tmp_path))
+    for line in section.splitlines():
+        if line.startswith("|"):
+            assert "0.720" not in line
+    assert "For reference only: the paper reports 0.720 / 0.810" in section
+
+
+def test_out_must_not_overwrite_the_store_key_or_labels(tmp_path):
+    write_key(tmp_path / "export.key.json", AUDIT_ITEMS, STRATA)
+    rows = [f"{i},{a},{d},{'moderate' if d else 'none'}" for i, d in HUMANS.items() for a in ("a1", "a2")]
+    csv_path = write_csv(tmp_path / "labels.csv", rows)
+    key_text = (tmp_path / "export.key.json").read_text()
+    for target in (tmp_path / "export.key.json", csv_path):
+        args = ["annotate", "agreement", str(csv_path), "--key", str(tmp_path / "export.key.json")]
+        res = runner.invoke(app, [*args, "--out", str(target)])
+        assert res.exit_code == 2 and ("refusing" in res.output or "give a .json" in res.output), res.output
+    assert (tmp_path / "export.key.json").read_text() == key_text and csv_path.read_text().startswith(
+        "item_id"
+    )
+    # an earlier agreement result is replaced without complaint
+    out = tmp_path / "agreement.json"
+    for _ in range(2):
+        res = runner.invoke(app, [*args, "--out", str(out), "--resamples", "100"])
+        assert res.exit_code == 0, res.output
+
+
+def test_a_key_from_another_export_is_refused(tmp_path):
+    from conftest import make_audit
+    from dartkit.annotate.export import export
+    from dartkit.annotate.store import open_store
+
+    a = export(make_audit(tmp_path / "audit_a"), tmp_path / "ea", n=6, seed=0)
+    audit_b = make_audit(tmp_path / "audit_b")
+    (audit_b / "pairs.jsonl").write_text((audit_b / "pairs.jsonl").read_text().replace("Candidate", "Other"))
+    b = export(audit_b, tmp_path / "eb", n=6, seed=0)
+    item = json.loads((a.out / "queues" / "a1.jsonl").read_text().splitlines()[0])["item_id"]
+    open_store(a.out).save_answer("a1", item, False)
+    with pytest.raises(DataError, match="this key belongs to export"):
+        compute(a.out, b.key, n_resamples=R)
+    assert compute(a.out, a.key, n_resamples=R)["progress"]["a1"] == {"answered": 1, "assigned": 6}
+
+
+def test_precision_of_nothing_found_has_an_honest_interval(tmp_path):
+    # Two screened candidates people both call no drift: precision 0/2, not "[0.00, 0.00]".
+    result = auditor_case(tmp_path)
+    screen = result["auditor"]["screen"]
+    low, high = screen["ci95"]["precision"]
+    assert low < screen["precision"] < high and high - low > 0.3
+    assert "Wilson" in screen["ci_method"]
+
+
+def test_bands_say_when_the_interval_spans_several(tmp_path):
+    from dartkit.stats.agreement import band_text, summarise
+
+    wide = summarise(0.33, [-0.1, 1.0], 8)
+    assert wide["band_ci95"] == ["poor", "almost perfect"]
+    assert band_text(wide) == "fair (interval: poor to almost perfect)"
+    assert band_text(summarise(0.9, [0.85, 0.95], 50)) == "almost perfect"
+
+
+def test_ties_are_bounded_both_ways_and_unfinished_work_is_said(tmp_path):
+    result = auditor_case(tmp_path)  # t1 is a tie
+    ties = result["auditor"]["tie_sensitivity"]
+    assert ties["n_ties"] == 1
+    # t1 is screened out: read as drift it is a miss, read as no drift a true negative
+    assert ties["ties_as_drift"]["screen"]["fn"] == ties["ties_as_no_drift"]["screen"]["fn"] + 1
+    assert "with the 1 tie(s) read as drift" in markdown(result)
+    half = {
+        **result,
+        "progress": {"a1": {"answered": 3, "assigned": 9}, "a2": {"answered": 9, "assigned": 9}},
+    }
+    assert "**Not finished:** a1 answered 3 of 9" in markdown(half)
+
+
+def test_csv_header_mistakes_get_a_hint(tmp_path):
+    semi = write_csv(tmp_path / "semi.csv", ["i1;a1;0;none"], header="item_id;annotator;drift;severity")
+    with pytest.raises(DataError, match="separate columns with commas"):
+        read_csv(semi)
+    upper = write_csv(tmp_path / "upper.csv", ["i1,a1,0,none"], header="Item_ID,Annotator,Drift,Severity")
+    with pytest.raises(DataError, match="lower case"):
+        read_csv(upper)

@@ -449,3 +449,29 @@ def test_two_annotators_at_once(export_dir):
         assert text(two, "progress-text") == f"4 of {len(q2)} answered"
     assert rows(export_dir, "a1") == {i["item_id"]: (1, "A", "mild", None) for i in q1[:4]}
     assert rows(export_dir, "a2") == {i["item_id"]: (0, None, None, None) for i in q2[:4]}
+
+
+def test_input_during_a_slow_save_is_ignored_not_lost(export_dir):
+    """While a save is in flight the form and navigation are frozen: a key pressed then neither
+    changes the answer being saved nor moves the page on twice."""
+    _require_browser()
+    tokens = json.loads((export_dir / "tokens.json").read_text())
+    first = queue(export_dir, "a2")[0]["item_id"]
+    n = len(queue(export_dir, "a2"))
+    with running_server(export_dir) as base, browser() as driver:
+        open_link(driver, f"{base}/a/{tokens['a2']}")
+        at_item(driver, 1, n)
+        # Every request now waits 1.5 s before it leaves the page.
+        driver.execute_script(
+            "const real = window.fetch;"
+            "window.fetch = (...args) => new Promise((r) => setTimeout(() => r(real(...args)), 1500));"
+        )
+        press(driver, "y", "a", "3")
+        driver.find_element("id", "save").click()
+        wait_for(driver, lambda d: text(d, "status") == "Saving…", "the save to start")
+        press(driver, "n", "b", "\ue014", "\ue014")  # no drift, B, → → while saving
+        assert form_state(driver)["drift"] == "yes" and form_state(driver)["which"] == "A"
+        at_item(driver, 2, n)
+        wait_for(driver, lambda d: text(d, "status") == "✓ Answer to item 1 saved.", "the save")
+        assert rows(export_dir, "a2")[first][:3] == (1, "A", "severe")
+        assert text(driver, "item-position") == f"Item 2 of {n}"  # moved on once, not three times

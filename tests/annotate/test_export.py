@@ -170,3 +170,60 @@ def test_default_out_for_a_run_audit_is_where_the_report_looks(tmp_path):
     other = make_audit(tmp_path / "elsewhere")
     r = CliRunner().invoke(app, ["annotate", "export", str(other)])
     assert r.exit_code == 2 and "--out" in r.output
+
+
+def test_a_relative_audit_path_still_exports_where_the_report_looks(tmp_path, monkeypatch):
+    audit = make_audit(tmp_path / "run" / "audit" / "m_dart")
+    monkeypatch.chdir(audit)
+    r = CliRunner().invoke(app, ["annotate", "export", ".", "--n", "4"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "annotate" / "m_dart" / "manifest.json").is_file()
+    assert (tmp_path / "run" / "annotate" / "m_dart.key.json").is_file()
+
+
+def test_a_key_that_cannot_be_written_leaves_no_servable_export(tmp_path, audit_dir):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the key's folder should be")
+    with pytest.raises(DataError):
+        export(audit_dir, tmp_path / "ann", key=blocked / "k.json")
+    assert not (tmp_path / "ann").exists()
+    # and the same --out works once the key can be written
+    assert export(audit_dir, tmp_path / "ann", n=4).n_items == 4
+
+
+def test_shared_items_are_random_within_a_stratum(tmp_path, audit_dir):
+    shared_first = set()
+    for seed in range(6):
+        r = export(audit_dir, tmp_path / f"s{seed}", n=12, annotators=2, overlap=0.5, seed=seed)
+        items = load_key(r.key)["items"]
+        # drift:mild is sampled whole (3 of 3) under every seed: only the choice of shared ones varies
+        mild = [i for i in items if i["stratum"] == "drift:mild"]
+        shared_first.add(tuple(sorted(i["pair_id"] for i in mild if len(i["candidate_letter"]) == 2)))
+    assert len(shared_first) > 1
+
+
+def test_item_ids_differ_between_audits_under_the_same_seed(tmp_path):
+    a = make_audit(tmp_path / "run" / "audit" / "m_int")
+    b = make_audit(tmp_path / "run" / "audit" / "m_dart")
+    (b / "pairs.jsonl").write_text(
+        (b / "pairs.jsonl").read_text().replace("Candidate answer", "Tuned answer")
+    )
+    ka = load_key(export(a, tmp_path / "ea", n=8, seed=0).key)
+    kb = load_key(export(b, tmp_path / "eb", n=8, seed=0).key)
+    assert not {i["item_id"] for i in ka["items"]} & {i["item_id"] for i in kb["items"]}
+    assert ka["export_id"] != kb["export_id"]
+    manifest = json.loads((tmp_path / "ea" / "manifest.json").read_text())
+    assert manifest["export_id"] == ka["export_id"]
+
+
+def test_designs_that_cannot_measure_something_are_warned_about(tmp_path, audit_dir):
+    r = export(audit_dir, tmp_path / "a", n=100, annotators=2, overlap=0.0)
+    text = "\n".join(r.warnings)
+    assert "asked for 100 items" in text and "agreement between people cannot be measured" in text
+    r = export(audit_dir, tmp_path / "b", n=4, annotators=2, overlap=1.0)
+    assert any("screened_out has 20 pairs but none was sampled" in w for w in r.warnings)
+    assert any("only 4 item(s) shared" in w for w in r.warnings)
+    out = CliRunner().invoke(
+        app, ["annotate", "export", str(audit_dir), "--overlap", "0", "--out", str(tmp_path / "c")]
+    )
+    assert out.exit_code == 0 and "warning: no item is shared" in out.output

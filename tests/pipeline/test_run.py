@@ -993,7 +993,9 @@ def test_a_run_s_audit_is_annotated_by_two_people_and_summarised_in_the_report(f
 
     root = tmp_path / "run"
     shutil.copytree(Path(finished_run.out), root)
-    res = runner.invoke(app, ["annotate", "export", str(root / "audit" / "m_dart"), "--n", "8", "--seed", "1"])
+    res = runner.invoke(
+        app, ["annotate", "export", str(root / "audit" / "m_dart"), "--n", "8", "--seed", "1"]
+    )
     assert res.exit_code == 0, res.output
     out = root / "annotate" / "m_dart"
     key = {i["item_id"]: i for i in json.loads((root / "annotate" / "m_dart.key.json").read_text())["items"]}
@@ -1016,7 +1018,30 @@ def test_a_run_s_audit_is_annotated_by_two_people_and_summarised_in_the_report(f
     res = runner.invoke(app, ["report", str(root)])
     assert res.exit_code == 0, res.output
     report = (root / "report.md").read_text()
-    assert "## Human check of the audit: `m_dart`" in report
+    assert "## Human check of the audit: `m_dart` (after repair: M_DART vs M0)" in report
     assert "on the test split" in report and "annotate/m_dart/agreement.json" in report
     info = json.loads((root / "run.json").read_text())
     assert info["human_check"]["m_dart"]["cohen_kappa"] == result["cohen_kappa"]
+    assert "Out of date" not in report
+    # An answer changed after the summary: the report says its figures are out of date.
+    token = tokens["a1"]
+    item = client.get(f"/api/{token}/queue").json()["items"][0]["item_id"]
+    assert (
+        client.put(
+            f"/api/{token}/answers/{item}", json={"drift": False, "note": "changed my mind"}
+        ).status_code
+        == 200
+    )
+    # A second export with answers but no summary yet: the report says so instead of staying silent.
+    res = runner.invoke(
+        app, ["annotate", "export", str(root / "audit" / "m_int"), "--n", "4", "--annotators", "1"]
+    )
+    assert res.exit_code == 0, res.output
+    token_int = json.loads((root / "annotate" / "m_int" / "tokens.json").read_text())["a1"]
+    client_int = TestClient(create_app(root / "annotate" / "m_int"))
+    first = client_int.get(f"/api/{token_int}/queue").json()["items"][0]["item_id"]
+    assert client_int.put(f"/api/{token_int}/answers/{first}", json={"drift": False}).status_code == 200
+    assert runner.invoke(app, ["report", str(root)]).exit_code == 0
+    report = (root / "report.md").read_text()
+    assert "**Out of date.**" in report and "annotate agreement" in report
+    assert "## Human check of the audit: `m_int`" in report and "1 answer(s) saved, no summary yet" in report

@@ -20,7 +20,6 @@ Labels made in another tool come in as a CSV (``item_id, annotator, drift, sever
 from __future__ import annotations
 
 import csv
-import sqlite3
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -30,10 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from dartkit.annotate.export import default_key_path
+from dartkit.annotate import KIND_AGREEMENT, RESULT_NAME, STORE_NAME
+from dartkit.annotate.export import default_key_path, load_key
+from dartkit.annotate.store import answers_state, read_answers
 from dartkit.data.jsonl import read_json, write_json, write_text
 from dartkit.errors import DataError
 from dartkit.stats.agreement import (
+    band_text,
     bootstrap_ci,
     cohen_kappa,
     fleiss_kappa,
@@ -41,11 +43,9 @@ from dartkit.stats.agreement import (
     pairwise_cohen,
     summarise,
 )
+from dartkit.stats.inference import wilson_ci
 
-KIND = "dartkit-annotation-agreement"
-KEY_KIND = "dartkit-annotation-key"
-STORE_NAME = "annotations.sqlite"
-RESULT_NAME = "agreement.json"
+KIND = KIND_AGREEMENT
 #: Ordinal ranks of severity for Krippendorff's α; "none" also stands for drift not in the candidate.
 SEVERITY_RANK = {"none": 0, "mild": 1, "moderate": 2, "severe": 3, "extreme": 4}
 SEVERITY_NAME = {rank: name for name, rank in SEVERITY_RANK.items()}
@@ -90,47 +90,6 @@ class Judgement:
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def load_key(path: Path) -> dict[str, Any]:
-    """Read and check an annotation key (``<DIR>.key.json``).
-
-    Returns:
-        The key, with ``items`` turned into a dict by ``item_id`` under ``by_item``.
-
-    Raises:
-        DataError: Missing file, wrong kind, or an item without the fields the comparison needs.
-    """
-    key = read_json(path)
-    if not isinstance(key, dict) or key.get("kind") != KEY_KIND:
-        raise DataError(f"{path}: not an annotation key (kind should be {KEY_KIND!r})")
-    items = key.get("items")
-    strata = key.get("strata")
-    if not isinstance(items, list) or not isinstance(strata, dict):
-        raise DataError(f"{path}: a key needs 'items' (a list) and 'strata' (a dict)")
-    by_item: dict[str, dict[str, Any]] = {}
-    for n, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise DataError(f"{path}: items[{n}] is not an object")
-        for field in ("item_id", "stratum", "is_candidate", "drift", "candidate_letter"):
-            if field not in item:
-                raise DataError(f"{path}: items[{n}] has no field {field!r}")
-        if item["stratum"] not in strata:
-            raise DataError(
-                f"{path}: items[{n}] is in stratum {item['stratum']!r}, which 'strata' does not list"
-            )
-        letters = item["candidate_letter"]
-        if not isinstance(letters, dict) or any(v not in ("A", "B") for v in letters.values()):
-            raise DataError(f"{path}: items[{n}].candidate_letter must map annotators to 'A' or 'B'")
-        if item["item_id"] in by_item:
-            raise DataError(f"{path}: item {item['item_id']!r} appears twice")
-        by_item[item["item_id"]] = item
-    for name, stratum in strata.items():
-        if not isinstance(stratum, dict) or not all(
-            isinstance(stratum.get(k), int) and stratum[k] >= 0 for k in ("population", "sampled")
-        ):
-            raise DataError(f"{path}: strata[{name!r}] needs whole numbers 'population' and 'sampled'")
-    return {**key, "by_item": by_item, "path": str(path)}
 
 
 def _judgement(
@@ -206,8 +165,14 @@ def read_csv(path: Path, key: Mapping[str, Any] | None = None) -> list[Judgement
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in CSV_REQUIRED if c not in header]
         if missing:
+            hint = ""
+            if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+                hint = "; the header looks like one column: separate columns with commas"
+            elif {h.lower() for h in header} >= set(missing):
+                hint = "; column names are lower case"
             raise DataError(
                 f"{path}:1: missing column(s) {', '.join(missing)} (need {', '.join(CSV_REQUIRED)}[, which])"
+                f"{hint}"
             )
         repeated = sorted(h for h, n in Counter(header).items() if n > 1)
         if repeated:
@@ -255,23 +220,10 @@ def read_store(export_dir: Path, key: Mapping[str, Any]) -> list[Judgement]:
         DataError: No store, a store without the ``answers`` table, or an answer that breaks the contract.
     """
     path = Path(export_dir) / STORE_NAME
-    if not path.is_file():
-        raise DataError(
-            f"{path}: no such file (no answers saved yet? start the page with dartkit annotate serve)"
-        )
-    # Read-only: the page may be serving (WAL lets us read while it writes) and we must never change answers.
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as e:
-        raise DataError(f"{path}: cannot open ({e})") from None
-    try:
-        rows = conn.execute(
-            "SELECT annotator, item_id, drift, which, severity FROM answers ORDER BY annotator, item_id"
-        ).fetchall()
-    except sqlite3.Error as e:
-        raise DataError(f"{path}: not an annotation store ({e})") from None
-    finally:
-        conn.close()
+    rows = [
+        (r["annotator"], r["item_id"], r["drift"], r["which"], r["severity"])
+        for r in read_answers(export_dir)
+    ]
     out = []
     for annotator, item_id, drift, which, severity in rows:
         where = f"{path} (annotator {annotator!r}, item {item_id!r})"
@@ -356,6 +308,8 @@ def agreement_statistics(
     fleiss["n_annotators"] = len(annotators)
     fleiss["items"] = (
         f"the {len(full)} of {len(items)} items every one of the {len(annotators)} annotators labelled"
+        if len(annotators) > 1
+        else "needs two or more annotators"
     )
 
     # Krippendorff's α copes with missing ratings: every item, NaN where an annotator did not label it.
@@ -487,8 +441,15 @@ def _detector(
     items: str,
     n_resamples: int,
     seed: int,
+    covers: Mapping[str, int],
+    tied: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Precision, recall, F1 and counts of one detector against the human majority, with intervals."""
+    """Precision, recall, F1 and counts of one detector against the human majority, with intervals.
+
+    ``covers`` maps the strata of the audit this detector's population estimate speaks for to their
+    population; a stratum with pairs in the audit but no analysed item here leaves the estimate
+    undefined (weighting the other strata up would silently describe part of the audit only).
+    """
     names = ("precision", "recall", "f1")
     counts = _confusion(pred, human, np.ones(len(pred)))
     out: dict[str, Any] = {
@@ -499,14 +460,34 @@ def _detector(
         **_rates(counts),
     }
     ones = np.ones(len(pred))
-    ci = _stratified_ci(
+    boot = _stratified_ci(
         ["all"] * len(pred),
         lambda idx: _rates(_confusion(pred[idx], human[idx], ones[idx])),
         names,
         n_resamples,
         seed,
     )
-    out["ci95"] = ci
+    tp, fp, fn = (int(counts[k]) for k in ("tp", "fp", "fn"))
+    # Precision and recall are proportions of counts: the Wilson interval is right at any size and
+    # at 0 or 1, where a bootstrap cannot vary (0/5 would read [0, 0]). F1 has no such form.
+    out["ci95"] = {"precision": wilson_ci(tp, tp + fp), "recall": wilson_ci(tp, tp + fn), "f1": boot["f1"]}
+    out["ci_method"] = "Wilson score for precision and recall; percentile bootstrap over items for F1"
+    present = Counter(strata)
+    missing = sorted(s for s, pop in covers.items() if pop > 0 and not present.get(s))
+    if missing:
+        out["population_estimate"] = {
+            **dict.fromkeys(names),
+            "ci95": dict.fromkeys(names),
+            "missing_strata": missing,
+            "note": "not estimated: no annotated item without a tie in "
+            + ", ".join(
+                s + (f" (its {tied[s]} annotated item(s) were ties)" if tied and tied.get(s) else "")
+                for s in missing
+            )
+            + ", which the audit has pairs in",
+        }
+        return out
+    narrow = sorted(s for s, k in present.items() if k == 1 and covers.get(s, 0) > 1)
     weighted = _rates(_confusion(pred, human, weight))
     out["population_estimate"] = {
         **weighted,
@@ -517,7 +498,13 @@ def _detector(
             n_resamples,
             seed,
         ),
-        "note": "each analysed item weighted by its stratum's population / analysed items (stratified bootstrap)",
+        "note": "each analysed item weighted by its stratum's population / analysed items (stratified bootstrap)"
+        + (
+            f"; strata with one analysed item ({', '.join(narrow)}) do not vary in the resamples, so the "
+            "interval is too narrow"
+            if narrow
+            else ""
+        ),
     }
     return out
 
@@ -554,6 +541,7 @@ def auditor_quality(
     judged = bool(key.get("audit", {}).get("judged", True))
     rows = [(i, m["drift"]) for i, m in majority.items() if m["drift"] != "tie"]
     ties = sum(1 for m in majority.values() if m["drift"] == "tie")
+    tied = Counter(by_item[i]["stratum"] for i, m in majority.items() if m["drift"] == "tie")
     ids = [i for i, _ in rows]
     human = np.array([label == 1 for _, label in rows], dtype=bool)
     strata = [by_item[i]["stratum"] for i in ids]
@@ -567,12 +555,24 @@ def auditor_quality(
     asked = np.array([by_item[i].get("judge_status") is not None for i in ids], dtype=bool)
     confirmed = np.array([by_item[i].get("judge_status") == "confirmed" for i in ids], dtype=bool)
     everyone = f"the {len(ids)} annotated items without a tie, all strata"
+    populations = {s: v["population"] for s, v in key["strata"].items()}
+    # The judge is only ever asked about screened candidates: its population is every stratum but
+    # the screened-out one.
+    judge_populations = {s: v for s, v in populations.items() if s != "screened_out"}
 
     def sel(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
         return values[mask]
 
     screen_block = _detector(
-        screen, human, strata, weight, everyone + "; predicted drift = ΔH > τ", n_resamples, seed
+        screen,
+        human,
+        strata,
+        weight,
+        everyone + "; predicted drift = ΔH > τ",
+        n_resamples,
+        seed,
+        populations,
+        tied,
     )
     screen_judge_block = _detector(
         audit,
@@ -582,6 +582,8 @@ def auditor_quality(
         everyone + "; predicted drift = the audit's drift flag",
         n_resamples,
         seed,
+        populations,
+        tied,
     )
     if not judged:
         screen_judge_block["note"] = (
@@ -598,6 +600,8 @@ def auditor_quality(
             "(rejected, disagreeing orders and invalid replies count as no drift)",
             n_resamples,
             seed,
+            judge_populations,
+            tied,
         )
         kappa_judge = _kappa(
             sel(asked, confirmed),
@@ -608,11 +612,14 @@ def auditor_quality(
         )
     else:
         reason = (
-            "screen-only audit: the judge was never asked" if not judged else "no annotated item was judged"
+            "screen-only audit: the judge was never asked"
+            if not judged
+            else "no annotated item without a tie was one the judge was asked about"
         )
         judge_block = {"n_items": 0, "items": reason, "note": reason}
         kappa_judge = {**summarise(None, None, 0), "items": reason}
     return {
+        "tie_sensitivity": _tie_sensitivity(majority, by_item) if ties else None,
         "screen": screen_block,
         "screen_judge": screen_judge_block,
         "judge": judge_block,
@@ -637,6 +644,47 @@ def auditor_quality(
             "population estimates weight each stratum by its size in the audit."
         ),
     }
+
+
+def _tie_sensitivity(majority: Mapping[str, Mapping[str, Any]], by_item: Mapping[str, Any]) -> dict[str, Any]:
+    """Sample precision and recall with every tie read as drift, and read as no drift.
+
+    With two annotators every disagreement is a tie, and leaving ties out can leave few positive
+    items; the two readings bound what the ties could have changed.
+    """
+    ids = sorted(majority)
+    out: dict[str, Any] = {"n_ties": sum(1 for i in ids if majority[i]["drift"] == "tie")}
+    for name, tie_value in (("ties_as_drift", True), ("ties_as_no_drift", False)):
+        human = np.array(
+            [tie_value if majority[i]["drift"] == "tie" else majority[i]["drift"] == 1 for i in ids]
+        )
+        block = {}
+        for det, field in (("screen", "is_candidate"), ("screen_judge", "drift")):
+            pred = np.array([bool(by_item[i][field]) for i in ids])
+            c = _confusion(pred, human, np.ones(len(ids)))
+            block[det] = {**{k: int(v) for k, v in c.items()}, **_rates(c)}
+        out[name] = block
+    return out
+
+
+def check_key_matches(export_dir: Path, key: Mapping[str, Any]) -> None:
+    """Refuse a key written for another export (item ids alone could coincide).
+
+    Raises:
+        DataError: The export's manifest and the key name different exports.
+    """
+    manifest_path = Path(export_dir) / "manifest.json"
+    manifest = read_json(manifest_path) if manifest_path.is_file() else {}
+    mine, theirs = manifest.get("export_id"), key.get("export_id")
+    if mine and theirs and mine != theirs:
+        raise DataError(
+            f"{key['path']}: this key belongs to export {theirs} (of {key.get('audit_dir')}), not to "
+            f"{export_dir} (export {mine}); pass the key written beside that export with --key"
+        )
+    if bool(mine) != bool(theirs):
+        raise DataError(
+            f"{key['path']}: cannot tell whether this key belongs to {export_dir} (no export id on one side)"
+        )
 
 
 def _sample(key: Mapping[str, Any], judgements: Sequence[Judgement]) -> dict[str, Any]:
@@ -683,19 +731,29 @@ def compute(
                 "written by dartkit annotate export (pass --key PATH)"
             )
         key: dict[str, Any] | None = load_key(path)
+        check_key_matches(source, key)
         judgements = read_store(source, key)
         kind = "export"
+        # What the store held when this summary was made: the run report compares it with the
+        # store's current state and says when answers were saved since.
+        store_state = answers_state(source)
     elif source.is_file():
         key = load_key(Path(key_path)) if key_path else None
         judgements = read_csv(source, key)
         kind = "csv"
+        store_state = None
     else:
         raise DataError(f"{source}: no such file or directory")
     majority = human_majority(judgements)
     result: dict[str, Any] = {
         "kind": KIND,
         "version": 1,
-        "source": {"type": kind, "path": str(source), "key": key["path"] if key else None},
+        "source": {
+            "type": kind,
+            "path": str(source),
+            "key": key["path"] if key else None,
+            "store": store_state,
+        },
         "annotators": len({j.annotator for j in judgements}),
         "annotator_names": sorted({j.annotator for j in judgements}),
         "items": len(majority),
@@ -712,6 +770,14 @@ def compute(
         },
         "picked_baseline": sum(j.picked_baseline for j in judgements),
     }
+    if key is not None:
+        # Who has finished: a summary made while someone is half-way is a summary of half the work.
+        assigned = Counter(a for item in key["by_item"].values() for a in item["candidate_letter"])
+        answered = Counter(j.annotator for j in judgements)
+        result["progress"] = {
+            a: {"answered": answered.get(a, 0), "assigned": assigned.get(a, 0)}
+            for a in sorted(assigned | answered)
+        }
     if key is None:
         result["auditor"] = None
         result["auditor_note"] = "no key: agreement only; pass --key to compare the auditor with people"
@@ -720,6 +786,30 @@ def compute(
         result["auditor"] = auditor_quality(majority, key, n_resamples, seed)
         result["sample"] = _sample(key, judgements)
     return result
+
+
+def check_output(out: Path) -> None:
+    """Refuse an output that would overwrite something other than an earlier agreement result
+    (the store, the key, a CSV of labels...).
+
+    Raises:
+        DataError: ``out`` does not end in .json, or it or the .md beside it exists and is not ours.
+    """
+    out = Path(out)
+    if out.suffix != ".json":
+        raise DataError(f"--out {out}: give a .json file (agreement.md is written beside it)")
+    if out.exists():
+        try:
+            load_agreement(out)
+        except DataError:
+            raise DataError(
+                f"--out {out}: exists and is not an agreement result; refusing to overwrite it"
+            ) from None
+    md = out.with_suffix(".md")
+    if md.exists() and not (
+        out.exists() or md.read_text(errors="replace").lstrip().startswith("# Human check")
+    ):
+        raise DataError(f"{md}: exists and was not written by annotate agreement; refusing to overwrite it")
 
 
 def write(result: Mapping[str, Any], out: Path) -> tuple[Path, Path]:
@@ -766,7 +856,7 @@ def agreement_rows(result: Mapping[str, Any]) -> list[list[str]]:
                 f"Cohen's κ {pair.replace('|', ' vs ')}",
                 _num(s["value"]),
                 _ci(s["ci95"]),
-                s["band"] or "–",
+                band_text(s),
                 f"{s['n_items']} shared items; raw agreement {_num(s.get('percent_agreement'))}",
             ]
         )
@@ -780,7 +870,7 @@ def agreement_rows(result: Mapping[str, Any]) -> list[list[str]]:
                 label,
                 _num(s["value"]),
                 _ci(s["ci95"]),
-                s["band"] or "–",
+                band_text(s),
                 s.get("items", f"{s['n_items']} items"),
             ]
         )
@@ -809,7 +899,9 @@ def auditor_rows(auditor: Mapping[str, Any]) -> list[list[str]]:
                 f"{_num(b['precision'], 2)} {_ci(ci['precision'], 2)}",
                 f"{_num(b['recall'], 2)} {_ci(ci['recall'], 2)}",
                 f"{_num(b['f1'], 2)} {_ci(ci['f1'], 2)}",
-                f"P {_num(pop['precision'], 2)} {_ci(pop['ci95']['precision'], 2)}, "
+                f"not estimated: no analysed item in {', '.join(pop['missing_strata'])}"
+                if pop.get("missing_strata")
+                else f"P {_num(pop['precision'], 2)} {_ci(pop['ci95']['precision'], 2)}, "
                 f"R {_num(pop['recall'], 2)} {_ci(pop['ci95']['recall'], 2)}",
                 b["items"] + (f" ({b['note']})" if b.get("note") else ""),
             ]
@@ -841,6 +933,14 @@ def sample_sentence(result: Mapping[str, Any]) -> str:
     )
 
 
+def _progress_lines(result: Mapping[str, Any]) -> list[str]:
+    unfinished = {a: p for a, p in (result.get("progress") or {}).items() if p["answered"] < p["assigned"]}
+    if not unfinished:
+        return []
+    who = ", ".join(f"{a} answered {p['answered']} of {p['assigned']}" for a, p in unfinished.items())
+    return [f"**Not finished:** {who}; the figures cover the answers saved so far.", ""]
+
+
 def markdown(result: Mapping[str, Any], level: int = 2, title: str = "Human check of the audit") -> str:
     """The human check as Markdown: a "Human check of the audit" section for the run report.
 
@@ -857,19 +957,33 @@ def markdown(result: Mapping[str, Any], level: int = 2, title: str = "Human chec
         "",
         sample_sentence(result),
         "",
-        f"{result['judgements']} judgements by {result['annotators']} annotators on {result['items']} items "
-        f"(from {src['type']} `{src['path']}`). The label is drift in the candidate's explanation, "
-        "unblinded with the key where the annotator picked A or B. Intervals: 95% percentile bootstrap "
-        f"over items ({result['bootstrap']['n_resamples']} resamples); bands: Landis & Koch.",
+        f"{result['judgements']} judgements by {result['annotators']} annotator(s) on {result['items']} items "
+        f"(from {src['type']} `{src['path']}`). The label is drift in the candidate's explanation"
+        + (
+            ", unblinded with the key where the annotator picked A or B"
+            if src.get("key")
+            else " as the CSV gives it (no key: nothing was unblinded)"
+        )
+        + ". Intervals of agreement: 95% percentile bootstrap over items "
+        f"({result['bootstrap']['n_resamples']} resamples; resamples where a statistic is undefined are "
+        "skipped); bands: Landis & Koch, with the bands of the interval's ends where they differ. "
+        "Raw agreement can be high while κ is low: when drift is rare, two people who both say "
+        "'no drift' to nearly everything agree mostly by chance, and κ discounts that.",
         "",
+        *_progress_lines(result),
         f"{h}# Agreement between annotators",
         "",
         *_table(["Statistic", "Value", "95% CI", "Band", "Items"], agreement_rows(result)),
         "",
-        f"Human majority: {ms['drift']} drift, {ms['no_drift']} no drift, {ms['ties']} ties "
-        f"(left out of the auditor comparison), {ms['single_annotator']} items with a single annotator "
-        f"(their label is the majority). Judgements of drift that picked the baseline's explanation: "
-        f"{result['picked_baseline']} (counted as no drift in the candidate).",
+        f"Human majority: drift {ms['drift']}, no drift {ms['no_drift']}, ties {ms['ties']} "
+        f"(left out of the auditor comparison), items with a single annotator {ms['single_annotator']} "
+        "(their label is the majority)."
+        + (
+            f" Judgements of drift that picked the baseline's explanation: {result['picked_baseline']} "
+            "(counted as no drift in the candidate)."
+            if src.get("key")
+            else ""
+        ),
         "",
     ]
     auditor = result.get("auditor")
@@ -883,6 +997,20 @@ def markdown(result: Mapping[str, Any], level: int = 2, title: str = "Human chec
         return "\n".join(lines)
     kj, ksj = auditor["kappa_judge_humans"], auditor["kappa_screen_judge_humans"]
     ref = auditor["paper_reference"]
+    ties = auditor.get("tie_sensitivity")
+    tie_lines = []
+    if ties:
+
+        def pr(block: Mapping[str, Any]) -> str:
+            return f"precision {_num(block['precision'], 2)}, recall {_num(block['recall'], 2)}"
+
+        tie_lines = [
+            f"Ties decide a lot on a small sample: with the {ties['n_ties']} tie(s) read as drift, the screen "
+            f"has {pr(ties['ties_as_drift']['screen'])} and screen + judge {pr(ties['ties_as_drift']['screen_judge'])}; "
+            f"read as no drift, {pr(ties['ties_as_no_drift']['screen'])} and "
+            f"{pr(ties['ties_as_no_drift']['screen_judge'])} (sample figures).",
+            "",
+        ]
     lines += [
         f"{h}# The auditor against people",
         "",
@@ -910,25 +1038,21 @@ def markdown(result: Mapping[str, Any], level: int = 2, title: str = "Human chec
                     "Judge vs human majority",
                     _num(kj["value"]),
                     _ci(kj["ci95"]),
-                    kj["band"] or "–",
+                    band_text(kj),
                     kj["items"],
                 ],
                 [
                     "Screen + judge vs human majority",
                     _num(ksj["value"]),
                     _ci(ksj["ci95"]),
-                    ksj["band"] or "–",
+                    band_text(ksj),
                     ksj["items"],
-                ],
-                [
-                    "Reference",
-                    " / ".join(f"{v:.3f}" for v in ref["values"]),
-                    "–",
-                    "–",
-                    f"{ref['label']} ({ref['note']})",
                 ],
             ],
         ),
+        "",
+        *tie_lines,
+        f"For reference only: the {ref['label']} ({ref['note']}); they are not set beside any figure above.",
         "",
         "Population weights (population / analysed items per stratum): "
         + ", ".join(f"{s} {w['population']}/{w['analysed']}" for s, w in auditor["weights"].items())
@@ -945,6 +1069,10 @@ def print_summary(result: Mapping[str, Any], console=None) -> None:
     from dartkit.progress import results_console
 
     console = console or results_console()
+    console.print(sample_sentence(result))
+    for line in _progress_lines(result):
+        if line:
+            console.print(line.replace("**", ""))
     table = Table(title="Agreement between annotators (drift in the candidate's explanation)")
     for col in ("Statistic", "Value", "95% CI", "Band", "Items"):
         table.add_column(col)
@@ -953,7 +1081,7 @@ def print_summary(result: Mapping[str, Any], console=None) -> None:
     console.print(table)
     ms = result["majority_summary"]
     console.print(
-        f"Human majority: {ms['drift']} drift, {ms['no_drift']} no drift, {ms['ties']} ties; "
+        f"Human majority: drift {ms['drift']}, no drift {ms['no_drift']}, ties {ms['ties']}; "
         f"{result['picked_baseline']} drift judgements picked the baseline's explanation."
     )
     auditor = result.get("auditor")
@@ -961,33 +1089,11 @@ def print_summary(result: Mapping[str, Any], console=None) -> None:
         console.print(result.get("auditor_note", ""))
         return
     table = Table(title=f"The auditor against the human majority ({auditor['n_items']} items, ties left out)")
-    for col in ("Detector", "Items", "TP/FP/FN/TN", "Precision", "Recall", "F1", "Population P / R"):
+    for col in ("Detector", "TP/FP/FN/TN", "Precision", "Recall", "F1", "Population estimate", "Items"):
         table.add_column(col)
-    for name, label in (
-        ("screen", "Screen alone"),
-        ("screen_judge", "Screen + judge"),
-        ("judge", "Judge alone"),
-    ):
-        b = auditor[name]
-        if not b.get("n_items"):
-            table.add_row(label, "0", "–", "–", "–", "–", "–")
-            continue
-        pop = b["population_estimate"]
-        table.add_row(
-            label,
-            str(b["n_items"]),
-            f"{b['tp']}/{b['fp']}/{b['fn']}/{b['tn']}",
-            f"{_num(b['precision'], 2)} {_ci(b['ci95']['precision'], 2)}",
-            f"{_num(b['recall'], 2)} {_ci(b['ci95']['recall'], 2)}",
-            f"{_num(b['f1'], 2)}",
-            f"{_num(pop['precision'], 2)} / {_num(pop['recall'], 2)}",
-        )
+    for row in auditor_rows(auditor):
+        table.add_row(*row)
     console.print(table)
-    for name in ("screen", "screen_judge", "judge"):
-        b = auditor[name]
-        console.print(
-            f"  {name}: {b['items']}" + (f" ({b['note']})" if b.get("note") and b.get("n_items") else "")
-        )
     kj, ksj = auditor["kappa_judge_humans"], auditor["kappa_screen_judge_humans"]
     console.print(
         f"κ judge vs people {_num(kj['value'])} {_ci(kj['ci95'])} ({kj['items']}); "

@@ -82,10 +82,11 @@ def agreement_command(
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
 ) -> None:
     """Agreement between annotators (κ, α) and the auditor's precision / recall against them."""
-    from dartkit.annotate.agreement import RESULT_NAME, compute, print_summary, write
+    from dartkit.annotate.agreement import RESULT_NAME, check_output, compute, print_summary, write
 
-    result = compute(source, key, n_resamples=resamples, seed=seed)
     target = out or (source / RESULT_NAME if source.is_dir() else source.parent / RESULT_NAME)
+    check_output(target)
+    result = compute(source, key, n_resamples=resamples, seed=seed)
     json_path, md_path = write(result, target)
     print_summary(result)
     typer.echo(f"wrote {json_path} and {md_path}")

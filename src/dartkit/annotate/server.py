@@ -51,11 +51,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dartkit.annotate.store import NOTE_MAX_CHARS, SEVERITIES, StoreError, open_store
+from dartkit.annotate import KIND_EXPORT
+from dartkit.annotate.store import NOTE_MAX_CHARS, StoreError, open_store
+from dartkit.audit.core import SEVERITIES
 from dartkit.data.jsonl import read_json, read_records
 from dartkit.errors import DataError
 
-KIND_EXPORT = "dartkit-annotation-export"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_BODY_BYTES = 16 * 1024

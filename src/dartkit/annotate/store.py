@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dartkit.annotate import STORE_NAME
+from dartkit.audit.core import SEVERITIES
 from dartkit.errors import DataError
 
-STORE_NAME = "annotations.sqlite"
-SEVERITIES = ("mild", "moderate", "severe", "extreme")
 LETTERS = ("A", "B")
 NOTE_MAX_CHARS = 2000
 COLUMNS = ("annotator", "item_id", "drift", "which", "severity", "note", "saved_at")
@@ -210,3 +212,43 @@ def open_store(export_dir: Path, create: bool = True) -> AnnotationStore:
     store = AnnotationStore(path)
     store._init()
     return store
+
+
+def read_answers(export_dir: Path) -> list[dict[str, Any]]:
+    """Every saved answer of an export, opened read-only (safe while the page serves: WAL lets a
+    reader in beside the writer, and nothing here can change an answer).
+
+    Raises:
+        DataError: No store yet, or a file that is not an annotation store.
+    """
+    path = Path(export_dir) / STORE_NAME
+    if not path.is_file():
+        raise DataError(
+            f"{path}: no such file (no answers saved yet? start the page with dartkit annotate serve)"
+        )
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise DataError(f"{path}: cannot open ({exc})") from None
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM answers ORDER BY annotator, item_id"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise DataError(f"{path}: not an annotation store ({exc})") from None
+    finally:
+        conn.close()
+    return [dict(row) for row in rows]
+
+
+def answers_state(export_dir: Path) -> dict[str, Any]:
+    """How many answers an export holds, when the last was saved, and a digest of them all (an
+    answer changed within the same second still changes the digest): tells a stale summary."""
+    rows = read_answers(export_dir)
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    return {
+        "n_answers": len(rows),
+        "last_saved": max((r["saved_at"] or "" for r in rows), default=None),
+        "sha256": digest,
+    }

@@ -422,21 +422,47 @@ def _repair_info(root: Path, stages: dict[str, dict[str, Any]]) -> dict[str, Any
 
 
 def _human_checks(root: Path) -> dict[str, Any]:
-    """Each annotated export under ``<run>/annotate/`` with its agreement result (less the per-item
-    majority, which stays in the export's own agreement.json), or the reason it could not be read."""
+    """Each export under ``<run>/annotate/`` with answers or a summary: its agreement result (less
+    the per-item majority, which stays in the export's own agreement.json), a note when answers
+    were saved after that summary, or why there is none."""
+    from dartkit.annotate import RESULT_NAME, STORE_NAME
     from dartkit.annotate.agreement import load_agreement
+    from dartkit.annotate.store import answers_state
 
     out: dict[str, Any] = {}
-    for path in sorted((root / "annotate").glob("*/agreement.json")):
+    exports = {p.parent for p in (root / "annotate").glob(f"*/{RESULT_NAME}")}
+    exports |= {p.parent for p in (root / "annotate").glob(f"*/{STORE_NAME}")}
+    for export in sorted(exports):
+        rel = str(export.relative_to(root))
+        rerun = f"run `dartkit annotate agreement {export}` to summarise them"
         try:
-            result = load_agreement(path)
+            now = answers_state(export) if (export / STORE_NAME).is_file() else None
         except DartkitError as e:
-            out[path.parent.name] = {"path": str(path.relative_to(root)), "error": str(e)}
+            now, error = None, str(e)
+        else:
+            error = None
+        if not (export / RESULT_NAME).is_file():
+            if now and now["n_answers"]:
+                out[export.name] = {
+                    "path": rel,
+                    "error": f"{now['n_answers']} answer(s) saved, no summary yet: {rerun}",
+                }
+            elif error:
+                out[export.name] = {"path": rel, "error": error}
             continue
-        out[path.parent.name] = {
-            "path": str(path.relative_to(root)),
-            **{k: v for k, v in result.items() if k != "majority"},
-        }
+        try:
+            result = load_agreement(export / RESULT_NAME)
+        except DartkitError as e:
+            out[export.name] = {"path": f"{rel}/{RESULT_NAME}", "error": str(e)}
+            continue
+        entry = {"path": f"{rel}/{RESULT_NAME}", **{k: v for k, v in result.items() if k != "majority"}}
+        then = (result.get("source") or {}).get("store")
+        if now and then and now != then:
+            entry["stale"] = (
+                f"the store now holds {now['n_answers']} answers (last saved {now['last_saved']}); this "
+                f"summary was made from {then['n_answers']} (last saved {then['last_saved']}): {rerun}"
+            )
+        out[export.name] = entry
     return out
 
 
@@ -445,11 +471,14 @@ def _human_check_lines(checks: dict[str, Any]) -> list[str]:
 
     L: list[str] = []
     for name, result in checks.items():
-        title = f"Human check of the audit: `{name}`"
+        label = dict(AUDITS + SPLIT_AUDITS).get(name)
+        title = f"Human check of the audit: `{name}`" + (f" ({label})" if label else "")
         if "error" in result:
             L += ["", f"## {title}", "", f"`{result['path']}` could not be read: {result['error']}"]
         else:
-            L += ["", markdown(result, level=2, title=title).rstrip(), "", f"Details: `{result['path']}`."]
+            stale = [f"> **Out of date.** {result['stale']}.", ""] if result.get("stale") else []
+            body = markdown(result, level=2, title=title).rstrip().split("\n")
+            L += ["", *body[:2], *stale, *body[2:], "", f"Details: `{result['path']}`."]
     return L
 
 

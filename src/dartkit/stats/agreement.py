@@ -114,8 +114,21 @@ def bootstrap_ci(
 
 
 def summarise(value: float | None, ci: list[float] | None, n: int) -> dict[str, Any]:
-    """A statistic as agreement.json keeps it: value, interval, band, items."""
-    return {"value": value, "ci95": ci, "band": landis_koch(value), "n_items": n}
+    """A statistic as agreement.json keeps it: value, interval, band, the bands of the interval's
+    ends (a band read off the point estimate alone overstates what a small sample shows), items."""
+    bands_ci = [landis_koch(ci[0]), landis_koch(ci[1])] if ci else None
+    return {"value": value, "ci95": ci, "band": landis_koch(value), "band_ci95": bands_ci, "n_items": n}
+
+
+def band_text(stat: dict[str, Any]) -> str:
+    """The band of a summarised statistic, with the interval's bands when they differ from it."""
+    band = stat.get("band")
+    if not band:
+        return "–"
+    ends = stat.get("band_ci95")
+    if ends and (ends[0] != band or ends[1] != band):
+        return f"{band} (interval: {ends[0]} to {ends[1]})"
+    return band
 
 
 def pairwise_cohen(

@@ -135,7 +135,18 @@
     return !state.dirty || window.confirm("Leave this item without saving your changes?");
   }
 
+  // While a save is in flight the form and navigation are frozen: a change made then would be
+  // neither in the request nor kept once the reply moves the page on.
+  function setSaving(on) {
+    state.saving = on;
+    $("save").disabled = on;
+    $("prev").disabled = on || state.index === 0;
+    $("next").disabled = on;
+    $("form").inert = on;
+  }
+
   function goPrev() {
+    if (state.saving) return;
     if (state.index > 0 && confirmLeave()) {
       setStatus("");
       showItem(state.index - 1);
@@ -143,7 +154,7 @@
   }
 
   function goNext() {
-    if (!confirmLeave()) return;
+    if (state.saving || !confirmLeave()) return;
     setStatus("");
     if (state.index + 1 < state.items.length) {
       showItem(state.index + 1);
@@ -181,8 +192,7 @@
     const item = state.items[state.index];
     const position = state.index + 1;
     const before = nAnswered();
-    state.saving = true;
-    $("save").disabled = true;
+    setSaving(true);
     setStatus("Saving…");
     let reply;
     try {
@@ -209,8 +219,7 @@
     }
     state.answers[item.item_id] = data.answer;
     state.dirty = false;
-    state.saving = false;
-    $("save").disabled = false;
+    setSaving(false);
     updateProgress();
     const all = nAnswered() === state.items.length;
     if (all && before < state.items.length) {
@@ -232,8 +241,7 @@
 
   // The answer stays in the form (nothing is cleared), marked as not saved.
   function saveFailed(reason) {
-    state.saving = false;
-    $("save").disabled = false;
+    setSaving(false);
     state.dirty = true;
     showItemState();
     setStatus(
@@ -284,6 +292,10 @@
       return;
     }
     if ($("item").hidden) return;
+    if (state.saving) {
+      e.preventDefault();
+      return;
+    }
     const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
     const sevIndex = "1234".indexOf(key);
     if (key === "y" || key === "n") {
