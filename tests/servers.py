@@ -25,6 +25,9 @@ A handler is called with each request's JSON body and returns one of:
 * ``(status, body)`` or ``(status, headers, body)`` -- ``body`` a dict/list (sent
   as JSON) or a str (sent as plain text);
 * a :class:`Reply`, which can also delay its answer.
+
+:class:`FakeHubServer` (at the end) stands in for the Hugging Face Hub in the same way: the
+endpoints huggingface_hub calls to create a repository and commit small files.
 """
 
 from __future__ import annotations
@@ -346,3 +349,209 @@ def user(text: str) -> list[dict[str, str]]:
 def conversations(texts: Iterable[str]) -> list[list[dict[str, str]]]:
     """One one-message conversation per text."""
     return [user(t) for t in texts]
+
+
+# ---- a fake Hugging Face Hub ------------------------------------------------------------------
+
+
+@dataclass
+class HubRequest:
+    """A request the fake Hub received: method, path (query dropped), lower-cased headers, raw body."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class HubRepo:
+    """One repository of the fake Hub: its branches (path -> bytes) and commit titles."""
+
+    repo_type: str
+    repo_id: str
+    private: bool
+    branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
+    commits: list[str] = field(default_factory=list)
+
+
+class FakeHubServer:
+    """The few Hub endpoints huggingface_hub calls to create a repository and commit small files.
+
+    ``POST /api/repos/create``, ``POST /api/validate-yaml`` (parses the README front matter),
+    ``POST /api/{type}s/{org}/{name}/branch/{branch}``, ``.../preupload/{rev}`` (every file
+    "regular": no LFS), ``.../commit/{rev}`` (NDJSON with base64 file contents). Requests must
+    carry ``Authorization: Bearer <token>``; every request is recorded. Use with
+    ``endpoint=server.url`` or ``HF_ENDPOINT``::
+
+        with FakeHubServer(token="hf_test") as hub:
+            ...
+            assert hub.repos[("model", "org/name")].branches["main"]["README.md"]
+    """
+
+    def __init__(self, token: str = "hf_fake_token"):
+        self.token = token
+        self.requests: list[HubRequest] = []
+        self.repos: dict[tuple[str, str], HubRepo] = {}
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("server not started")
+        return f"http://127.0.0.1:{self._port}"
+
+    def files(self, repo_id: str, repo_type: str = "model", branch: str = "main") -> dict[str, bytes]:
+        """The files a branch of a repository holds now."""
+        return self.repos[(repo_type, repo_id)].branches[branch]
+
+    def start(self) -> FakeHubServer:
+        self._httpd = _Server(("127.0.0.1", 0), _HubRequestHandler)
+        self._httpd.fake = self  # type: ignore[assignment]
+        self._port = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-hub", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+
+    def __enter__(self) -> FakeHubServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Reply:
+        from urllib.parse import unquote, urlsplit
+
+        path = urlsplit(raw_path).path
+        with self._lock:
+            self.requests.append(HubRequest(method, path, headers, body))
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return Reply(401, {"error": "Invalid credentials in Authorization header"})
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        with self._lock:
+            if method == "POST" and parts == ["api", "repos", "create"]:
+                return self._create(json.loads(body))
+            if method == "POST" and parts == ["api", "validate-yaml"]:
+                return self._validate_yaml(json.loads(body))
+            if (
+                method == "POST"
+                and len(parts) == 6
+                and parts[0] == "api"
+                and parts[1] in ("models", "datasets")
+            ):
+                repo = self.repos.get((parts[1][:-1], f"{parts[2]}/{parts[3]}"))
+                if repo is None:
+                    return Reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                action, rev = parts[4], parts[5]
+                if action == "branch":
+                    return self._branch(repo, rev)
+                if rev not in repo.branches:
+                    return Reply(
+                        404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"}
+                    )
+                if action == "preupload":
+                    files = json.loads(body)["files"]
+                    return Reply(
+                        200,
+                        {
+                            "files": [
+                                {
+                                    "path": f["path"],
+                                    "uploadMode": "regular",
+                                    "shouldIgnore": False,
+                                    "oid": None,
+                                }
+                                for f in files
+                            ]
+                        },
+                    )
+                if action == "commit":
+                    return self._commit(repo, rev, body)
+        return Reply(404, {"error": f"the fake hub has no {method} {path}"})
+
+    def _create(self, req: dict[str, Any]) -> Reply:
+        repo_type = req.get("type") or "model"
+        repo_id = f"{req['organization']}/{req['name']}" if req.get("organization") else req["name"]
+        prefix = "" if repo_type == "model" else f"{repo_type}s/"
+        url = f"{self.url}/{prefix}{repo_id}"
+        if (repo_type, repo_id) in self.repos:
+            return Reply(409, {"error": "You already created this repo", "url": url})
+        self.repos[(repo_type, repo_id)] = HubRepo(repo_type, repo_id, bool(req.get("private")))
+        return Reply(200, {"url": url, "name": repo_id, "id": repo_id})
+
+    def _validate_yaml(self, req: dict[str, Any]) -> Reply:
+        import yaml
+
+        content = req.get("content", "")
+        if content.startswith("---"):
+            try:
+                yaml.safe_load(content.split("---", 2)[1])
+            except yaml.YAMLError as e:
+                return Reply(400, {"errors": [{"message": f"invalid YAML: {e}"}], "warnings": []})
+        return Reply(200, {"errors": [], "warnings": []})
+
+    def _branch(self, repo: HubRepo, branch: str) -> Reply:
+        if branch in repo.branches:
+            return Reply(409, {"error": "Reference already exists"})
+        repo.branches[branch] = dict(repo.branches["main"])
+        return Reply(200, {})
+
+    def _commit(self, repo: HubRepo, rev: str, body: bytes) -> Reply:
+        import base64
+        import hashlib
+
+        lines = [json.loads(line) for line in body.decode("utf-8").splitlines() if line.strip()]
+        header = next(line["value"] for line in lines if line["key"] == "header")
+        for line in lines:
+            if line["key"] == "file":
+                value = line["value"]
+                repo.branches[rev][value["path"]] = base64.b64decode(value["content"])
+            elif line["key"] != "header":
+                return Reply(400, {"error": f"the fake hub takes regular files only, not {line['key']}"})
+        repo.commits.append(header["summary"])
+        oid = hashlib.sha1(body).hexdigest()
+        prefix = "" if repo.repo_type == "model" else f"{repo.repo_type}s/"
+        return Reply(
+            200,
+            {
+                "commitUrl": f"{self.url}/{prefix}{repo.repo_id}/commit/{oid}",
+                "commitOid": oid,
+                "pullRequestUrl": None,
+            },
+        )
+
+
+class _HubRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 10
+    server: _Server
+
+    def _handle(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        reply = self.server.fake._serve(method, self.path, headers, raw)  # type: ignore[attr-defined]
+        _RequestHandler._send(self, reply)  # type: ignore[arg-type]
+
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
+        self._handle("POST")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._handle("GET")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        pass

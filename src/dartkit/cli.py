@@ -74,6 +74,13 @@ class PolicyChoice(str, Enum):
     on = "on"
 
 
+class GenerationsFormat(str, Enum):
+    auto = "auto"
+    dartkit = "dartkit"
+    lm_eval = "lm-eval"
+    inspect = "inspect"
+
+
 class SplitChoice(str, Enum):
     train = "train"
     audit = "audit"
@@ -277,10 +284,21 @@ def audit_command(
     baseline_generations: Path = typer.Option(
         None,
         "--baseline-generations",
-        help="Baseline answers made elsewhere: JSONL with id, text[, prompt, label].",
+        help="Baseline answers made elsewhere: JSONL with id, text[, prompt, label], an lm-eval "
+        "samples_*.jsonl or an Inspect log (.eval/.json).",
     ),
     candidate_generations: Path = typer.Option(
         None, "--candidate-generations", help="Candidate answers made elsewhere, matched by id."
+    ),
+    generations_format: GenerationsFormat = typer.Option(
+        None,
+        "--generations-format",
+        help="Format of the generation files: auto (default, by content), dartkit, lm-eval, inspect.",
+    ),
+    id_field: str = typer.Option(
+        None,
+        "--id-field",
+        help="Map harness-log samples to dartkit ids by this dotted field (e.g. doc.id) instead of by prompt.",
     ),
     out: Path = typer.Option(
         None, "--out", help="Output directory (pairs.jsonl, drift.jsonl, summary.json, audit.md)."
@@ -355,6 +373,8 @@ def audit_command(
         "split": split.value if split else None,
         "baseline_generations": baseline_generations,
         "candidate_generations": candidate_generations,
+        "generations_format": generations_format.value if generations_format else None,
+        "id_field": id_field,
         "out": out,
         "scorer": scorer,
         "score_on": score_on,
@@ -498,6 +518,113 @@ def report_command(
     from dartkit.pipeline.report import build_report
 
     typer.echo(f"report: {build_report(run_dir)}")
+
+
+class ExportFormatChoice(str, Enum):
+    messages = "messages"
+    prompt_completion = "prompt-completion"
+    both = "both"
+
+
+@app.command("push")
+@user_errors
+def push_command(
+    run_dir: Path = typer.Argument(..., help="Run directory of `dartkit run`, or a PEFT adapter directory."),
+    to: str = typer.Option(..., "--to", help="Hub repository ORG/NAME (created when missing)."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="Which adapter of the run: m_dart (default), m_int, label_only, predicted, tox_sft, m_dart_unweighted.",
+    ),
+    base_model: str = typer.Option(
+        None, "--base-model", help="Hub id of the base model, when the adapter's base is a local directory."
+    ),
+    private: bool = typer.Option(False, "--private", help="Create the repository private."),
+    revision: str = typer.Option(
+        None, "--revision", "--branch", help="Branch to commit to (created when missing; default main)."
+    ),
+    commit_message: str = typer.Option(None, "--commit-message", help="Title of the Hub commit."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the model card and the file list; upload nothing (needs no token)."
+    ),
+) -> None:
+    """Push an adapter to the Hugging Face Hub with PEFT's card front matter and the run's summary.
+
+    The token comes from HF_TOKEN (or `hf auth login`); it is never printed or written.
+    """
+    from dartkit.share.push import plan_push, push
+
+    if dry_run:
+        plan = plan_push(run_dir, to, model, base_model)
+        typer.echo(plan.card)
+        typer.echo(f"files for {to} (nothing uploaded: --dry-run):")
+        for name, data in sorted(plan.files.items()):
+            size = len(data) if isinstance(data, bytes) else data.stat().st_size
+            typer.echo(f"  {name}  {size:,} bytes")
+        return
+    plan, result = push(
+        run_dir,
+        to,
+        model=model,
+        base_model=base_model,
+        private=private,
+        revision=revision,
+        commit_message=commit_message,
+    )
+    label = plan.summary.get("model_label") or "adapter"
+    typer.echo(
+        f"pushed {label} ({plan.adapter}, base {plan.base_model}) to {result.repo_url} "
+        f"branch {result.revision}: {result.commit_url}"
+    )
+
+
+@app.command("export-data")
+@user_errors
+def export_data_command(
+    run_dir: Path = typer.Argument(..., help="Run directory of `dartkit run`."),
+    out: Path = typer.Option(..., "--out", help="Output directory for the datasets, JSONL and dataset card."),
+    fmt: ExportFormatChoice = typer.Option(
+        None,
+        "--format",
+        help="messages (TRL conversational), prompt-completion, or both (default).",
+    ),
+    parts: str = typer.Option(
+        None, "--parts", help="Comma-separated: distill, repair (default: every part the run has)."
+    ),
+    push_to: str = typer.Option(None, "--push", help="Also push the dataset to the Hub as ORG/NAME."),
+    private: bool = typer.Option(False, "--private", help="With --push: create the repository private."),
+    revision: str = typer.Option(None, "--revision", "--branch", help="With --push: branch to commit to."),
+) -> None:
+    """Export the run's QC-passed distillation and repair rows as Hugging Face datasets (TRL formats)."""
+    from dartkit.share.export_data import FORMATS, PARTS, export_data, hub_files, parse_list
+    from dartkit.share.hub import check_repo_id, push_files
+
+    if push_to:
+        check_repo_id(push_to, "--push")  # before anything is written
+    formats = FORMATS if fmt in (None, ExportFormatChoice.both) else (fmt.value,)
+    with dir_lock(out):
+        result = export_data(
+            run_dir,
+            out,
+            formats,
+            parse_list(parts, PARTS, "--parts"),
+            warn=lambda note: typer.echo(f"note: {note}", err=True),
+        )
+    counts = ", ".join(f"{n} {part}" for part, n in result.counts.items())
+    shapes = "datasets (load_from_disk) + JSONL" if result.datasets else "JSONL"
+    typer.echo(
+        f"exported {counts} row(s) as {' and '.join(formats)} to {out} ({shapes}); card: {out / 'README.md'}"
+    )
+    if push_to:
+        pushed = push_files(
+            push_to,
+            hub_files(result),
+            repo_type="dataset",
+            revision=revision,
+            private=private,
+            commit_message=f"dartkit {__version__}: training data of {Path(run_dir).name}",
+        )
+        typer.echo(f"pushed to {pushed.repo_url} branch {pushed.revision}: {pushed.commit_url}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -706,9 +706,27 @@ class AuditConfig(_Strict):
         description="Audit generation files even when an id's two answers were given different prompt texts "
         "(refused by default: such answers are not comparable); recorded in summary.json.",
     )
+    generations_format: Literal["auto", "dartkit", "lm-eval", "inspect"] = Field(
+        "auto",
+        description="Format of both generation files: dartkit JSONL, an lm-evaluation-harness samples file, "
+        "an Inspect eval log (.eval or .json), or auto (recognised by content, each side on its own).",
+    )
+    id_field: str | None = Field(
+        None,
+        description="Map harness-log samples onto dartkit ids by this dotted field of the logged sample "
+        "(e.g. doc.id; per format: 'lm-eval:doc.id,inspect:metadata.id') instead of by prompt.",
+    )
     worst_cases: int = Field(
         10, ge=0, description="Drift cases shown (behind a content warning) in audit.md."
     )
+
+    @field_validator("id_field")
+    @classmethod
+    def _id_field_parses(cls, v: str | None) -> str | None:
+        from dartkit.audit.harness import parse_id_fields
+
+        parse_id_fields(v)
+        return v
 
     @field_validator("baseline", "candidate", "judge")
     @classmethod

@@ -39,6 +39,9 @@ PACKAGES = (
     "krippendorff",
     "fastapi",
     "uvicorn",
+    "huggingface_hub",
+    "datasets",
+    "zstandard",
     "pyyaml",
 )
 

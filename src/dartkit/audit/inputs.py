@@ -146,6 +146,7 @@ def example_item(example: Example, policy: Policy = "off", label: str | None = "
         label=example.label if label == "from-example" else label,
         benchmark=example.benchmark,
         scenario_key=example.group_key or example.scenario_key,  # the cluster unit of intervals
+        extra={"question": example.question.strip()},  # what a harness prompt must contain (audit.harness)
     )
 
 
@@ -161,6 +162,9 @@ class GenerationRow:
     benchmark: str | None = None
     conclusion: str | None = None
     scenario_key: str | None = None
+    source: str | None = None  # the harness whose log it came from (audit.harness); None: a dartkit file
+    prompt_match: str | None = None  # how a harness prompt relates to dartkit's: exact, contains, differs
+    ref: str | None = None  # where in the harness log it was read
 
 
 def load_generations(path: Path) -> dict[str, GenerationRow]:
@@ -199,7 +203,8 @@ def prompt_mismatches(
     """Ids whose two answers were given to different prompt texts, and how many pairs had no prompt to compare.
 
     A paired audit compares two answers to the *same* prompt; generation files made with another
-    prompt template, policy or data version pair answers to different questions.
+    prompt template, policy or data version pair answers to different questions. Prompts read from
+    another harness's log are compared with whitespace normalised (logs re-wrap and re-indent text).
     """
     mismatched, unchecked = [], 0
     for id_, b in base.items():
@@ -208,6 +213,9 @@ def prompt_mismatches(
             continue
         if b.prompt is None or c.prompt is None:
             unchecked += 1
+        elif b.source or c.source:
+            if " ".join(b.prompt.split()) != " ".join(c.prompt.split()):
+                mismatched.append(id_)
         elif b.prompt.strip() != c.prompt.strip():
             mismatched.append(id_)
     return mismatched, unchecked

