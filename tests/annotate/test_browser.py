@@ -40,7 +40,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1280,1000",
 ]
 SCREENSHOTS = os.environ.get("DARTKIT_ANNOTATE_SCREENSHOTS")
 WAIT_S = 10
@@ -155,8 +154,9 @@ def running_server(export_dir: Path):
 
 
 @contextlib.contextmanager
-def browser():
-    """A fresh headless Chromium (own profile: no shared cookies, storage or cache)."""
+def browser(window: tuple[int, int] = (1280, 1000)):
+    """A fresh headless Chromium (own profile: no shared cookies, storage or cache) with a window
+    of ``window`` (width, height) pixels."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -164,7 +164,7 @@ def browser():
     profile = tempfile.mkdtemp(prefix="dartkit-chromium-")
     options = Options()
     options.binary_location = str(CHROMIUM)
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
+    for flag in [*CHROMIUM_FLAGS, f"--window-size={window[0]},{window[1]}", f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     # An explicit driver path: selenium-manager never runs (it would try to download one).
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -219,9 +219,12 @@ def at_item(driver, k: int, n: int) -> None:
     wait_for(driver, lambda d: text(d, "item-position") == f"Item {k} of {n}", f"item {k}")
 
 
-def shoot(driver, name: str) -> None:
+def shoot(driver, name: str, whole_page: bool = True) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        if not whole_page:  # what the user sees in the window, as it is
+            driver.save_screenshot(str(Path(SCREENSHOTS) / f"annotate_{name}.png"))
+            return
         # The whole page, not just the first screenful: grow the window to fit, then put it back.
         size = driver.get_window_size()
         height = driver.execute_script("return document.documentElement.scrollHeight")
@@ -230,6 +233,20 @@ def shoot(driver, name: str) -> None:
         )
         driver.save_screenshot(str(Path(SCREENSHOTS) / f"annotate_{name}.png"))
         driver.set_window_size(size["width"], size["height"])
+
+
+def in_view(driver, element_id: str) -> dict:
+    """Where an element is in the window: ``shown`` when all of it is inside the viewport, ``on_top``
+    when nothing covers its middle (a sticky bar or another element would hide it)."""
+    return driver.execute_script(
+        "const el = document.getElementById(arguments[0]);"
+        "const r = el.getBoundingClientRect();"
+        "const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);"
+        "return {top: Math.round(r.top), bottom: Math.round(r.bottom), inner_height: innerHeight,"
+        " shown: r.height > 0 && r.top >= 0 && r.bottom <= innerHeight,"
+        " on_top: hit !== null && el.contains(hit)};",
+        element_id,
+    )
 
 
 def rows(export_dir: Path, annotator: str) -> dict[str, tuple]:
@@ -475,3 +492,49 @@ def test_input_during_a_slow_save_is_ignored_not_lost(export_dir):
         wait_for(driver, lambda d: text(d, "status") == "✓ Answer to item 1 saved.", "the save")
         assert rows(export_dir, "a2")[first][:3] == (1, "A", "severe")
         assert text(driver, "item-position") == f"Item 2 of {n}"  # moved on once, not three times
+
+
+def test_messages_show_where_the_user_is_looking(export_dir):
+    """At 1280×720 the item is taller than the window; a keyboard user who presses Enter with the
+    answer incomplete, or whose save fails, must see the message without scrolling."""
+    _require_browser()
+    tokens = json.loads((export_dir / "tokens.json").read_text())
+    n = len(queue(export_dir, "a1"))
+    with running_server(export_dir) as base, browser(window=(1280, 720)) as driver:
+        open_link(driver, f"{base}/a/{tokens['a1']}")
+        at_item(driver, 1, n)
+        assert driver.execute_script("return innerHeight") <= 720
+        # The case worth testing: the form ends below the window.
+        assert driver.execute_script("return document.documentElement.scrollHeight > innerHeight + 200")
+        press(driver, "y", "\ue007")  # yes, then Enter: which answer is missing
+        wait_for(driver, lambda d: "Choose which answer" in text(d, "status"), "the hint")
+        where = in_view(driver, "status")
+        assert where["shown"] and where["on_top"], where
+        assert in_view(driver, "save")["shown"]  # and the button that goes with it
+        shoot(driver, "hint", whole_page=False)
+        press(driver, "a", "3")
+        driver.execute_script(
+            "window.__fetch = window.fetch;"
+            "window.fetch = () => Promise.reject(new TypeError('Failed to fetch'));"
+        )
+        press(driver, "\ue007")
+        wait_for(driver, lambda d: text(d, "status").startswith("Not saved"), "the save error")
+        where = in_view(driver, "status")
+        assert where["shown"] and where["on_top"], where
+        driver.execute_script("window.fetch = window.__fetch; window.scrollTo(0, 0);")
+        press(driver, "\ue007")
+        at_item(driver, 2, n)
+        assert text(driver, "status") == "✓ Answer to item 1 saved."
+        where = in_view(driver, "status")
+        assert where["shown"] and where["on_top"], where
+        # The new item starts at its top: the question is in view, not scrolled past.
+        assert in_view(driver, "item-position")["shown"]
+
+        # A truncated link: a short page that says so, not JSON, and nothing about the token.
+        driver.get(f"{base}/a/{tokens['a1'][:-5]}")
+        wait_for(driver, lambda d: d.find_elements("tag name", "h1"), "the page")
+        body = driver.find_element("tag name", "body").text
+        assert "This link is not valid" in body and "copied the whole link" in body
+        assert "{" not in body and "Not Found" not in body
+        assert tokens["a1"][:-5] not in driver.page_source
+        shoot(driver, "bad_link", whole_page=False)

@@ -3,6 +3,7 @@ and the ``serve`` command's refusal to bind to other interfaces."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
@@ -101,10 +102,9 @@ def test_static_files_only_the_pages_own(setup):
 def test_unknown_token_is_a_plain_404(setup):
     client, tokens, queues, _ = setup
     item = queues["a1"][0]
-    unknown_route = client.get("/no/such/page")
+    unknown_route = client.get("/api/no/such/route")
     for bad in ["x", tokens["a1"][:-1], tokens["a1"] + "x", tokens["a1"].upper(), "a1"]:
         for response in [
-            client.get(f"/a/{bad}"),
             client.get(f"/api/{bad}/queue"),
             client.get(f"/api/{bad}/answers/{item}"),
             client.put(f"/api/{bad}/answers/{item}", json=YES),
@@ -113,6 +113,40 @@ def test_unknown_token_is_a_plain_404(setup):
             assert response.status_code == 404
             assert response.json() == unknown_route.json() == {"error": "Not Found"}
             assert_headers(response)
+
+
+def test_wrong_or_truncated_link_gets_a_short_html_page(setup):
+    """A person who opens a bad link reads a sentence, not JSON; the page is the same for every bad
+    link, so it tells nothing about how close the token was, and it never shows the token."""
+    client, tokens, queues, _ = setup
+    token = tokens["a1"]
+    bad_links = [
+        f"/a/{token[:-1]}",  # the last character lost when copying
+        f"/a/{token[:10]}",
+        f"/a/{token}x",
+        f"/a/{token.upper()}",
+        f"/a/{token}/more",
+        "/a/x",
+        "/a/a1",
+        "/a/",
+        "/a",
+        "/",
+    ]
+    pages = [client.get(link) for link in bad_links]
+    for link, page in zip(bad_links, pages, strict=True):
+        assert page.status_code == 404, link
+        assert page.headers["content-type"].startswith("text/html"), link
+        assert_headers(page)
+        assert "This link is not valid" in page.text and "copied the whole link" in page.text
+        assert page.text == pages[0].text, link  # one page for all: no hint of a near miss
+        assert all(t[:10] not in page.text for t in tokens.values()), link
+        assert '{"error"' not in page.text and "Not Found" not in page.text
+        # The CSP forbids inline script and style: the page uses the stylesheet only.
+        assert "<script" not in page.text and "style=" not in page.text and "<style" not in page.text
+    assert client.get(f"/a/{token}").status_code == 200  # the real link still works
+    # The API and the static files keep their JSON 404, which the page's script reads.
+    for path in [f"/api/{token[:-1]}/queue", "/api/x", "/static/nothing.js"]:
+        assert client.get(path).json() == {"error": "Not Found"}, path
 
 
 def test_save_resume_and_re_answer(setup):
@@ -344,9 +378,44 @@ def test_cli_port_in_use_and_bad_directory(export_result, tmp_path, monkeypatch)
         port = busy.getsockname()[1]
         res = runner.invoke(cli_app, ["annotate", "serve", str(export_result.out), "--port", str(port)])
     assert res.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in res.stderr
-    assert "--port" in res.stderr and res.stdout == ""  # no links printed for a server that never ran
+    assert "already in use" in res.stderr and "pick another port with --port" in res.stderr
+    assert res.stdout == ""  # no links printed for a server that never ran
     res = runner.invoke(cli_app, ["annotate", "serve", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "no such directory" in res.stderr
+
+
+def test_cli_address_this_machine_does_not_have(export_result, monkeypatch):
+    """``--host`` naming an address of another machine: another port would not help, so the
+    message must not suggest one."""
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: pytest.fail("must not start"))
+    absent = "192.0.2.1"  # TEST-NET-1 (RFC 5737): documentation only, never a real interface
+    with socket.socket() as probe:
+        try:
+            probe.bind((absent, 0))
+        except OSError as exc:
+            assert exc.errno == errno.EADDRNOTAVAIL, exc
+        else:
+            pytest.skip(f"this machine can bind to {absent} (ip_nonlocal_bind?)")
+    port = _free_port()
+    res = runner.invoke(
+        cli_app,
+        [
+            "annotate",
+            "serve",
+            str(export_result.out),
+            "--host",
+            absent,
+            "--allow-remote",
+            "--port",
+            str(port),
+        ],
+    )
+    assert res.exit_code == 2 and res.stdout == ""
+    message = res.stderr.strip()
+    assert message.startswith(f"error: cannot listen on {absent}:{port}")
+    assert f"this machine has no address {absent}" in message and "--host" in message
+    assert "port" not in message.split(":", 3)[-1] and "Traceback" not in res.output
+    assert len(message.splitlines()) == 1
 
 
 def _free_port() -> int:

@@ -5,7 +5,8 @@ opens their own link, ``/a/<token>``, with the token from ``DIR/tokens.json``; t
 to a JSON API under ``/api/<token>/``. Routes:
 
 - ``GET /a/{token}``: the page (HTML; the same file for everyone, its script reads the token from
-  the address);
+  the address); an unknown token, like any other unknown address outside ``/api/`` and
+  ``/static/``, gets a short HTML page "This link is not valid" (404), the same for every address;
 - ``GET /static/app.js``, ``GET /static/app.css``: the page's script and style (a fixed list of
   files from the package, never files from DIR);
 - ``GET /api/{token}/queue``: the annotator's items in order, their own answers so far, the
@@ -17,10 +18,11 @@ to a JSON API under ``/api/<token>/``. Routes:
 Safety, in the order a reader may worry about it:
 
 - Tokens are compared with ``secrets.compare_digest`` against every annotator's token; an unknown
-  token gets the same 404 as an unknown address. An annotator's routes only ever read or write
-  their own queue and answers; an item outside their queue is a 404 as well.
-- The only files served are the page's three static files; nothing in DIR is served, and the key
-  (written outside DIR) is never read.
+  token gets the same 404 as an unknown address (the HTML page for a link, JSON under ``/api/``),
+  which never echoes the token. An annotator's routes only ever read or write their own queue and
+  answers; an item outside their queue is a 404 as well.
+- The only files served are the page's own (its HTML, the invalid-link page, script and style);
+  nothing in DIR is served, and the key (written outside DIR) is never read.
 - Every reply carries ``Referrer-Policy: no-referrer`` (the token is in the address),
   ``Cache-Control: no-store`` and a Content-Security-Policy that allows only this server's own
   script, style and API (no inline script, no other origin).
@@ -33,6 +35,7 @@ Safety, in the order a reader may worry about it:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import re
@@ -46,7 +49,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -218,6 +221,7 @@ def create_app(export_dir: Path, allowed_hosts: list[str] | None = None) -> Fast
     export = load_export(export_dir)
     store = open_store(export.dir)
     page = _static_bytes("index.html")
+    invalid_link_page = _static_bytes("invalid_link.html")
     static = {name: (_static_bytes(name), media) for name, media in STATIC_FILES.items()}
     queue_ids = {a: {item.item_id for item in items} for a, items in export.queues.items()}
 
@@ -237,6 +241,16 @@ def create_app(export_dir: Path, allowed_hosts: list[str] | None = None) -> Fast
     def not_found() -> JSONResponse:
         # Same body as any unknown address: nothing hints that a token exists or an item is real.
         return _error(404, "Not Found")
+
+    def invalid_link() -> HTMLResponse:
+        # A person opened a wrong or truncated link: a page they can read rather than JSON. One
+        # fixed page for every such address, so it says nothing about how close the token was.
+        return HTMLResponse(invalid_link_page, status_code=404)
+
+    def is_page_address(request: Request) -> bool:
+        """Whether a browser, not the page's script, asked for this address."""
+        path = request.url.path
+        return request.method in ("GET", "HEAD") and not path.startswith(("/api/", "/static/"))
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -259,6 +273,9 @@ def create_app(export_dir: Path, allowed_hosts: list[str] | None = None) -> Fast
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        # `/a/` with the token cut off, `/a/<token>/extra`, `/`...: the same page as a bad token.
+        if exc.status_code == 404 and is_page_address(request):
+            return invalid_link()
         return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
@@ -279,7 +296,7 @@ def create_app(export_dir: Path, allowed_hosts: list[str] | None = None) -> Fast
     @app.get("/a/{token}")
     def page_route(token: str):
         if annotator_of(token) is None:
-            return not_found()
+            return invalid_link()
         return Response(page, media_type="text/html; charset=utf-8")
 
     @app.get("/static/{name}")
@@ -431,7 +448,8 @@ def serve(
         echo: Where the links are printed.
 
     Raises:
-        DataError: A non-loopback host without ``allow_remote``, a port in use, or a bad export.
+        DataError: A non-loopback host without ``allow_remote``, a port in use, an address this
+            machine does not have, or a bad export.
     """
     import uvicorn
 
@@ -463,6 +481,15 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host.strip("[]"), port))
         except OSError as exc:
-            raise DataError(
-                f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another port with --port"
-            ) from None
+            where = f"cannot listen on {host}:{port}"
+            if exc.errno == errno.EADDRINUSE:
+                advice = "the port is already in use; pick another port with --port"
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                # Another port would fail the same way: the address itself is the problem.
+                advice = (
+                    f"this machine has no address {host}; pass one of its own addresses with --host, "
+                    "or 0.0.0.0 for all of them"
+                )
+            else:
+                advice = exc.strerror or str(exc)
+            raise DataError(f"{where}: {advice}") from None
