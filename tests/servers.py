@@ -490,7 +490,9 @@ class FakeHubServer:
         url = f"{self.url}/{prefix}{repo_id}"
         if (repo_type, repo_id) in self.repos:
             return Reply(409, {"error": "You already created this repo", "url": url})
-        self.repos[(repo_type, repo_id)] = HubRepo(repo_type, repo_id, bool(req.get("private")))
+        # huggingface_hub < 2 sends "private": true; 2.x sends "visibility": "private".
+        private = bool(req.get("private")) or req.get("visibility") == "private"
+        self.repos[(repo_type, repo_id)] = HubRepo(repo_type, repo_id, private)
         return Reply(200, {"url": url, "name": repo_id, "id": repo_id})
 
     def _validate_yaml(self, req: dict[str, Any]) -> Reply:

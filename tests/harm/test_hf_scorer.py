@@ -80,7 +80,12 @@ def test_hub_scorer_keys_name_the_commit_even_on_first_download(tiny_classifier,
 
     hub = tmp_path / "hub"
     repo = hub / "models--org--tiny-toxic"
-    monkeypatch.setattr("transformers.utils.hub.TRANSFORMERS_CACHE", str(hub))
+    import transformers.utils.hub
+
+    # transformers 4.x reads its own cache constant; 5.x reads huggingface_hub's.
+    if hasattr(transformers.utils.hub, "TRANSFORMERS_CACHE"):
+        monkeypatch.setattr(transformers.utils.hub, "TRANSFORMERS_CACHE", str(hub))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     # The stand-in hub below is "reachable"; the real one is never asked.
     monkeypatch.setattr("dartkit.generate.loading.hub_offline_reason", lambda *a, **k: None)

@@ -20,7 +20,9 @@ from dartkit.train.data import TrainRecord
 def test_only_the_answer_and_its_end_of_turn_token_are_trained(tokenizer):
     record = demo_records(1)[0]
     enc = encode_record(tokenizer, record, max_length=1024)
-    prompt = tokenizer.apply_chat_template(record.messages, add_generation_prompt=True, tokenize=True)
+    prompt = tokenizer.apply_chat_template(
+        record.messages, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
     trained = [i for i, t in enumerate(enc.labels) if t != IGNORE_INDEX]
     # Every prompt token (system, user, "<|im_start|>assistant\n") is masked; the rest is trained.
     assert trained == list(range(len(prompt), len(enc.input_ids)))
@@ -128,7 +130,9 @@ def test_a_template_without_an_end_of_turn_token_gets_eos(tokenizer):
     )
     record = TrainRecord(id="x", messages=[{"role": "user", "content": "Hi"}], target="Conclusion: NO")
     enc = encode_record(tok, record, max_length=1024)
-    prompt = tok.apply_chat_template(record.messages, add_generation_prompt=True, tokenize=True)
+    prompt = tok.apply_chat_template(
+        record.messages, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
     assert enc.input_ids[: len(prompt)] == list(prompt)
     answer = [t for t in enc.labels if t != IGNORE_INDEX]
     assert len(prompt) + len(answer) == len(enc.input_ids)
