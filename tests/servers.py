@@ -28,6 +28,10 @@ A handler is called with each request's JSON body and returns one of:
 
 :class:`FakeHubServer` (at the end) stands in for the Hugging Face Hub in the same way: the
 endpoints huggingface_hub calls to create a repository and commit small files.
+
+:class:`FakeVLLMServer` (at the end) is a FakeOpenAIServer that behaves like ``vllm serve BASE
+--enable-lora``: it serves named models only, lists them at ``GET /v1/models``, and loads and unloads
+LoRA adapters at runtime (``/v1/load_lora_adapter``, ``/v1/unload_lora_adapter``) when allowed.
 """
 
 from __future__ import annotations
@@ -305,7 +309,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/v1/models":
-            self._send(Reply(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}))
+            # A server subclass may list its own models (FakeVLLMServer lists its loaded adapters).
+            listed = getattr(self.server.fake, "model_list", None)
+            data = listed() if listed else [{"id": "fake-model", "object": "model"}]
+            self._send(Reply(200, {"object": "list", "data": data}))
         else:
             self._send(Reply(404, error_body(f"unknown path {self.path}", code="not_found")))
 
@@ -557,3 +564,122 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
         pass
+
+
+# ---- a vLLM-like server with runtime LoRA loading ---------------------------------------------------
+
+LOAD_LORA_PATH = "/v1/load_lora_adapter"
+UNLOAD_LORA_PATH = "/v1/unload_lora_adapter"
+
+
+@dataclass
+class LoraCall:
+    """One call to the LoRA endpoints: ``load`` or ``unload``, the name, the path (load) and the HTTP status."""
+
+    action: str
+    name: str
+    path: str | None
+    status: int
+
+
+class FakeVLLMServer(FakeOpenAIServer):
+    """A FakeOpenAIServer that serves like ``vllm serve BASE --enable-lora``.
+
+    Chat requests must name the base model or a loaded adapter (anything else: 404 "The model `x`
+    does not exist.", as vLLM answers); the handler is called for the others, and sees the model
+    name in the request. ``GET /v1/models`` lists the base and the loaded adapters (with their
+    ``parent``). With ``runtime_lora`` (vLLM's ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), ``POST
+    /v1/load_lora_adapter`` loads an adapter from a directory that holds ``adapter_config.json``
+    (else 400, as vLLM fails to find it), a second load of a loaded name is a 400 "has already been
+    loaded", and ``/v1/unload_lora_adapter`` unloads; without it, both endpoints are 404.
+
+    Args:
+        handler: As for FakeOpenAIServer.
+        base: The name the base model is served under.
+        runtime_lora: Whether runtime adapter loading is allowed.
+        preloaded: ``{name: path}`` of adapters given with ``--lora-modules``.
+
+    Attributes:
+        lora_calls: Every load / unload call, in order.
+        adapters: The adapters loaded now, ``{name: path}``.
+    """
+
+    def __init__(
+        self,
+        handler: Handler | None = None,
+        *,
+        base: str = "base-model",
+        runtime_lora: bool = True,
+        preloaded: dict[str, str] | None = None,
+        delay_s: float = 0.0,
+    ):
+        super().__init__(handler, delay_s=delay_s)
+        self.base = base
+        self.runtime_lora = runtime_lora
+        self.adapters: dict[str, str] = dict(preloaded or {})
+        self.lora_calls: list[LoraCall] = []
+
+    def model_list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            names = list(self.adapters)
+        return [{"id": self.base, "object": "model", "root": self.base, "parent": None}] + [
+            {"id": n, "object": "model", "root": self.adapters.get(n), "parent": self.base} for n in names
+        ]
+
+    def chat_models(self) -> list[str]:
+        """The ``model`` of every chat request, in arrival order."""
+        with self._lock:
+            return [r.json.get("model") for r in self.requests if r.path == CHAT_PATH]
+
+    def _serve(self, path: str, headers: dict[str, str], raw: bytes) -> Reply:
+        if path in (LOAD_LORA_PATH, UNLOAD_LORA_PATH):
+            return self._lora(path, raw)
+        if path == CHAT_PATH:
+            try:
+                model = json.loads(raw or b"null").get("model")
+            except (json.JSONDecodeError, AttributeError):
+                model = None
+            with self._lock:
+                known = model == self.base or model in self.adapters
+            if not known:
+                with self._lock:
+                    self.requests.append(
+                        RecordedRequest(path, headers, json.loads(raw or b"null"), time.monotonic())
+                    )
+                return Reply(
+                    404, {"object": "error", "message": f"The model `{model}` does not exist.", "code": 404}
+                )
+        return super()._serve(path, headers, raw)
+
+    def _lora(self, path: str, raw: bytes) -> Reply:
+        import pathlib
+
+        body = json.loads(raw or b"{}")
+        name, lora_path = body.get("lora_name"), body.get("lora_path")
+        action = "load" if path == LOAD_LORA_PATH else "unload"
+        if not self.runtime_lora:
+            reply = Reply(404, {"detail": "Not Found"})
+        elif action == "load":
+            with self._lock:
+                loaded = name in self.adapters
+            if loaded:
+                reply = Reply(400, error_body(f"The lora adapter '{name}' has already been loaded."))
+            elif not lora_path or not (pathlib.Path(lora_path) / "adapter_config.json").is_file():
+                reply = Reply(
+                    400, error_body(f"Loading lora {name} failed: No adapter found for {lora_path}")
+                )
+            else:
+                with self._lock:
+                    self.adapters[name] = lora_path
+                reply = Reply(200, f"Success: LoRA adapter '{name}' added successfully.")
+        else:
+            with self._lock:
+                gone = self.adapters.pop(name, None)
+            reply = (
+                Reply(200, f"Success: LoRA adapter '{name}' removed successfully.")
+                if gone is not None
+                else Reply(404, error_body(f"The lora adapter '{name}' cannot be found."))
+            )
+        with self._lock:
+            self.lora_calls.append(LoraCall(action, name, lora_path, reply.status))
+        return reply

@@ -30,11 +30,12 @@ RATIONALES = {
 def _splits() -> dict[str, list]:
     suite = load_demo_suite()
     splits: dict[str, list] = {"train": [], "audit": [], "val": [], "test": []}
-    # Every fourth item (32, over every benchmark and label): train 16, audit 8, test 8; val 4.
+    # Every fourth item (32, over every benchmark): train 16, audit 8, test 8; val 4. The suite's
+    # labels come in runs of 8, so the split pattern turns by one every 4 items to give each split both.
     for i, e in enumerate(suite[::4]):
-        split = ("train", "train", "audit", "test")[i % 4]
+        split = ("train", "train", "audit", "test")[(i + i // 4) % 4]
         splits[split].append(e.model_copy(update={"split": split}))
-    splits["val"] = [e.model_copy(update={"split": "val"}) for e in suite[1::32]]
+    splits["val"] = [e.model_copy(update={"split": "val"}) for e in suite[5::20][:4]]
     return splits
 
 
@@ -90,8 +91,20 @@ def _metrics(n: int, accuracy: float) -> dict:
     }
 
 
-def _audit(run: Path, name: str, split: str, n: int, n_drift: int) -> None:
+def _audit(
+    run: Path,
+    name: str,
+    split: str,
+    n: int,
+    n_drift: int,
+    model: str | None = None,
+    eval_dir: str | None = None,
+    sweep: bool = False,
+) -> None:
+    """An audit folder as the pipeline writes it: summary.json, and config.yaml naming its two sides."""
     folder = run / "audit" / name
+    model = model or name.removesuffix("_audit")
+    eval_dir = eval_dir or split
     write_json(
         folder / "summary.json",
         {
@@ -99,12 +112,31 @@ def _audit(run: Path, name: str, split: str, n: int, n_drift: int) -> None:
             "n_drift": n_drift,
             "drift_rate": n_drift / n,
             "drift_rate_ci95": [0.0, 0.5],
+            "n_mirror": n_drift + 1,
             "tau": 0.01,
             "screen_only": True,
             "judge": None,
         },
     )
-    (folder / "config.yaml").write_text(yaml.safe_dump({"split": split}), encoding="utf-8")
+    # The paths are as `dartkit run` records them: relative to the directory it was started in.
+    where = Path("runs") / "demo"
+    cfg = {
+        "out": str(where / "audit" / name),
+        "split": split,
+        "baseline_generations": str(where / "eval" / "m0" / eval_dir / "generations.jsonl"),
+        "candidate_generations": str(where / "eval" / model / eval_dir / "generations.jsonl"),
+        "tau_sweep": sweep,
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+
+
+def _generations(run: Path, model: str, split: str, examples: list) -> None:
+    """generations.jsonl of an evaluation: one answer per item, with its gold label."""
+    rows = [
+        {"id": e.id, "gold": e.label, "benchmark": e.benchmark, "conclusion": e.label, "text": "-"}
+        for e in examples
+    ]
+    write_jsonl(run / "eval" / model / split / "generations.jsonl", rows)
 
 
 def build_run(root: Path, tiny_llama: Path) -> Path:
@@ -144,18 +176,33 @@ def build_run(root: Path, tiny_llama: Path) -> Path:
     n_test = len(splits["test"])
     for model, acc in (("m0", 0.25), ("m_int", 0.5), ("m_dart", 0.625)):
         write_json(root / "eval" / model / "test" / "metrics.json", _metrics(n_test, acc))
+        _generations(root, model, "test", splits["test"])
+    n_audit, n_val = len(splits["audit"]), len(splits["val"])
     _audit(root, "m_int", "test", n_test, 3)
+    _audit(root, "m_int_audit", "audit", n_audit, 3)
+    _audit(root, "m_int_val", "val", n_val, 1, model="m_int", sweep=True)  # the τ sweep
+    _audit(root, "policy_m_int", "test", n_test, 2, model="m_int", eval_dir="test_policy")
     _audit(root, "m_dart", "test", n_test, 1)
-    _audit(root, "m_dart_audit", "audit", len(splits["audit"]), 2)
+    _audit(root, "m_dart_audit", "audit", n_audit, 2)
+    # Not audits of a trained model against M0: M0 against a sampled re-run of itself, and M0
+    # with the explanation policy against M0 without it.
+    _audit(root, "null", "test", n_test, 1, model="m0")
+    _audit(root, "policy_m0", "test", n_test, 1, model="m0", eval_dir="test_policy")
     write_json(
         root / "run.json",
         {
             "test_contaminated": False,
             "drift_reduction": 2 / 3,
-            "drift_reduction_ci95": [0.0, 1.0],
+            "drift_reduction_ci95": [-1.0, 1.0],
             "drift_reduction_split": "test (held out)",
             "drift_reduction_note": None,
-            "drift_test": {"n": n_test, "n_drift_a": 3, "n_drift_b": 1, "items": "every test item"},
+            "drift_test": {
+                "n": n_test,
+                "n_drift_a": 3,
+                "n_drift_b": 1,
+                "items": "every test item",
+                "ci_method": "cluster bootstrap over 8 scenario groups, 2000 resamples",
+            },
         },
     )
     return root

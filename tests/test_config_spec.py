@@ -43,6 +43,10 @@ from dartkit.generate.spec import SpecError, parse_spec
         ),
         ("dummy", "dummy", "mixed", None, None, None),
         ("dummy:no", "dummy", "no", None, None, None),
+        ("vllm:org/m@abc+adapter=runs/x/adapter", "vllm", "org/m", "abc", "runs/x/adapter", None),
+        ("vllm:/models/with@sign", "vllm", "/models/with@sign", None, None, None),
+        # A LoRA adapter served on top of a remote model (registered with the server by name).
+        ("openai:m@http://x/v1+adapter=runs/a", "openai", "m", None, "runs/a", "http://x/v1"),
     ],
 )
 def test_spec_grammar(spec, kind, model, revision, adapter, url):
@@ -61,7 +65,7 @@ def test_spec_grammar(spec, kind, model, revision, adapter, url):
         "openai:m@ftp://x",
         "dummy:maybe",
         "embedded+adapter=",
-        "openai:m@http://x+adapter=a",
+        "vllm:",
         "dummy:yes+adapter=runs/x/adapter",
     ],
 )

@@ -198,3 +198,41 @@ def test_push_the_dataset_to_the_hub(tiny_run, tmp_path, monkeypatch):
     assert writes and all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in writes)
     assert TOKEN not in res.output + res.stderr
     assert all(TOKEN.encode() not in p.read_bytes() for p in (tmp_path / "exp").rglob("*") if p.is_file())
+    # The push is logged in the run, as model pushes are (never the token).
+    log = (tiny_run / "hub" / "pushes.jsonl").read_text()
+    row = json.loads(log.splitlines()[-1])
+    assert (row["kind"], row["repo_type"], row["repo_id"]) == ("dataset", "dataset", "my-org/dart-data")
+    assert row["counts"] == {"distill": 12, "repair": 3} and row["commit_oid"]
+    assert "jsonl/messages/repair.jsonl" in row["files"] and TOKEN not in log
+
+
+def test_push_without_a_token_stops_before_exporting(tiny_run, tmp_path, monkeypatch):
+    with FakeHubServer(token=TOKEN) as hub, hub_online(monkeypatch, hub, None, tmp_path):
+        res = export(tiny_run, "--out", tmp_path / "exp", "--push", "my-org/dart-data")
+        assert hub.requests == []
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: no Hugging Face token")
+    assert not (tmp_path / "exp").exists()  # nothing was exported first
+
+
+def test_dry_run_lists_what_would_be_written_and_pushed(tiny_run, tmp_path, monkeypatch):
+    out = tmp_path / "exp"
+    with FakeHubServer(token=TOKEN) as hub, hub_online(monkeypatch, hub, None, tmp_path):
+        res = export(tiny_run, "--out", out, "--format", "messages", "--push", "my-org/d", "--dry-run")
+        assert hub.requests == []
+    assert res.exit_code == 0, res.output
+    assert not out.exists()
+    assert "nothing written: --dry-run" in res.output
+    assert "jsonl/messages/distill.jsonl  12 rows" in res.output
+    assert "jsonl/messages/repair.jsonl  3 rows" in res.output
+    assert "messages/  datasets save_to_disk directory (splits: distill, repair)" in res.output
+    assert "prompt_completion/" not in res.output  # only the format asked for
+    assert "would push to the dataset repository my-org/d" in res.output
+    assert "no Hugging Face token" in res.stderr  # a real push would stop: said now
+
+
+def test_an_unknown_format_is_one_line_listing_the_choices(tiny_run, tmp_path):
+    res = export(tiny_run, "--out", tmp_path / "x", "--format", "jsonl")
+    assert res.exit_code == 2
+    assert res.stderr == "error: --format 'jsonl': expected one of messages, prompt-completion, both\n"
+    assert not (tmp_path / "x").exists()

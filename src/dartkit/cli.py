@@ -520,12 +520,6 @@ def report_command(
     typer.echo(f"report: {build_report(run_dir)}")
 
 
-class ExportFormatChoice(str, Enum):
-    messages = "messages"
-    prompt_completion = "prompt-completion"
-    both = "both"
-
-
 @app.command("push")
 @user_errors
 def push_command(
@@ -556,11 +550,17 @@ def push_command(
 
     if dry_run:
         plan = plan_push(run_dir, to, model, base_model)
-        typer.echo(plan.card)
+        # Every file built for the Hub in full (the card first), so the user sees exactly what goes up.
+        typer.echo(f"==> README.md (built for the Hub)\n{plan.card}")
+        for name, data in sorted(plan.files.items()):
+            if isinstance(data, bytes) and name != "README.md":
+                typer.echo(f"==> {name} (built for the Hub)\n{data.decode('utf-8')}")
         typer.echo(f"files for {to} (nothing uploaded: --dry-run):")
         for name, data in sorted(plan.files.items()):
-            size = len(data) if isinstance(data, bytes) else data.stat().st_size
-            typer.echo(f"  {name}  {size:,} bytes")
+            if isinstance(data, bytes):
+                typer.echo(f"  {name}  {len(data):,} bytes, built for the Hub (shown above)")
+            else:
+                typer.echo(f"  {name}  {data.stat().st_size:,} bytes, unchanged from {data}")
         return
     plan, result = push(
         run_dir,
@@ -583,9 +583,12 @@ def push_command(
 def export_data_command(
     run_dir: Path = typer.Argument(..., help="Run directory of `dartkit run`."),
     out: Path = typer.Option(..., "--out", help="Output directory for the datasets, JSONL and dataset card."),
-    fmt: ExportFormatChoice = typer.Option(
+    # A plain string checked by parse_format: typer's own choice check words its error as a
+    # pydantic "Value error" on three lines.
+    fmt: str = typer.Option(
         None,
         "--format",
+        metavar="[messages|prompt-completion|both]",
         help="messages (TRL conversational), prompt-completion, or both (default).",
     ),
     parts: str = typer.Option(
@@ -594,21 +597,43 @@ def export_data_command(
     push_to: str = typer.Option(None, "--push", help="Also push the dataset to the Hub as ORG/NAME."),
     private: bool = typer.Option(False, "--private", help="With --push: create the repository private."),
     revision: str = typer.Option(None, "--revision", "--branch", help="With --push: branch to commit to."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would be written (and pushed); write and upload nothing."
+    ),
 ) -> None:
     """Export the run's QC-passed distillation and repair rows as Hugging Face datasets (TRL formats)."""
-    from dartkit.share.export_data import FORMATS, PARTS, export_data, hub_files, parse_list
-    from dartkit.share.hub import check_repo_id, push_files
+    from dartkit.errors import DartkitError
+    from dartkit.share.export_data import (
+        PARTS,
+        dry_run_report,
+        export_data,
+        parse_format,
+        parse_list,
+        plan_export,
+        push_export,
+    )
+    from dartkit.share.hub import check_push_ready, check_repo_id
 
+    formats = parse_format(fmt)
+    chosen_parts = parse_list(parts, PARTS, "--parts")
     if push_to:
         check_repo_id(push_to, "--push")  # before anything is written
-    formats = FORMATS if fmt in (None, ExportFormatChoice.both) else (fmt.value,)
+    if dry_run:
+        plan = plan_export(run_dir, formats, chosen_parts)
+        for note in plan.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(dry_run_report(plan, out, push_to, revision))
+        if push_to:
+            try:
+                check_push_ready()
+            except DartkitError as e:
+                typer.echo(f"note: a real push would stop here: {e}", err=True)
+        return
+    if push_to:
+        check_push_ready()  # no token (or offline): say so before the export, not after it
     with dir_lock(out):
         result = export_data(
-            run_dir,
-            out,
-            formats,
-            parse_list(parts, PARTS, "--parts"),
-            warn=lambda note: typer.echo(f"note: {note}", err=True),
+            run_dir, out, formats, chosen_parts, warn=lambda note: typer.echo(f"note: {note}", err=True)
         )
     counts = ", ".join(f"{n} {part}" for part, n in result.counts.items())
     shapes = "datasets (load_from_disk) + JSONL" if result.datasets else "JSONL"
@@ -616,14 +641,7 @@ def export_data_command(
         f"exported {counts} row(s) as {' and '.join(formats)} to {out} ({shapes}); card: {out / 'README.md'}"
     )
     if push_to:
-        pushed = push_files(
-            push_to,
-            hub_files(result),
-            repo_type="dataset",
-            revision=revision,
-            private=private,
-            commit_message=f"dartkit {__version__}: training data of {Path(run_dir).name}",
-        )
+        pushed = push_export(result, run_dir, push_to, revision=revision, private=private)
         typer.echo(f"pushed to {pushed.repo_url} branch {pushed.revision}: {pushed.commit_url}")
 
 

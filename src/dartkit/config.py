@@ -292,6 +292,69 @@ class DecodingConfig(_Strict):
 CPU_MAX_BATCH_TOKENS = 8192
 
 
+class VLLMConfig(_Strict):
+    """Engine options of the in-process ``vllm:`` backend (one engine per base model and options)."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine splits the model across.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Fraction of each GPU's memory vLLM may take (weights and KV cache)."
+    )
+    max_model_len: int | None = Field(
+        None, ge=1, description="Longest prompt + answer in tokens (None: the model's own limit)."
+    )
+    enable_lora: bool = Field(
+        True, description="Serve LoRA adapters (M_int, M_DART) on the shared base weights, per request."
+    )
+    max_lora_rank: int = Field(64, ge=1, description="Largest adapter rank the engine accepts.")
+    max_loras: int = Field(4, ge=1, description="Adapters that may run in one batch.")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="Weights dtype ('auto': the model config's, float16 for float32 checkpoints)."
+    )
+    quantization: str | None = Field(None, description="vLLM quantization method (e.g. 'fp8'), or none.")
+    enforce_eager: bool = Field(False, description="Run without CUDA graphs (slower; less start-up memory).")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Further keyword arguments for vllm.LLM, passed as they are (all of them count as "
+        "settings that change the text).",
+    )
+
+    def text_fields(self) -> dict[str, Any]:
+        """The options that can change generated text (numerics), for identities and fingerprints.
+
+        Memory and LoRA-slot options only change how requests share the GPU, like the hf backend's
+        ``batch_size``, and are left out.
+        """
+        return {
+            "dtype": self.dtype,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "quantization": self.quantization,
+            "enforce_eager": self.enforce_eager,
+            "engine_args": self.engine_args,
+        }
+
+
+class ServedAdaptersConfig(_Strict):
+    """How an ``openai:MODEL@URL+adapter=DIR`` spec reaches its LoRA adapter on the server."""
+
+    loading: Literal["runtime", "preloaded"] = Field(
+        "runtime",
+        description="runtime: load the adapter into the server before the first request (vLLM's POST "
+        "/v1/load_lora_adapter; the server needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True). preloaded: the "
+        "server was started with --lora-modules NAME=PATH; dartkit checks that it serves NAME and says the "
+        "NAME=PATH to start it with when it does not.",
+    )
+    unload_on_close: bool = Field(
+        True,
+        description="runtime loading: unload the adapters dartkit loaded (POST /v1/unload_lora_adapter) when "
+        "the backend closes, so a long-lived server does not keep every retrained adapter.",
+    )
+    path_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Local path prefix -> the same directory as the server sees it, for a server on another "
+        "filesystem (e.g. {'/home/me/runs': '/mnt/runs'}); the longest matching prefix is replaced.",
+    )
+
+
 class BackendConfig(_Strict):
     """Settings for how models are run, shared by every backend."""
 
@@ -327,6 +390,22 @@ class BackendConfig(_Strict):
     api_key_env: str = Field(
         "OPENAI_API_KEY",
         description="openai backend: environment variable holding the API key (never stored).",
+    )
+    structured_output: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="JSON replies (judge verdicts) held to their schema: an openai server is sent response_format "
+        "json_schema (vLLM enforces it by guided decoding), a local hf/embedded model decodes under a grammar "
+        "(lm-format-enforcer). 'auto': try it, and when a server rejects the schema fall back to validating each "
+        "reply and asking again; 'on': a rejection is an error; 'off': never (validate and ask again only). "
+        "Replies are validated in every mode; summary.json counts which path each took.",
+    )
+    vllm: VLLMConfig = Field(
+        default_factory=VLLMConfig,
+        description="vllm backend: engine options (tensor parallelism, memory, LoRA).",
+    )
+    served_adapters: ServedAdaptersConfig = Field(
+        default_factory=ServedAdaptersConfig,
+        description="openai backend: registering an openai:MODEL@URL+adapter=DIR adapter with the server.",
     )
 
     @field_validator("max_batch_tokens")

@@ -43,6 +43,7 @@ PACKAGES = (
     "datasets",
     "zstandard",
     "pyyaml",
+    "lm-format-enforcer",
 )
 
 

@@ -29,6 +29,7 @@ from rich.progress import (
 from dartkit.config import DecodingConfig
 from dartkit.generate.base import Backend, Messages
 from dartkit.generate.cache import GenerationCache, generate_cached
+from dartkit.generate.structured import ResponseSchema
 
 #: Seconds between two plain progress lines.
 PLAIN_INTERVAL_S = 5.0
@@ -214,8 +215,11 @@ def generate_with_progress(
     decoding: DecodingConfig,
     cache: GenerationCache,
     description: str,
+    schema: ResponseSchema | None = None,
 ) -> tuple[list[str], list[str]]:
     """``generate_cached`` with a progress display that counts cached answers as done."""
     with progress_bar() as progress:
         task = progress.add_task(f"{description} ({backend.spec})", total=len(conversations))
-        return generate_cached(backend, conversations, decoding, cache, lambda k: progress.advance(task, k))
+        return generate_cached(
+            backend, conversations, decoding, cache, lambda k: progress.advance(task, k), schema=schema
+        )

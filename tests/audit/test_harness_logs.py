@@ -188,7 +188,7 @@ def test_maps_by_exact_user_prompt_and_by_containment(tmp_path):
     log = inspect_log()
     t1 = next(e for e in load_split(DATA, "test") if e.id == "t1")
     # s1 is sent exactly dartkit's own conversation (system + user message) for t1.
-    log["samples"][0]["input"] = classification_messages(t1)
+    sent(log["samples"][0], classification_messages(t1))
     path = tmp_path / "log.json"
     path.write_text(json.dumps(log))
     rows, report = harness.map_log(harness.read_inspect(path), items(), None)
@@ -285,8 +285,9 @@ def test_a_log_without_prompts_or_id_field_cannot_be_mapped():
 def test_harness_prompts_compare_with_whitespace_normalised(tmp_path):
     log = inspect_log()
     for s in log["samples"]:
-        if isinstance(s["input"], str):
-            s["input"] = s["input"].replace("\n\nQuestion: ", "\n \n  Question:\n")
+        for m in s["messages"]:
+            if m["role"] == "user" and isinstance(m["content"], str):
+                m["content"] = m["content"].replace("\n\nQuestion: ", "\n \n  Question:\n")
     path = tmp_path / "log.json"
     path.write_text(json.dumps(log))
     base, _ = harness.map_log(harness.read_lm_eval(LM_EVAL), items(), None)
@@ -321,11 +322,10 @@ def test_cli_audits_an_lm_eval_baseline_against_an_inspect_candidate(tmp_path):
     res = runner.invoke(app, audit_args(LM_EVAL, cand, tmp_path / "a", "--scorer", "profanity"))
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())
-    assert (
-        "baseline: lm-eval log (gen_args)" in out
-        and "4 sample(s), 3 mapped onto dartkit ids by prompt" in out
-    )
-    assert "candidate: inspect log (eval v2)" in out and "skipped 1 other epochs, 1 errored" in out
+    assert "baseline: lm-eval log (gen_args)" in out
+    assert "8 records → 4 sample(s) (4 filter repeats skipped), 3 mapped onto dartkit ids by prompt" in out
+    assert "candidate: inspect log (eval v2)" in out
+    assert "7 records → 5 sample(s) (1 other epochs, 1 errored skipped), 4 mapped" in out
     s = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert s["n_pairs"] == 3 and s["n_drift"] == 1
     drift = [json.loads(x) for x in (tmp_path / "a" / "drift.jsonl").read_text().splitlines()]
@@ -346,7 +346,8 @@ def test_cli_audits_an_lm_eval_baseline_against_an_inspect_candidate(tmp_path):
 def test_cli_refuses_harness_answers_to_different_prompts(tmp_path):
     log = inspect_log()
     s1 = log["samples"][0]
-    s1["input"] = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": s1["input"]}]
+    # A system_message solver: the system prompt is in what was sent, not in the dataset input.
+    sent(s1, [{"role": "system", "content": "Be terse."}, s1["messages"][0]])
     cand = build_eval(log, tmp_path / "tuned.eval")
     res = runner.invoke(app, audit_args(LM_EVAL, cand, tmp_path / "a"))
     assert res.exit_code == 2, res.output
@@ -465,15 +466,23 @@ def _broken_sample(s):
     ("breakage", "message"),
     [
         (lambda s: s.pop("id"), r"log.eval:samples/None_epoch_1.json: field 'id' is missing"),
-        (lambda s: s.update(input=None), r"log.eval:samples/s1_epoch_1.json: field 'input' is missing"),
         (
-            lambda s: s.update(input=[{"role": "system", "content": "x"}]),
+            lambda s: s.update(input=None, messages=None),
+            r"log.eval:samples/s1_epoch_1.json: field 'input' is missing \(and 'messages' is missing\)",
+        ),
+        (
+            lambda s: s.update(input=[{"role": "system", "content": "x"}], messages=None),
             r"s1_epoch_1.json: field 'input' has no user message",
         ),
+        (
+            lambda s: s.update(messages=[{"role": "system", "content": "x"}, *s["messages"][1:]]),
+            r"s1_epoch_1.json: field 'messages' has no user message before the first assistant reply",
+        ),
+        (lambda s: s.update(messages="hi"), r"s1_epoch_1.json: field 'messages' must be a list"),
         (_broken_sample, r"s1_epoch_1.json: field 'output.completion' is missing"),
         (
-            lambda s: s.update(input="attachment://abc"),
-            r"s1_epoch_1.json: field 'input' refers to attachment://abc",
+            lambda s: s["messages"][0].update(content="attachment://abc"),
+            r"s1_epoch_1.json: field 'messages\[0\].content' refers to attachment://abc",
         ),
     ],
 )
@@ -512,3 +521,162 @@ def test_unreadable_eval_zips_are_named(tmp_path):
         DataError, match=r"crc.eval:samples/s2_epoch_1.json: (unreadable zip member|malformed JSON)"
     ):
         harness.read_inspect(tmp_path / "crc.eval")
+
+
+# --- Inspect: the prompt is what the model was sent (``messages``), not the dataset ``input`` ----
+
+
+def sent(sample: dict, conversation: list[dict]) -> None:
+    """What an Inspect solver (``system_message``, ``prompt_template``) leaves in a sample:
+    ``messages`` holds the conversation sent, then the reply; ``input`` stays the dataset's."""
+    replies = [m for m in sample["messages"] if m["role"] == "assistant"]
+    sample["messages"] = [*conversation, *replies]
+
+
+def dartkit_generations(path: Path) -> Path:
+    """A dartkit generation file for the fixture split, made with dartkit's own prompts."""
+    from dartkit.prompts import render_messages
+
+    rows = [
+        {"id": e.id, "prompt": render_messages(classification_messages(e)), "text": "Fine.\nConclusion: NO"}
+        for e in load_split(DATA, "test")
+    ]
+    return write_lines(path, rows)
+
+
+def dartkit_sent_log(tmp_path: Path) -> dict:
+    """The fixture log as if run with dartkit's prompts by a ``system_message`` solver: each
+    sample's dataset input is the bare question, its messages dartkit's system + user turn."""
+    log = inspect_log()
+    by_sample = {"s1": "t1", "s2": "t2", "s3": "t3", "s4": "t4", "s5": "t3"}
+    examples = {e.id: e for e in load_split(DATA, "test")}
+    for s in log["samples"]:
+        if s["id"] in by_sample:
+            e = examples[by_sample[s["id"]]]
+            s["input"] = e.question
+            sent(s, classification_messages(e))
+    return log
+
+
+def test_inspect_system_message_identical_to_dartkits_is_accepted(tmp_path):
+    base = dartkit_generations(tmp_path / "gens.jsonl")
+    cand = tmp_path / "sent.json"
+    cand.write_text(json.dumps(dartkit_sent_log(tmp_path)))
+    res = runner.invoke(app, audit_args(base, cand, tmp_path / "a"))
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert s["n_pairs"] == 4 and s["prompt_check"]["mismatched"] == 0
+    assert s["prompt_check"]["prompt_match"]["candidate"] == {"exact": 4}
+
+
+def test_inspect_system_message_different_from_dartkits_is_a_mismatch(tmp_path):
+    base = dartkit_generations(tmp_path / "gens.jsonl")
+    log = dartkit_sent_log(tmp_path)
+    s2 = next(s for s in log["samples"] if s["id"] == "s2")
+    s2["messages"][0]["content"] = "You are an edgy assistant."  # another system prompt, same user turn
+    cand = tmp_path / "sent.json"
+    cand.write_text(json.dumps(log))
+    res = runner.invoke(app, audit_args(base, cand, tmp_path / "a"))
+    assert res.exit_code == 2, res.output
+    assert "1 of 4 id(s) were answered with different prompt texts" in res.output and "t2" in res.output
+    res = runner.invoke(app, audit_args(base, cand, tmp_path / "b", "--allow-prompt-mismatch"))
+    assert res.exit_code == 0, res.output
+    pc = json.loads((tmp_path / "b" / "summary.json").read_text())["prompt_check"]
+    assert pc["mismatched_ids"] == ["t2"] and pc["allowed"]
+    # Not dartkit's prompt, so not "exact", though its user turn is.
+    assert pc["prompt_match"]["candidate"] == {"exact": 3, "contains": 1} and pc["contains_ids"] == ["t2"]
+
+
+def test_inspect_prompt_template_wrapping_is_contains_not_exact(tmp_path):
+    log = dartkit_sent_log(tmp_path)
+    s1 = log["samples"][0]
+    system, user = s1["messages"][0], s1["messages"][1]
+    s1["input"] = user["content"]  # the dataset input is dartkit's own user prompt ...
+    wrapped = {"role": "user", "content": f"Reply in English.\n\n{user['content']}\n\nThink step by step."}
+    sent(s1, [system, wrapped])  # ... which prompt_template wrapped before sending
+    path = tmp_path / "tmpl.json"
+    path.write_text(json.dumps(log))
+    rows, report = harness.map_log(harness.read_inspect(path), items(), None)
+    assert rows["t1"].prompt_match == "contains" and rows["t2"].prompt_match == "exact"
+    assert "Think step by step." in rows["t1"].prompt and rows["t1"].prompt.startswith("[system]\n")
+    assert report["prompt_match"] == {"exact": 3, "contains": 1}
+
+
+def test_inspect_prompt_stops_at_the_first_reply_and_falls_back_to_input(tmp_path):
+    log = inspect_log()
+    s2 = log["samples"][2]
+    s2["messages"] += [
+        {
+            "role": "user",
+            "content": "Are you sure? Question: Which religion do most people in Saudi Arabia follow?",
+        },
+        {"role": "assistant", "content": "Yes.\nConclusion: NO"},
+    ]
+    s3 = log["samples"][3]
+    del s3["messages"]  # no messages logged: the dataset input is what was sent
+    s3["input"] = "Q: " + s3["input"]
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(log))
+    rows, _ = harness.map_log(harness.read_inspect(path), items(), None)
+    assert "Are you sure" not in rows["t2"].prompt and rows["t2"].text.endswith("Conclusion: NO")
+    assert rows["t3"].prompt.startswith("[user]\nQ: Answer the question.")
+    s2["messages"] = [m for m in s2["messages"] if m["role"] != "user"]
+    path.write_text(json.dumps(log))
+    with pytest.raises(DataError, match=r"samples\[2\]: field 'messages' has no user message before"):
+        harness.read_inspect(path)
+
+
+# --- the audit's reports --------------------------------------------------------------------
+
+
+def test_no_matched_ids_shows_each_sides_mapping_and_what_to_check(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(DATA / "test.jsonl", data / "test.jsonl")
+    write_lines(
+        data / "val.jsonl",
+        [
+            {
+                **json.loads((DATA / "test.jsonl").read_text().splitlines()[0]),
+                "id": "v1",
+                "split": "val",
+                "question": "Who should pay more tax?\n(a) A (b) B",
+            }
+        ],
+    )
+    args = audit_args(LM_EVAL, INSPECT_JSON, tmp_path / "a")
+    args[args.index("--data") + 1] = str(data)
+    args[args.index("--split") + 1] = "val"
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    out = " ".join(res.output.split())
+    assert "no ids matched" in out
+    assert "baseline: lm-eval log (gen_args)" in out
+    assert (
+        "8 records → 4 sample(s) (4 filter repeats skipped), 0 mapped onto dartkit ids by prompt, 4 unmapped"
+        in out
+    )
+    assert "candidate: inspect log (json v2)" in out and "5 sample(s)" in out and "0 mapped" in out
+    assert "5 unmapped" in out and f"--data {data} --split val" in out
+    assert "--split" in out and "--data" in out and "--id-field" in out
+
+
+def test_audit_md_says_how_harness_logs_were_read(tmp_path):
+    cand = build_eval(inspect_log(), tmp_path / "tuned.eval")
+    res = runner.invoke(app, audit_args(LM_EVAL, cand, tmp_path / "a", "--scorer", "profanity"))
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "a" / "audit.md").read_text()
+    assert "## Harness logs" in md
+    block = md.split("## Harness logs", 1)[1].split("\n## ", 1)[0]
+    assert f"baseline: lm-eval log `{LM_EVAL}`" in block
+    assert "4 samples → 3 mapped by prompt (3 contains), 1 unmapped; skipped 4 filter repeats" in block
+    assert f"candidate: inspect log `{cand}`" in block and "skipped 1 other epochs, 1 errored" in block
+    assert "3 pair(s)" in block and "contains dartkit's question" in block
+    # The console line counts the records read, not only the samples kept.
+    out = " ".join(res.output.split())
+    assert "8 records → 4 sample(s) (4 filter repeats skipped)" in out
+    # A run from two dartkit files has no such block.
+    gens = dartkit_generations(tmp_path / "gens.jsonl")
+    res = runner.invoke(app, audit_args(gens, gens, tmp_path / "b", "--scorer", "profanity"))
+    assert res.exit_code == 0, res.output
+    assert "## Harness logs" not in (tmp_path / "b" / "audit.md").read_text()

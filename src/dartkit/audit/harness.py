@@ -15,7 +15,9 @@ Formats (recognised by content; ``--generations-format`` forces one):
   of ``[context, gen_kwargs]`` pairs; both layouts are read.
 - **inspect**: an Inspect eval log, ``.json`` (one document whose ``samples`` hold ``id``,
   ``epoch``, ``input``, ``messages`` and ``output.completion``) or ``.eval`` (a zip with one
-  ``samples/<id>_epoch_<n>.json`` member a sample, plus ``header.json``). Read with the standard
+  ``samples/<id>_epoch_<n>.json`` member a sample, plus ``header.json``). The prompt is
+  ``messages`` up to the first assistant reply (what solvers such as ``system_message`` and
+  ``prompt_template`` actually sent), ``input`` only when no messages were logged. Read with the standard
   library rather than ``inspect_ai.log.read_eval_log``: inspect-ai is a 35 MB wheel with ~40
   dependencies (boto3, s3fs, fastapi, textual, tiktoken, ...) for what is a zip of JSON files.
   Recent inspect-ai versions compress ``.eval`` members with Zstandard, which Python's ``zipfile``
@@ -23,8 +25,9 @@ Formats (recognised by content; ``--generations-format`` forces one):
 
 Harness logs carry no dartkit ids, so each log sample is mapped onto the audit's prompts
 (``--data/--split`` or ``--prompts``): first by equality of its user prompt with the user prompt
-dartkit sends (whitespace normalised), else by the dartkit question text appearing inside it
-(harness templates add instructions or few-shot examples). A prompt containing two questions, or
+dartkit sends (whitespace normalised; ``exact`` only if any system prompt it logged is dartkit's
+too), else by the dartkit question text appearing inside it (``contains``: harness templates add
+instructions or few-shot examples). A prompt containing two questions, or
 two samples mapping onto one question, is refused rather than guessed. ``--id-field doc.id`` maps
 by a field of the log sample instead.
 """
@@ -375,15 +378,6 @@ def _inspect_sample(ref: str, s: dict[str, Any]) -> LogSample | None:
     if isinstance(sid, bool) or not isinstance(sid, (int, str)):
         raise DataError(f"{ref}: field 'id' {_missing_or(sid, 'a string or a number')}")
     attachments = s.get("attachments") if isinstance(s.get("attachments"), dict) else {}
-    inp = s.get("input")
-    if isinstance(inp, str):
-        messages: Messages = [{"role": "user", "content": _resolve(ref, "input", inp, attachments)}]
-    elif isinstance(inp, list) and inp:
-        messages = [_chat_message(ref, f"input[{i}]", m, attachments) for i, m in enumerate(inp)]
-    else:
-        raise DataError(f"{ref}: field 'input' {_missing_or(inp, 'a string or a list of chat messages')}")
-    if not any(m["role"] == "user" for m in messages):
-        raise DataError(f"{ref}: field 'input' has no user message")
     text = _inspect_answer(ref, s, attachments)
     if text is None:
         if s.get("error"):
@@ -391,7 +385,45 @@ def _inspect_sample(ref: str, s: dict[str, Any]) -> LogSample | None:
         raise DataError(
             f"{ref}: field 'output.completion' is missing (and 'messages' has no assistant reply)"
         )
-    return LogSample(ref=ref, native_id=str(sid), text=text, messages=messages, raw=s)
+    return LogSample(
+        ref=ref, native_id=str(sid), text=text, messages=_inspect_sent(ref, s, attachments), raw=s
+    )
+
+
+def _inspect_sent(ref: str, s: dict[str, Any], attachments: dict[str, Any]) -> Messages:
+    """The conversation the model was sent: ``messages`` up to the first assistant reply.
+
+    Solvers such as ``system_message`` and ``prompt_template`` rewrite ``messages`` and leave
+    ``input`` as the dataset's input, so ``input`` is read only for a sample that logged no
+    ``messages`` (hand-made or very old logs).
+    """
+    logged = s.get("messages")
+    if logged is not None and not isinstance(logged, list):
+        raise DataError(
+            f"{ref}: field 'messages' must be a list of chat messages, got {type(logged).__name__}"
+        )
+    if logged:
+        messages: Messages = []
+        for i, m in enumerate(logged):
+            if isinstance(m, dict) and m.get("role") == "assistant":
+                break  # what follows (tool calls, later turns) was not part of the prompt answered
+            messages.append(_chat_message(ref, f"messages[{i}]", m, attachments))
+        if not any(m["role"] == "user" for m in messages):
+            raise DataError(f"{ref}: field 'messages' has no user message before the first assistant reply")
+        return messages
+    inp = s.get("input")
+    if isinstance(inp, str):
+        messages = [{"role": "user", "content": _resolve(ref, "input", inp, attachments)}]
+    elif isinstance(inp, list) and inp:
+        messages = [_chat_message(ref, f"input[{i}]", m, attachments) for i, m in enumerate(inp)]
+    else:
+        raise DataError(
+            f"{ref}: field 'input' {_missing_or(inp, 'a string or a list of chat messages')} "
+            "(and 'messages' is missing)"
+        )
+    if not any(m["role"] == "user" for m in messages):
+        raise DataError(f"{ref}: field 'input' has no user message")
+    return messages
 
 
 def _inspect_answer(ref: str, s: dict[str, Any], attachments: dict[str, Any]) -> str | None:
@@ -482,22 +514,39 @@ class _Target:
     item: AuditItem
     user: str  # the normalised user prompt dartkit sends for this item
     question: str  # the normalised question text that a harness prompt must contain
+    system: str  # the normalised system prompt dartkit sends ("" for none)
 
 
 def _targets(items: list[AuditItem]) -> list[_Target]:
     out = []
     for item in items:
         user = next((m["content"] for m in reversed(item.messages) if m["role"] == "user"), item.question)
-        out.append(_Target(item, normalise(user), normalise(item.extra.get("question") or item.question)))
+        out.append(
+            _Target(
+                item,
+                normalise(user),
+                normalise(item.extra.get("question") or item.question),
+                _system_prompt(item.messages),
+            )
+        )
     return out
+
+
+def _system_prompt(messages: Messages) -> str:
+    return normalise("\n\n".join(m["content"] for m in messages if m["role"] == "system"))
 
 
 def _user_prompt(sample: LogSample) -> str:
     return normalise(next(m["content"] for m in reversed(sample.messages) if m["role"] == "user"))
 
 
-def _relation(prompt: str, target: _Target) -> str:
-    if prompt == target.user:
+def _relation(sample: LogSample, target: _Target) -> str:
+    """``exact``: the sample's user turn is dartkit's, and so is its system prompt if it logged one
+    (an lm-eval context has none); ``contains``: its prompt only contains dartkit's question (a
+    template around it, or another system prompt); ``differs``: it does not contain it."""
+    prompt = _user_prompt(sample)
+    system = _system_prompt(sample.messages)
+    if prompt == target.user and (not system or system == target.system):
         return "exact"
     return "contains" if target.question in prompt else "differs"
 
@@ -523,7 +572,8 @@ def _match_by_prompt(samples: list[LogSample], targets: list[_Target]) -> dict[i
                 if not any(t.question != o.question and t.question in o.question for o in hits)
             ]
         if len(hits) == 1:
-            out[i] = (hits[0], kind)
+            # Mapped by its user turn; a system prompt other than dartkit's still makes it no exact match.
+            out[i] = (hits[0], _relation(s, hits[0]) if kind == "exact" else kind)
         elif len(hits) > 1:
             ambiguous.append((s, hits))
     if ambiguous:
@@ -568,7 +618,7 @@ def map_log(
             if targets and id_ not in by_id:
                 continue  # not one of the audited prompts
             t = by_id.get(id_)
-            mapped[i] = (id_, t, _relation(_user_prompt(s), t) if t else None)
+            mapped[i] = (id_, t, _relation(s, t) if t else None)
     elif targets:
         for i, (t, kind) in _match_by_prompt(log.samples, targets).items():
             mapped[i] = (t.item.id, t, kind)
@@ -667,13 +717,25 @@ def log_checks(
         "differs": len(differs),
         "differs_ids": differs[:_SHOWN],
     }
-    messages = []
-    for side, r in reports.items():
-        how = ", ".join(f"{n} {k}" for k, n in sorted(r["prompt_match"].items()))
-        skipped = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in r["skipped"].items())
-        messages.append(
-            f"{side}: {r['format']} log ({r['layout']}) {r['file']}: {r['samples']} sample(s), {r['mapped']} mapped "
-            f"onto dartkit ids by {r['mapped_by']}{f' ({how})' if how else ''}, {r['unmapped']} unmapped"
-            f"{f'; skipped {skipped}' if skipped else ''}"
-        )
+    messages = [describe_log(side, r) for side, r in reports.items()]
     return unmatched, check, messages
+
+
+def describe_log(side: str, report: dict[str, Any]) -> str:
+    """One console line on how a side's harness log was read and mapped (a ``map_log`` report).
+
+    Records skipped while reading (lm-eval filter repeats, other Inspect epochs, errored samples)
+    are counted against the records read, so ``48 records → 24 sample(s)`` explains itself.
+    """
+    r = report
+    how = ", ".join(f"{n} {k}" for k, n in sorted(r["prompt_match"].items()))
+    skipped = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in r["skipped"].items())
+    read = (
+        f"{r['samples'] + sum(r['skipped'].values())} records → {r['samples']} sample(s) ({skipped} skipped)"
+        if skipped
+        else f"{r['samples']} sample(s)"
+    )
+    return (
+        f"{side}: {r['format']} log ({r['layout']}) {r['file']}: {read}, {r['mapped']} mapped onto dartkit "
+        f"ids by {r['mapped_by']}{f' ({how})' if how else ''}, {r['unmapped']} unmapped"
+    )

@@ -7,6 +7,13 @@ on every rerun. It answers which answer (if either) explains more harmfully; a
 verdict is validated against :class:`Verdict`, a malformed one gets a follow-up
 that says what was wrong, and one still malformed after the retries is recorded
 as invalid — never guessed.
+
+The judge is asked to follow :data:`VERDICT_SCHEMA`, the JSON schema derived from
+:class:`Verdict` itself: a server that takes ``response_format`` json_schema, or a local
+model decoded under its grammar, can then only write an object of the right shape (the local
+grammar also states the rule that a verdict naming A or B needs a true criterion, a type and a
+severity; a server's strict schema cannot). Every reply is validated all the same, and a server
+that rejects the schema gets the validate-and-retry path.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from dartkit.config import DecodingConfig
 from dartkit.generate import Backend
 from dartkit.generate.base import Messages
 from dartkit.generate.cache import GenerationCache
+from dartkit.generate.structured import response_schema
 from dartkit.progress import generate_with_progress
 from dartkit.prompts import judge_messages, judge_retry_messages
 
@@ -64,6 +72,41 @@ class Verdict(BaseModel):
             if self.severity == "none":
                 raise ValueError(f"more_harmful is {self.more_harmful} but severity is 'none'")
         return self
+
+
+def _verdict_grammar(schema: dict[str, Any]) -> dict[str, Any]:
+    """:class:`Verdict`'s strict schema with its cross-field rule spelled out, for local grammars.
+
+    One alternative for ``neither`` (anything else as the schema allows) and, for A or B, one per
+    criterion that is the first true one (the earlier ones false), each with a non-null ``type``
+    and a severity other than ``none``. Built from the strict schema, so fields and options follow
+    the model; tests check that it accepts exactly the verdicts :class:`Verdict` accepts.
+    """
+    props = schema["properties"]
+
+    def variant(more: list[str], criteria: dict[str, Any], type_: dict[str, Any], severity: dict[str, Any]):
+        narrowed = {"more_harmful": {**props["more_harmful"], "enum": more}, "criteria": criteria}
+        return {**schema, "properties": {**props, **narrowed, "type": type_, "severity": severity}}
+
+    harmful = [m for m in props["more_harmful"]["enum"] if m != "neither"]
+    drift_type = next(o for o in props["type"]["anyOf"] if o.get("type") != "null")
+    severity = {**props["severity"], "enum": [v for v in props["severity"]["enum"] if v != "none"]}
+    names = list(props["criteria"]["properties"])
+    options = [variant(["neither"], props["criteria"], props["type"], props["severity"])]
+    for k in range(len(names)):
+        first_true = {
+            n: {"const": False} if j < k else {"const": True} if j == k else {"type": "boolean"}
+            for j, n in enumerate(names)
+        }
+        options.append(
+            variant(harmful, {**props["criteria"], "properties": first_true}, drift_type, severity)
+        )
+    return {"anyOf": options}
+
+
+#: The JSON schema judge replies are held to, derived from :class:`Verdict` (so the two cannot drift
+#: apart); local models are decoded under its ``grammar``, which also states the cross-field rule.
+VERDICT_SCHEMA = response_schema("drift_verdict", Verdict, grammar=_verdict_grammar)
 
 
 class VerdictError(ValueError):
@@ -129,27 +172,34 @@ def ask_judge(
 ) -> list[dict[str, Any]]:
     """Ask the judge about every request, retrying malformed replies.
 
+    Replies are requested under :data:`VERDICT_SCHEMA` where the judge backend can follow it
+    (see ``backend.structured_output``) and validated either way.
+
     Returns:
         One dict per request: ``verdict`` (a Verdict dump, or None when still invalid),
-        ``attempts`` (number of replies), ``errors`` (why each rejected reply failed) and
-        ``raw`` (the last reply).
+        ``attempts`` (number of replies), ``errors`` (why each rejected reply failed),
+        ``raw`` (the last reply) and ``structured`` (how each reply was held to the schema:
+        ``json_schema``, ``grammar`` or ``none``).
     """
     decoding = judge_decoding(max_new_tokens)
     convs: list[Messages] = [judge_messages(r.question, r.gold, r.answer_a, r.answer_b) for r in requests]
     results: list[dict[str, Any]] = [
-        {"verdict": None, "attempts": 0, "errors": [], "raw": None} for _ in requests
+        {"verdict": None, "attempts": 0, "errors": [], "raw": None, "structured": []} for _ in requests
     ]
     pending = list(range(len(requests)))
     for round_ in range(retries + 1):
         if not pending:
             break
         label = description if round_ == 0 else f"{description} retry {round_}"
-        texts, _ = generate_with_progress(judge, [convs[i] for i in pending], decoding, cache, label)
+        texts, keys = generate_with_progress(
+            judge, [convs[i] for i in pending], decoding, cache, label, schema=VERDICT_SCHEMA
+        )
         still = []
-        for i, text in zip(pending, texts, strict=True):
+        for i, text, key in zip(pending, texts, keys, strict=True):
             res = results[i]
             res["attempts"] += 1
             res["raw"] = text
+            res["structured"].append(cache.info(key).get("structured", "none"))
             try:
                 res["verdict"] = parse_verdict(text).model_dump()
             except VerdictError as e:
@@ -158,3 +208,17 @@ def ask_judge(
                 still.append(i)
         pending = still
     return results
+
+
+def structured_counts(results: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Judge replies per structured-output path (``json_schema``, ``grammar``, ``none``) over ``results``.
+
+    ``none`` counts replies that were only validated (and retried): the backend could not hold
+    them to the schema (a server that rejected it, ``structured_output: off``, a backend
+    without the capability).
+    """
+    counts: dict[str, int] = {}
+    for r in results:
+        for how in r.get("structured", []):
+            counts[how] = counts.get(how, 0) + 1
+    return dict(sorted(counts.items()))

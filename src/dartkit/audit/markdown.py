@@ -82,6 +82,35 @@ def _noise_lines(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def _harness_lines(s: dict[str, Any]) -> list[str]:
+    """How the sides read from lm-eval / Inspect logs were mapped (nothing for dartkit files)."""
+    um, pc = s.get("unmatched") or {}, s.get("prompt_check") or {}
+    sides = [side for side in ("baseline", "candidate") if f"{side}_log" in um]
+    if not sides:
+        return []
+    lines = ["## Harness logs", ""]
+    for side in sides:
+        r = um[f"{side}_log"]
+        how = ", ".join(f"{n} {k}" for k, n in sorted((pc.get("prompt_match") or {}).get(side, {}).items()))
+        skipped = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in (r.get("skipped") or {}).items())
+        lines.append(
+            f"- {side}: {r['format']} log `{r['file']}`: {r['samples']} samples → {r['mapped']} mapped by "
+            f"{(pc.get('mapped_by') or {}).get(side, 'prompt')}{f' ({how})' if how else ''}, "
+            f"{r['unmapped']} unmapped{f'; skipped {skipped}' if skipped else ''}"
+        )
+    lines.append("")
+    lines.append(
+        "Exact: the harness sent dartkit's prompt; contains: its prompt only contains dartkit's question "
+        "(a template or another system prompt around it). Unmapped samples are listed in summary.json."
+    )
+    if pc.get("contains"):
+        lines.append(
+            f"{pc['contains']} pair(s) answered a harness prompt that contains dartkit's question rather than "
+            "equalling dartkit's prompt: their numbers are those of the harness's prompt."
+        )
+    return [*lines, ""]
+
+
 def quote(text: str | None) -> str:
     """Text as a markdown block quote ("(empty)" for nothing)."""
     return "\n".join("> " + line for line in ((text or "").strip() or "(empty)").splitlines())
@@ -201,6 +230,7 @@ def write_audit_md(
             f"drift flags do not measure the fine-tune alone: {shown}.",
             "",
         ]
+    lines += _harness_lines(s)
     um = s.get("unmatched") or {}
     if um.get("baseline_only") or um.get("candidate_only"):
         lines += ["## Unmatched ids (not audited)", ""]

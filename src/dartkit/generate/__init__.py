@@ -1,4 +1,4 @@
-"""Generation backends behind one protocol (hf, openai, dummy) and the content-addressed cache."""
+"""Generation backends behind one protocol (hf, vllm, openai, dummy) and the content-addressed cache."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def load_backend(spec: str | ModelSpec, cfg: BackendConfig | None = None) -> Bac
         from dartkit.generate.openai_backend import OpenAIBackend
 
         return OpenAIBackend(parsed, cfg)
+    if parsed.kind == "vllm":
+        from dartkit.generate.vllm_backend import VLLMBackend
+
+        return VLLMBackend(parsed, cfg)
     from dartkit.generate.hf import HFBackend
 
     return HFBackend(parsed, cfg)

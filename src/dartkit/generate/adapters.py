@@ -26,6 +26,18 @@ def attach_adapter(model, adapter_dir: Path, base_identity: dict[str, Any], trai
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
+    check_adapter_base(adapter_dir, base_identity)
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable), hash_dir(adapter_dir)
+
+
+def check_adapter_base(adapter_dir: Path, base_identity: dict[str, Any]) -> None:
+    """Refuse a directory that is not a PEFT adapter, or one dartkit trained on another base.
+
+    Raises:
+        DartkitError: no ``adapter_config.json``, or the adapter's metadata names a different base
+            model or base weights than ``base_identity``.
+    """
+    adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
         raise DartkitError(f"{adapter_dir}: not a PEFT adapter directory (no adapter_config.json)")
     meta_path = adapter_dir / ADAPTER_META
@@ -39,4 +51,3 @@ def attach_adapter(model, adapter_dir: Path, base_identity: dict[str, Any], trai
                     f"{adapter_dir}: adapter was trained on base {field}={want!r}, "
                     f"but it is being loaded onto {field}={have!r}"
                 )
-    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable), hash_dir(adapter_dir)

@@ -10,9 +10,12 @@ for a remote model, which model and build the server reported.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from dartkit.config import DecodingConfig
+
+if TYPE_CHECKING:
+    from dartkit.generate.structured import ResponseSchema, StructuredMode
 
 Messages = list[dict[str, str]]
 
@@ -31,11 +34,14 @@ class Completion(str):
         finish: See :data:`Finish`.
         served_model: The model name the server reported in its reply (remote backends).
         system_fingerprint: The server's ``system_fingerprint`` (its build), when it sends one.
+        structured: How the reply was held to a JSON schema: ``json_schema`` (the server's
+            ``response_format``) or ``grammar`` (constrained local decoding); None when it was not.
     """
 
     finish: Finish
     served_model: str | None
     system_fingerprint: str | None
+    structured: str | None
 
     def __new__(
         cls,
@@ -43,11 +49,13 @@ class Completion(str):
         finish: Finish = "stop",
         served_model: str | None = None,
         system_fingerprint: str | None = None,
+        structured: str | None = None,
     ) -> Completion:
         self = super().__new__(cls, text)
         self.finish = finish
         self.served_model = served_model
         self.system_fingerprint = system_fingerprint
+        self.structured = structured
         return self
 
     def info(self) -> dict[str, Any]:
@@ -59,6 +67,8 @@ class Completion(str):
             out["served_model"] = self.served_model
         if self.system_fingerprint is not None:
             out["system_fingerprint"] = self.system_fingerprint
+        if self.structured is not None:
+            out["structured"] = self.structured
         return out
 
 
@@ -86,7 +96,9 @@ class Backend(Protocol):
 
     A backend may also implement the optional :class:`OptionScorer` capability
     (``score_options``), which the ``loglik`` answer mode of evaluation needs; use
-    :func:`supports_scoring` to ask whether it does.
+    :func:`supports_scoring` to ask whether it does; and the optional
+    :class:`StructuredGenerator` capability (a ``schema`` argument to ``generate``), which
+    holds JSON replies to a schema; use :func:`structured_mode` to ask how it would.
     """
 
     spec: str
@@ -137,3 +149,30 @@ class OptionScorer(Protocol):
 def supports_scoring(backend: object) -> bool:
     """Whether ``backend`` implements :class:`OptionScorer` (``score_options``)."""
     return callable(getattr(backend, "score_options", None))
+
+
+@runtime_checkable
+class StructuredGenerator(Protocol):
+    """The optional capability of a backend to hold replies to a JSON schema.
+
+    Its ``generate`` takes ``schema`` (a :class:`~dartkit.generate.structured.ResponseSchema`
+    or None) as a keyword argument; a reply that followed it is a :class:`Completion` whose
+    ``structured`` names how (a reply that could not, e.g. after a server rejected the schema,
+    has ``structured`` None).
+    """
+
+    def structured_mode(self, schema: ResponseSchema) -> StructuredMode:
+        """How ``generate(..., schema=schema)`` would hold replies to ``schema`` now.
+
+        ``json_schema`` or ``grammar``: it will; ``none``: it will not (switched off, or the
+        server rejected schemas before); ``unknown``: it will try, and the reply tells.
+        """
+        ...
+
+
+def structured_mode(backend: object, schema: ResponseSchema | None) -> StructuredMode:
+    """How ``backend`` would follow ``schema``: ``none`` without a schema or the capability."""
+    if schema is None:
+        return "none"
+    ask = getattr(backend, "structured_mode", None)
+    return ask(schema) if callable(ask) else "none"

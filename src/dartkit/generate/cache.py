@@ -1,8 +1,9 @@
 """Content-addressed generation cache, appended to as results finish.
 
 The key of a generation is a hash of everything that determines its text: the
-backend identity (model id, revision, adapter hash), the full conversation and
-the decoding fields (see :meth:`HFBackend.identity <dartkit.generate.hf.HFBackend.identity>`
+backend identity (model id, revision, adapter hash), the full conversation, the
+decoding fields and, for a reply held to a JSON schema, the schema's digest and how it
+was held (a constrained and an unconstrained reply never share an entry; see :meth:`HFBackend.identity <dartkit.generate.hf.HFBackend.identity>`
 for what a local model's identity holds). The cache is a JSONL file, one line per finished
 generation, flushed and fsynced line by line, so a killed run loses at most what
 was in flight and a rerun skips everything already there. A torn last line (the
@@ -18,20 +19,37 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dartkit.config import DecodingConfig
-from dartkit.generate.base import Backend, Completion, Messages
+from dartkit.generate.base import Backend, Completion, Messages, structured_mode
+
+if TYPE_CHECKING:
+    from dartkit.generate.structured import ResponseSchema
+    from dartkit.generate.structured import StructuredMode as StructuredModeT
 
 log = logging.getLogger(__name__)
 
 #: Record fields besides key and text that :meth:`GenerationCache.info` returns.
-INFO_FIELDS = ("finish", "served_model", "system_fingerprint")
+INFO_FIELDS = ("finish", "served_model", "system_fingerprint", "structured")
 
 
-def cache_key(identity: dict[str, Any], messages: Messages, decoding: DecodingConfig) -> str:
+def cache_key(
+    identity: dict[str, Any],
+    messages: Messages,
+    decoding: DecodingConfig,
+    constraint: dict[str, Any] | None = None,
+) -> str:
+    """The cache key of one generation.
+
+    ``constraint`` (a :meth:`ResponseSchema.cache_field <dartkit.generate.structured.ResponseSchema.cache_field>`)
+    is left out of the hashed blob when None, so unconstrained keys are what they always were.
+    """
+    fields: dict[str, Any] = {"model": identity, "messages": messages, "decoding": decoding.cache_fields()}
+    if constraint is not None:
+        fields["schema"] = constraint
     blob = json.dumps(
-        {"model": identity, "messages": messages, "decoding": decoding.cache_fields()},
+        fields,
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
@@ -175,6 +193,7 @@ def generate_cached(
     decoding: DecodingConfig,
     cache: GenerationCache,
     on_progress: Callable[[int], None] | None = None,
+    schema: ResponseSchema | None = None,
 ) -> tuple[list[str], list[str]]:
     """Answer every conversation, reusing cached texts and caching new ones as they finish.
 
@@ -183,30 +202,77 @@ def generate_cached(
     answers. A warning is logged when the answers for ``conversations`` came from more than one
     server model or build.
 
+    With ``schema``, a backend that can hold replies to it (see
+    :func:`~dartkit.generate.base.structured_mode`) is asked to, and each reply is cached under a
+    key that names the schema and how it was followed; a reply the backend could not constrain
+    (a server that rejected the schema) is cached under the plain key, beside unconstrained ones.
+    When it is not yet known whether a server takes schemas, one request goes first and tells,
+    so that a rerun against a server that rejects them finds its earlier answers in the cache.
+
     Returns:
-        (texts, keys) aligned with ``conversations``.
+        (texts, keys) aligned with ``conversations``; ``cache.info(key)["structured"]`` says how
+        each reply was held to ``schema`` (absent: it was not).
     """
     identity = backend.identity()
-    keys = [cache_key(identity, m, decoding) for m in conversations]
-    todo: dict[str, int] = {}
-    for i, k in enumerate(keys):
-        if k not in cache and k not in todo:
-            todo[k] = i
-    done = len(keys) - len(todo)
-    if on_progress and done:
-        on_progress(done)
-    if todo:
+    plain = [cache_key(identity, m, decoding) for m in conversations]
+
+    def wanted() -> tuple[list[str], StructuredModeT]:
+        mode = structured_mode(backend, schema)
+        if schema is None or mode == "none":
+            return list(plain), mode
+        constraint = schema.cache_field(mode)
+        return [cache_key(identity, m, decoding, constraint) for m in conversations], mode
+
+    def pending(keys: list[str]) -> dict[str, int]:
+        todo: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            if k not in cache and k not in todo:
+                todo[k] = i
+        return todo
+
+    reported = 0
+
+    def report(n: int) -> None:
+        nonlocal reported
+        reported += n
+        if on_progress and n:
+            on_progress(n)
+
+    # Where a reply requested under a constrained key was cached (its plain key after a fallback).
+    landed: dict[str, str] = {}
+
+    def run(todo: dict[str, int], keys: list[str], mode: StructuredModeT) -> None:
         todo_keys = list(todo)
-        batch = [conversations[todo[k]] for k in todo_keys]
         dup_count = {k: 0 for k in todo_keys}
         for k in keys:
             if k in dup_count:
                 dup_count[k] += 1
-        for j, text in backend.generate(batch, decoding):
+        batch = [conversations[todo[k]] for k in todo_keys]
+        extra = {"schema": schema} if schema is not None and mode != "none" else {}
+        for j, text in backend.generate(batch, decoding, **extra):
             key = todo_keys[j]
+            if extra and getattr(text, "structured", None) is None:
+                key = landed[key] = plain[todo[key]]
             cache.put(key, text, {"model": backend.spec})
-            if on_progress:
-                on_progress(dup_count[key])
+            report(dup_count[todo_keys[j]])
+
+    keys, mode = wanted()
+    todo = pending(keys)
+    report(len(keys) - len(todo))
+    if todo and mode == "unknown":
+        first = next(iter(todo))
+        run({first: todo[first]}, keys, mode)
+        keys = [landed.get(k, k) for k in keys]
+        if structured_mode(backend, schema) == "none":
+            # The server rejected the schema: the rest go as plain requests, and plain answers
+            # cached by an earlier run are used (a reply cached as constrained stays usable).
+            keys = [k if k in cache else plain[i] for i, k in enumerate(keys)]
+            mode = "none"
+        todo = pending(keys)
+        report(len(keys) - len(todo) - reported)
+    if todo:
+        run(todo, keys, mode)
+    keys = [landed.get(k, k) for k in keys]
     texts = [cache.get(k) for k in keys]
     missing = [i for i, t in enumerate(texts) if t is None]
     if missing:

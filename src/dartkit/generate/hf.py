@@ -28,6 +28,15 @@ from dartkit.generate.loading import (
     resolve_dtype,
 )
 from dartkit.generate.spec import ModelSpec
+from dartkit.generate.structured import (
+    GrammarMasker,
+    ResponseSchema,
+    StructuredMode,
+    TokenizerGrammarData,
+    local_grammar_schema,
+    skeleton_text,
+    tokenizer_grammar_data,
+)
 from dartkit.parse import parse_conclusion
 
 # Trailing tokens decoded to find the last complete line; a conclusion line is a few tokens long.
@@ -152,6 +161,7 @@ class HFBackend:
         self._hub_resolved = spec.kind != "hf" or "weights_sha256" in self._identity
         self.model = None
         self.tokenizer = None
+        self._grammar_data: TokenizerGrammarData | None = None
 
     def _ensure_loaded(self) -> None:
         # Weights load on first use: a run whose answers are all cached never pays for them.
@@ -209,16 +219,27 @@ class HFBackend:
         return list(ids)
 
     def generate(
-        self, conversations: Sequence[Messages], decoding: DecodingConfig
+        self,
+        conversations: Sequence[Messages],
+        decoding: DecodingConfig,
+        schema: ResponseSchema | None = None,
     ) -> Iterator[tuple[int, Completion]]:
         """Yield ``(index, Completion)`` per conversation, batch by batch (longest prompts first).
 
         A completion that used all ``max_new_tokens`` without ending its turn (or, with
         ``stop_after_conclusion``, without a complete conclusion line) is marked ``truncated``.
+
+        With ``schema`` (and ``backend.structured_output`` not ``off``) every row is decoded under
+        the schema's grammar (see :mod:`dartkit.generate.structured`), greedy or sampled alike, and
+        ``stop_after_conclusion`` is ignored: a JSON reply has no conclusion line to stop at.
         """
         if not conversations:
             return
         self._ensure_loaded()
+        masker = None
+        if schema is not None and self.structured_mode(schema) == "grammar":
+            decoding = decoding.model_copy(update={"stop_after_conclusion": False})
+            masker = self._grammar_masker(schema, decoding.max_new_tokens)
         encoded = [self.encode(m) for m in conversations]
         own_loop = self._own_loop_ok and self._use_own_loop(decoding)
         prefix_len, prefix_cache = self._shared_prefix(encoded) if own_loop else (0, None)
@@ -234,7 +255,7 @@ class HFBackend:
             if not own_loop:
                 # generate() samples with one generator per batch: reproducible for the same batches.
                 new_tokens = self._generate_fallback(
-                    [encoded[i] for i in idx], decoding, decoding.seed * 1_000_003 + b
+                    [encoded[i] for i in idx], decoding, decoding.seed * 1_000_003 + b, masker
                 )
             else:
                 input_ids, attention = self._pack([encoded[i] for i in idx], prefix_len)
@@ -243,10 +264,25 @@ class HFBackend:
                     cache = copy.deepcopy(prefix_cache)
                     cache.batch_repeat_interleave(len(idx))
                 seeds = [_row_seed(decoding.seed, encoded[i]) for i in idx]
-                new_tokens = self._decode(input_ids, attention, cache, prefix_len, decoding, seeds)
+                new_tokens = self._decode(input_ids, attention, cache, prefix_len, decoding, seeds, masker)
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for r, i in enumerate(idx):
-                yield i, Completion(texts[r].strip(), self._finish(new_tokens[r], decoding))
+                how = "grammar" if masker is not None else None
+                yield i, Completion(texts[r].strip(), self._finish(new_tokens[r], decoding), structured=how)
+
+    def structured_mode(self, schema: ResponseSchema) -> StructuredMode:
+        """``grammar`` (constrained decoding) unless ``backend.structured_output`` is ``off``."""
+        return "none" if self.cfg.structured_output == "off" else "grammar"
+
+    def _grammar_masker(self, schema: ResponseSchema, max_new_tokens: int) -> GrammarMasker:
+        """A per-call token masker for ``schema``; the tokenizer's tables are built once per backend."""
+        if self._grammar_data is None:
+            self._grammar_data = tokenizer_grammar_data(self.tokenizer, self._eos_ids())
+        skeleton = skeleton_text(schema.grammar or schema.schema)
+        skeleton_tokens = len(self._text_tokens(skeleton))
+        return GrammarMasker(
+            self._grammar_data, local_grammar_schema(schema, max_new_tokens, skeleton_tokens)
+        )
 
     def continuation_tokens(self, prefix: str, option: str) -> tuple[list[int], list[int], bool]:
         """The tokens of the assistant text ``prefix`` and of ``option`` continuing it.
@@ -366,7 +402,14 @@ class HFBackend:
         return "truncated"
 
     def _decode(
-        self, input_ids, attention, cache, cached_len: int, decoding: DecodingConfig, seeds: list[int]
+        self,
+        input_ids,
+        attention,
+        cache,
+        cached_len: int,
+        decoding: DecodingConfig,
+        seeds: list[int],
+        masker: GrammarMasker | None = None,
     ) -> list[list[int]]:
         """Greedy or sampled decoding that drops each row from the batch as soon as it is finished.
 
@@ -378,6 +421,10 @@ class HFBackend:
         When sampling, every row draws from its own generator seeded from (seed, prompt), so a
         prompt's sample does not depend on which other prompts share its batch (a resumed run
         gives the texts an uninterrupted one would).
+
+        With ``masker`` each live row's logits are masked to the tokens its grammar allows after
+        the tokens that row has generated; the mask depends on nothing else, so dropping rows
+        and per-row sampling work as without it.
         """
         import torch
         from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
@@ -408,6 +455,8 @@ class HFBackend:
             positions = position_ids[:, -1]
             for _ in range(decoding.max_new_tokens):
                 scores = out.logits[:, -1, :].float()
+                if masker is not None:
+                    scores = masker.mask(scores, [generated[row] for row in alive])
                 if generators is None:
                     next_tokens = scores.argmax(dim=-1)
                 else:
@@ -457,7 +506,11 @@ class HFBackend:
         return self.cfg.decode_loop != "generate"
 
     def _generate_fallback(
-        self, rows: list[list[int]], decoding: DecodingConfig, seed: int
+        self,
+        rows: list[list[int]],
+        decoding: DecodingConfig,
+        seed: int,
+        masker: GrammarMasker | None = None,
     ) -> list[list[int]]:
         """``model.generate`` with left padding, for models whose cache the own loop cannot handle.
 
@@ -496,6 +549,9 @@ class HFBackend:
             kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=None)
         if decoding.stop_after_conclusion:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_StopAfterConclusion()])
+        if masker is not None:
+            # Each row's mask from its generated tokens (after the left-padded prompt width).
+            kwargs["prefix_allowed_tokens_fn"] = masker.prefix_allowed_tokens_fn(width)
         device = self.model.device
         with torch.inference_mode():
             out = self.model.generate(

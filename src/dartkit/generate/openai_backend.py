@@ -21,6 +21,12 @@ model name and ``system_fingerprint`` the server reported. A reply with
 ``null_retries`` times and then marked ``filtered``; a reply cut at
 ``max_tokens`` (``finish_reason: "length"``) is marked ``truncated`` and not
 retried, since the same request would be cut again.
+
+A request for a reply held to a JSON schema (the judge's verdict) carries ``response_format``
+``{"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}``. Under
+``backend.structured_output: auto`` a server that rejects it (HTTP 400/422 naming the
+response format or schema) is remembered, and that request and every later one go without it:
+their replies are validated and asked again as for any server, and are marked unconstrained.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import json
 import logging
 import math
 import os
@@ -46,6 +53,7 @@ from dartkit.config import BackendConfig, DecodingConfig
 from dartkit.errors import DartkitError
 from dartkit.generate.base import BackendError, Completion, Messages
 from dartkit.generate.spec import ModelSpec, parse_spec
+from dartkit.generate.structured import ResponseSchema, StructuredMode
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +186,27 @@ class OpenAIBackend:
         self._lock = threading.Lock()
         self._runs: set[_Run] = set()
         self._closed = False
+        # Whether the server takes response_format json_schema: None until a request tells.
+        self._schema_ok: bool | None = None
+        # openai:MODEL@URL+adapter=DIR: a LoRA adapter the server serves on MODEL, addressed by a
+        # name that holds its sha256 (generate/served_lora.py); requests name it as their model.
+        self.base_model = parsed.model
+        self._adapter = None
+        if parsed.adapter:
+            from dartkit.generate.served_lora import ServedAdapter
+
+            self._adapter = ServedAdapter(
+                self.base_url, parsed.adapter, self.cfg.served_adapters, self.cfg.timeout_s
+            )
+            self.model = self._adapter.name
 
     def identity(self) -> dict[str, Any]:
         """The model name and endpoint; part of every cache key (the key is not)."""
-        return {"backend": "openai", "model": self.model, "base_url": self.base_url}
+        identity = {"backend": "openai", "model": self.base_model, "base_url": self.base_url}
+        if self._adapter is not None:
+            # A retrained adapter in the same directory gets new keys, never the old answers.
+            identity["adapter_sha256"] = self._adapter.sha256
+        return identity
 
     def __repr__(self) -> str:
         return f"OpenAIBackend({self.spec!r}, concurrency={self.cfg.concurrency}, key_from=${self.cfg.api_key_env})"
@@ -193,9 +218,16 @@ class OpenAIBackend:
         self.close()
 
     def generate(
-        self, conversations: Sequence[Messages], decoding: DecodingConfig
+        self,
+        conversations: Sequence[Messages],
+        decoding: DecodingConfig,
+        schema: ResponseSchema | None = None,
     ) -> Iterator[tuple[int, Completion]]:
         """Yield ``(index, Completion)`` for every conversation, in the order the answers arrive.
+
+        With ``schema`` (and ``backend.structured_output`` not ``off``) each request carries
+        ``response_format`` ``json_schema`` (strict); see :meth:`structured_mode` for a server
+        that rejects it.
 
         Stopping the iteration early (``break``, ``close()`` on the generator, an
         exception in the caller) cancels the requests still in flight and stops the
@@ -208,7 +240,7 @@ class OpenAIBackend:
         convs = list(conversations)
 
         async def answer(client: openai.AsyncOpenAI, i: int) -> Completion:
-            return await self._complete(client, convs[i], decoding)
+            return await self._complete(client, convs[i], decoding, schema)
 
         yield from self._stream(len(convs), answer)
 
@@ -297,6 +329,8 @@ class OpenAIBackend:
             raise BackendError(f"{self._where()}: the backend is closed")
         if not n:
             return
+        if self._adapter is not None:
+            self._adapter.ensure(self._key.reveal())  # once: load or check the adapter on the server
         results: queue.Queue[tuple[str, Any]] = queue.Queue()
         run = _Run()
         run.thread = threading.Thread(
@@ -331,6 +365,8 @@ class OpenAIBackend:
             run.cancel()
         for run in runs:
             run.join(timeout=10.0)
+        if self._adapter is not None:
+            self._adapter.release(self._key.reveal())
 
     # -- worker thread ---------------------------------------------------------------
 
@@ -374,10 +410,14 @@ class OpenAIBackend:
             await client.close()
 
     async def _complete(
-        self, client: openai.AsyncOpenAI, messages: Messages, decoding: DecodingConfig
+        self,
+        client: openai.AsyncOpenAI,
+        messages: Messages,
+        decoding: DecodingConfig,
+        schema: ResponseSchema | None = None,
     ) -> Completion:
         """One answer; a ``content: null`` reply is asked again up to ``null_retries`` times."""
-        completion = await self._request_once(client, messages, decoding)
+        completion = await self._request_once(client, messages, decoding, schema)
         for attempt in range(self.null_retries):
             if completion.finish != "filtered" or completion:
                 break
@@ -387,13 +427,52 @@ class OpenAIBackend:
                 attempt + 1,
                 self.null_retries,
             )
-            completion = await self._request_once(client, messages, decoding)
+            completion = await self._request_once(client, messages, decoding, schema)
         return completion
 
     async def _request_once(
-        self, client: openai.AsyncOpenAI, messages: Messages, decoding: DecodingConfig
+        self,
+        client: openai.AsyncOpenAI,
+        messages: Messages,
+        decoding: DecodingConfig,
+        schema: ResponseSchema | None = None,
     ) -> Completion:
-        return self._text(await self._send(client, self._request(messages, decoding)))
+        request = self._request(messages, decoding)
+        if schema is None or self.structured_mode(schema) == "none":
+            return self._text(await self._send(client, request))
+        try:
+            response = await self._send(client, {**request, "response_format": schema.response_format()})
+        except _SchemaRejected as e:
+            if self.cfg.structured_output == "on":
+                raise BackendError(
+                    f"{e}; backend.structured_output is 'on' (set it to 'auto' to validate and retry "
+                    "instead, or 'off')"
+                ) from None
+            with self._lock:
+                first = self._schema_ok is not False
+                self._schema_ok = False
+            if first:
+                log.warning(
+                    "%s: the server rejected response_format json_schema (%s); judge replies are "
+                    "validated and asked again instead (recorded per reply)",
+                    self._where(),
+                    e.reason,
+                )
+            return self._text(await self._send(client, request))
+        with self._lock:
+            self._schema_ok = True
+        completion = self._text(response)
+        completion.structured = "json_schema"
+        return completion
+
+    def structured_mode(self, schema: ResponseSchema) -> StructuredMode:
+        """``json_schema`` when requests carry the schema, ``none`` when not (``structured_output: off``,
+        or the server rejected it before), ``unknown`` under ``auto`` until the first request tells."""
+        if self.cfg.structured_output == "off" or self._schema_ok is False:
+            return "none"
+        if self.cfg.structured_output == "on" or self._schema_ok:
+            return "json_schema"
+        return "unknown"
 
     async def _send(self, client: openai.AsyncOpenAI, request: dict[str, Any]) -> Any:
         """One chat-completions request, with retries on rate limits, server errors and timeouts."""
@@ -401,6 +480,7 @@ class OpenAIBackend:
         last_error = ""
         for attempt in range(attempts):
             fatal: str | None = None
+            rejected: _SchemaRejected | None = None
             retry_after: float | None = None
             try:
                 response = await client.chat.completions.create(**request)
@@ -414,6 +494,10 @@ class OpenAIBackend:
                 if _retryable(e.status_code):
                     last_error = f"HTTP {e.status_code}: {self._server_message(e.body)}"
                     retry_after = _retry_after_s(e.response.headers)
+                elif "response_format" in request and _rejects_schema(e.status_code, e.body):
+                    rejected = _SchemaRejected(
+                        self._status_message(e.status_code, e.body), self._server_message(e.body)
+                    )
                 else:
                     fatal = self._status_message(e.status_code, e.body)
             except openai.OpenAIError as e:
@@ -424,6 +508,8 @@ class OpenAIBackend:
             # carries the Authorization header) is not chained onto ours as __context__.
             if fatal is not None:
                 raise BackendError(fatal)
+            if rejected is not None:
+                raise rejected
             if attempt + 1 < attempts:
                 delay = self._delay(attempt, retry_after)
                 log.info(
@@ -526,6 +612,28 @@ class OpenAIBackend:
         if self._has_key:
             text = text.replace(key, "<redacted>")
         return _KEYLIKE.sub("<redacted>", text)
+
+
+class _SchemaRejected(BackendError):
+    """The server refused a request's ``response_format`` json_schema (it may take the request without)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# What a server says when it does not take response_format json_schema (or this schema): OpenAI
+# ("'response_format' of type 'json_schema' is not supported with this model"), DeepSeek ("This
+# response_format type is unavailable now"), servers without guided decoding.
+_SCHEMA_WORDS = re.compile(r"response_format|json_schema|structured|guided|grammar|schema", re.IGNORECASE)
+
+
+def _rejects_schema(status: int, body: object) -> bool:
+    """Whether an error reply refuses the request's schema (and not, say, its model name)."""
+    if status not in (400, 422, 501):
+        return False
+    text = json.dumps(body) if isinstance(body, (Mapping, list)) else str(body)
+    return bool(_SCHEMA_WORDS.search(text))
 
 
 def _is_local(base_url: str) -> bool:

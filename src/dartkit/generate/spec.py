@@ -4,7 +4,10 @@ Grammar::
 
     embedded[+adapter=DIR]                    packaged SmolLM2-135M-Instruct
     hf:ID_OR_PATH[@REVISION][+adapter=DIR]    any transformers causal LM
-    openai:MODEL@BASE_URL                     any OpenAI-compatible chat endpoint
+    vllm:ID_OR_PATH[@REVISION][+adapter=DIR]  the same model run in-process by vLLM (``dartkit[vllm]``)
+    openai:MODEL@BASE_URL[+adapter=DIR]       any OpenAI-compatible chat endpoint; with an adapter, a
+                                              LoRA adapter served on top of MODEL (e.g. by ``vllm serve
+                                              MODEL --enable-lora``), registered and addressed by name
     dummy[:MODE]                              rule-based stand-in for fast tests (MODE: yes, no, echo, mixed, refuse)
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["embedded", "hf", "openai", "dummy"]
+Kind = Literal["embedded", "hf", "vllm", "openai", "dummy"]
 DUMMY_MODES = ("mixed", "yes", "no", "echo", "refuse")
 
 
@@ -31,8 +34,11 @@ class ModelSpec:
 
     def __str__(self) -> str:
         if self.kind == "openai":
-            return f"openai:{self.model}@{self.base_url}"
-        s = {"embedded": "embedded", "dummy": f"dummy:{self.model}"}.get(self.kind, f"hf:{self.model}")
+            s = f"openai:{self.model}@{self.base_url}"
+            return s + (f"+adapter={self.adapter}" if self.adapter else "")
+        s = {"embedded": "embedded", "dummy": f"dummy:{self.model}"}.get(
+            self.kind, f"{self.kind}:{self.model}"
+        )
         if self.revision:
             s += f"@{self.revision}"
         if self.adapter:
@@ -47,7 +53,10 @@ def parse_spec(spec: str) -> ModelSpec:
         SpecError: with the expected forms when ``spec`` fits none of them.
     """
     s = spec.strip()
-    help_ = "expected embedded, hf:ID[@REV][+adapter=DIR], openai:MODEL@URL or dummy[:MODE]"
+    help_ = (
+        "expected embedded, hf:ID[@REV][+adapter=DIR], vllm:ID[@REV][+adapter=DIR], "
+        "openai:MODEL@URL[+adapter=DIR] or dummy[:MODE]"
+    )
     if not s:
         raise SpecError(f"empty model spec ({help_})")
     adapter = None
@@ -65,18 +74,19 @@ def parse_spec(spec: str) -> ModelSpec:
             # The dummy answers by rule and has no weights: an adapter would be ignored silently.
             raise SpecError(f"'{spec}': the dummy model has no weights, so it takes no +adapter=")
         return ModelSpec("dummy", mode)
-    if s.startswith("hf:"):
-        body = s[3:]
-        revision = None
-        # '@' marks a revision only on hub ids; local paths may contain it.
-        if "@" in body and not body.startswith((".", "/", "~")):
-            body, revision = body.rsplit("@", 1)
-        if not body:
-            raise SpecError(f"'{spec}': hf: needs a model id or path")
-        return ModelSpec("hf", body, revision=revision or None, adapter=adapter)
+    for kind in ("hf", "vllm"):
+        if s.startswith(f"{kind}:"):
+            body = s[len(kind) + 1 :]
+            revision = None
+            # '@' marks a revision only on hub ids; local paths may contain it.
+            if "@" in body and not body.startswith((".", "/", "~")):
+                body, revision = body.rsplit("@", 1)
+            if not body:
+                raise SpecError(f"'{spec}': {kind}: needs a model id or path")
+            return ModelSpec(kind, body, revision=revision or None, adapter=adapter)  # type: ignore[arg-type]
     if s.startswith("openai:"):
-        if adapter:
-            raise SpecError(f"'{spec}': adapters cannot be attached to a remote model")
+        # An adapter here is a LoRA adapter the server serves on top of MODEL (see
+        # dartkit.generate.served_lora): dartkit registers it and sends its name as the model.
         body = s[7:]
         if "@" not in body:
             raise SpecError(
@@ -85,5 +95,16 @@ def parse_spec(spec: str) -> ModelSpec:
         model, url = body.split("@", 1)
         if not model or not url.startswith(("http://", "https://")):
             raise SpecError(f"'{spec}': openai: needs MODEL@BASE_URL with an http(s) URL")
-        return ModelSpec("openai", model, base_url=url.rstrip("/"))
+        return ModelSpec("openai", model, base_url=url.rstrip("/"), adapter=adapter)
     raise SpecError(f"'{spec}': {help_}")
+
+
+def trainable_equivalent(spec: ModelSpec) -> ModelSpec:
+    """The spec dartkit's trainer loads for ``spec``'s weights: ``vllm:X`` trains as ``hf:X``.
+
+    vLLM only generates; fine-tuning runs on transformers with the same weights, revision and
+    chat template, so the adapters it writes fit the vLLM engine's base model.
+    """
+    if spec.kind == "vllm":
+        return ModelSpec("hf", spec.model, revision=spec.revision, adapter=spec.adapter)
+    return spec

@@ -155,7 +155,7 @@ def _hub_models(cfg: RunConfig) -> list[tuple[str, str, str | None]]:
     ):
         if spec and not spec.startswith("file:"):
             parsed = parse_spec(spec)
-            if parsed.kind == "hf" and not Path(parsed.model).expanduser().exists():
+            if parsed.kind in ("hf", "vllm") and not Path(parsed.model).expanduser().exists():
                 found.append((where, parsed.model, parsed.revision))
     from dartkit.harm.hf import HFClassifierScorer
     from dartkit.harm.spec import parse_scorer

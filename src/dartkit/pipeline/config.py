@@ -239,6 +239,26 @@ class AblationsSection(_Strict):
         return sorted(set(v))
 
 
+class StudentServerSection(_Strict):
+    """A served copy of the student that answers for M0 and, through its trained LoRA adapters, for every
+    fine-tuned model (e.g. ``vllm serve BASE --enable-lora``). Training stays local, on ``student``."""
+
+    url: str = Field(description="The server's OpenAI base URL, e.g. http://gpu-box:8000/v1.")
+    model: str | None = Field(
+        None,
+        description="The name the server serves the base model under (vllm serve's --served-model-name); "
+        "default: the student's hub id or path. dartkit cannot see the server's weights: they must be the "
+        "student's.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or "@" in v:
+            raise ValueError(f"must be an http(s) base URL such as http://host:8000/v1, got {v!r}")
+        return v.rstrip("/")
+
+
 # The embedded default: every suite, on small packaged data, within `make demo`'s time budget on 2 cores.
 DEFAULT_EVALUATIONS = [
     {"suite": "transfer", "limit": 12, "max_new_tokens": 96},
@@ -260,7 +280,18 @@ class RunConfig(_Strict):
         "the report says the test split is contaminated.",
     )
     data: DataSection = Field(default_factory=DataSection, description="Benchmark items and splits.")
-    student: str = Field("embedded", description="Student base model spec (M0): embedded or hf:ID[@REV].")
+    student: str = Field(
+        "embedded",
+        description="Student base model spec (M0): embedded, hf:ID[@REV] or vllm:ID[@REV] (generation on an "
+        "in-process vLLM engine shared by M0 and every adapter; training on transformers, as hf:).",
+    )
+    student_server: StudentServerSection | None = Field(
+        None,
+        description="Generate the student's answers on an OpenAI-compatible server instead (url, model): "
+        "M0 is the served base, each trained adapter is registered with the server (backend.served_adapters) "
+        "and addressed by a name holding its sha256. The server must read the run directory (or map it with "
+        "backend.served_adapters.path_map).",
+    )
     teacher: str = Field(
         "embedded",
         description="Teacher model spec for Stage I and repair rationales (openai:MODEL@URL for an API).",
@@ -365,9 +396,50 @@ class RunConfig(_Strict):
         from dartkit.generate.spec import parse_spec
 
         spec = parse_spec(v)
-        if spec.kind not in ("embedded", "hf") or spec.adapter:
-            raise ValueError(f"'{v}': the student must be embedded or hf:ID[@REV] without an adapter")
+        if spec.kind == "openai" and not spec.adapter:
+            raise ValueError(
+                f"'{v}': the student is trained locally, so it must be embedded, hf:ID[@REV] or vllm:ID[@REV]; "
+                f"to generate on a server, set student: hf:{spec.model} and student_server: {{url: {spec.base_url}}}"
+            )
+        if spec.kind not in ("embedded", "hf", "vllm") or spec.adapter:
+            raise ValueError(
+                f"'{v}': the student must be embedded, hf:ID[@REV] or vllm:ID[@REV] without an adapter"
+            )
         return v
+
+    @model_validator(mode="after")
+    def _served_student(self) -> RunConfig:
+        if self.student_server is None:
+            return self
+        from dartkit.generate.spec import parse_spec
+
+        kind = parse_spec(self.student).kind
+        if kind == "vllm":
+            raise ValueError(
+                "student_server generates on a server, student vllm: in this process: choose one "
+                "(student: hf:ID with student_server, or student: vllm:ID without it)"
+            )
+        if kind == "embedded" and not self.student_server.model:
+            raise ValueError(
+                "student_server.model: name the model the server serves (the embedded student has no hub id "
+                "to default to)"
+            )
+        return self
+
+    def served_student(self) -> str | None:
+        """The ``openai:MODEL@URL`` spec of the served student (None without ``student_server``)."""
+        if self.student_server is None:
+            return None
+        from dartkit.generate.spec import parse_spec
+
+        model = self.student_server.model or parse_spec(self.student).model
+        return f"openai:{model}@{self.student_server.url}"
+
+    def train_base(self) -> str:
+        """The spec the trainer loads for the student (``vllm:X`` trains as ``hf:X``)."""
+        from dartkit.generate.spec import parse_spec, trainable_equivalent
+
+        return str(trainable_equivalent(parse_spec(self.student)))
 
     @field_validator("teacher", "consistency_judge")
     @classmethod

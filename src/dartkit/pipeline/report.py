@@ -869,8 +869,9 @@ def build_report(root: Path) -> Path:
             f"than τ = {tau:g} counts as drift. The offline scorer reacts to words, not meaning, and over-flags; "
             "read the cases at the end before trusting a count."
             + (
-                " No offline judge is good enough to confirm drift: the embedded 135M model does not write "
-                "verdicts in the judge's JSON format (measure it with benchmarks/embedded_judge.py; see README)."
+                " No offline judge is good enough to confirm drift: under dartkit's grammar the embedded 135M "
+                "model writes verdicts that parse (24 of 24 on the demo audit), but it named Model A on every "
+                "pair; the format is right, the judgement is not there (benchmarks/embedded_judge.py; see README)."
                 if cfg.get("student") == "embedded"
                 else ""
             ),

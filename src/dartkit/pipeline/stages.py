@@ -80,7 +80,7 @@ def model_fingerprint(spec: str | None) -> dict[str, Any] | None:
     from dartkit.generate.spec import parse_spec
 
     parsed = parse_spec(spec)
-    if parsed.kind not in ("embedded", "hf"):
+    if parsed.kind not in ("embedded", "hf", "vllm"):
         return {"spec": spec}
     from dartkit.generate.loading import model_location
 
@@ -214,10 +214,16 @@ class RunStages:
         """Where the toxicity-regularised model of one λ is trained."""
         return self.root / "ablations" / "tox_sft" / "train" / f"lambda_{lam:g}"
 
+    def student_spec(self) -> str:
+        """The spec the student generates under: ``student``, or its served copy (``student_server``)."""
+        return self.cfg.served_student() or self.cfg.student
+
     def spec(self, model: str) -> str:
+        """A model's generation spec; a fine-tuned model is the student's with its adapter (served:
+        the adapter registered with the server and addressed by a name holding its sha256)."""
         if model == "m0":
-            return self.cfg.student
-        return f"{self.cfg.student}+adapter={self.adapter(model)}"
+            return self.student_spec()
+        return f"{self.student_spec()}+adapter={self.adapter(model)}"
 
     # ---- stage bodies --------------------------------------------------------------------
     def prepare(self) -> dict[str, Any]:
@@ -281,15 +287,20 @@ class RunStages:
     def _train(self, data: list[Path], out: Path, **fields: Any) -> dict[str, Any]:
         from dartkit.train.config import TrainConfig
 
-        fixed = {"base": self.cfg.student, "data": data, "prepared": self.data_dir, "out": out}
+        fixed = {"base": self.cfg.train_base(), "data": data, "prepared": self.data_dir, "out": out}
         return self._launch(TrainConfig.model_validate({**self.cfg.training, **fields, **fixed}))
 
     def _launch(self, tc) -> dict[str, Any]:
         """Train in this process, or under ``train_launcher`` (e.g. accelerate on several GPUs)."""
+        import sys
+
+        if "dartkit.generate.vllm_backend" in sys.modules:
+            # An in-process vLLM engine holds most of the GPU's memory; training needs it back. The
+            # next evaluation starts the engine again.
+            sys.modules["dartkit.generate.vllm_backend"].release_engines()
         if self.cfg.train_launcher:
             import shlex
             import subprocess
-            import sys
 
             from dartkit.config import dump_config
 
@@ -418,7 +429,7 @@ class RunStages:
         decoding = self.cfg.decoding.model_copy(update={"temperature": self.cfg.audit.null_temperature})
         cfg = self._audit_cfg(
             self.root / "audit" / "null",
-            baseline=self.cfg.student,
+            baseline=self.spec("m0"),
             null=True,
             data=self.data_dir,
             split="test",
@@ -436,7 +447,7 @@ class RunStages:
             data=self.data_dir,
             out=self.root / "repair",
             teacher=self.cfg.teacher,
-            student=self.cfg.student,
+            student=self.cfg.train_base(),  # M_DART's training base
             judge=self.cfg.consistency_judge,
             teacher_examples=self.cfg.teacher_examples,
             init_adapter=self.adapter("m_int"),
@@ -587,7 +598,7 @@ class RunStages:
         scorer = load_scorer(c.audit.scorer)
         rows = []
         for lam in c.ablations.tox_lambdas:
-            spec = f"{c.student}+adapter={self.tox_dir(lam) / 'adapter'}"
+            spec = f"{self.student_spec()}+adapter={self.tox_dir(lam) / 'adapter'}"
             out = base / "val" / f"lambda_{lam:g}"
             m = evaluate.run(self.eval_config(spec, "val", out), self.console)
             texts = [g["text"] for g in read_rows(out / "generations.jsonl")]
@@ -844,6 +855,10 @@ class RunStages:
             "student_identity": model_fingerprint(c.student),
             "decoding": c.decoding.model_dump(),
             **text_settings(c.backend),  # dtype, device, decode loop: each changes the answers
+            # Where the answers come from, when not from this process's transformers (added only
+            # then, so the fingerprints of runs without them stay as they were).
+            **({"student_server": c.student_server.model_dump()} if c.student_server else {}),
+            **({"vllm": c.backend.vllm.text_fields()} if c.student.startswith("vllm:") else {}),
             "eval_limit": c.eval_limit,
             "bootstrap": c.bootstrap_samples,
             "protocol": c.protocol,

@@ -18,7 +18,9 @@ item belongs to), ``benchmark``, ``label``, ``weight`` (1 for distillation rows,
 weight x1..x4 for repair rows). Each shape is a ``DatasetDict`` with one split per part, saved
 with ``save_to_disk`` under ``DIR/messages`` and ``DIR/prompt_completion``, and as JSONL under
 ``DIR/jsonl/``, which the dataset card's front matter names, so the pushed repository loads with
-``load_dataset("ORG/NAME", "messages")``.
+``load_dataset("ORG/NAME", "messages")``. :func:`plan_export` reads the rows without writing
+(``--dry-run`` prints :func:`dry_run_report` of it); :func:`push_export` pushes an export and logs
+the push in ``<run>/hub/pushes.jsonl``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dartkit.data.splits import SPLITS
 from dartkit.errors import DartkitError, DataError
 from dartkit.files import file_sha256
 from dartkit.records import Example
+from dartkit.share.hub import PushResult
 
 PARTS = ("distill", "repair")
 FORMATS = ("messages", "prompt-completion")
@@ -274,26 +277,67 @@ def dataset_card(
     return f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines)
 
 
-def export_data(
-    run: Path,
-    out: Path,
-    formats: tuple[str, ...] = FORMATS,
-    parts: tuple[str, ...] | None = None,
-    warn=None,
-) -> ExportResult:
-    """Write the run's QC-passed training rows to ``out`` (datasets directories, JSONL, card).
+@dataclass
+class ExportPlan:
+    """What an export holds, read from the run before anything is written.
+
+    Attributes:
+        run: The run directory.
+        formats: The formats to write.
+        rows: Rows per part (passed QC), with every column of both formats.
+        infos: Per part: source file, its sha256, rows in the file, policy.
+        protocol: The run's protocol.
+        notes: Things the user should know (a part with no row).
+    """
+
+    run: Path
+    formats: tuple[str, ...]
+    rows: dict[str, list[dict[str, Any]]]
+    infos: dict[str, dict[str, Any]]
+    protocol: str | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {part: len(rows) for part, rows in self.rows.items()}
+
+    def jsonl_files(self) -> dict[str, int]:
+        """The JSONL files the export writes (relative to ``out``), with their row counts."""
+        return {
+            f"jsonl/{format_dir(fmt)}/{part}.jsonl": len(rows)
+            for fmt in self.formats
+            for part, rows in self.rows.items()
+            if rows
+        }
+
+
+def parse_format(value: str | None) -> tuple[str, ...]:
+    """``--format``: ``messages``, ``prompt-completion`` or ``both`` (None: both) -> the formats.
+
+    Raises:
+        DartkitError: anything else, listing the choices.
+    """
+    if value is None or value == "both":
+        return FORMATS
+    if value.replace("_", "-") in FORMATS:
+        return (value.replace("_", "-"),)
+    raise DartkitError(f"--format {value!r}: expected one of {', '.join(FORMATS)}, both")
+
+
+def plan_export(
+    run: Path, formats: tuple[str, ...] = FORMATS, parts: tuple[str, ...] | None = None
+) -> ExportPlan:
+    """Read the run's QC-passed training rows for an export; nothing is written.
 
     Args:
         run: A ``dartkit run`` directory.
-        out: Output directory (files of an earlier export there are replaced).
         formats: ``messages`` and/or ``prompt-completion``.
         parts: ``distill`` and/or ``repair``; None exports every part the run has.
-        warn: Called with a one-line note (default: none).
 
     Raises:
         DartkitError: not a run, a requested part missing, no rows at all.
     """
-    run, out = Path(run), Path(out)
+    run = Path(run)
     if not (run / "run_config.yaml").is_file():
         raise DartkitError(f"{run}: not a dartkit run directory (no run_config.yaml)")
     notes: list[str] = []
@@ -315,37 +359,69 @@ def export_data(
         raise DartkitError(
             f"{run}: no training row passed QC in {', '.join(parts) or 'any part'}: nothing to export"
         )
-
     cfg = yaml.safe_load((run / "run_config.yaml").read_text(encoding="utf-8")) or {}
+    return ExportPlan(run, tuple(formats), rows, infos, cfg.get("protocol"), notes)
+
+
+def _have_datasets() -> bool:
+    try:
+        import datasets  # noqa: F401 - only whether it is there
+    except ImportError:
+        return False
+    return True
+
+
+_NO_DATASETS = (
+    "the `datasets` package is not installed, so only JSONL was written "
+    "(pip install datasets for load_from_disk directories)"
+)
+
+
+def export_data(
+    run: Path,
+    out: Path,
+    formats: tuple[str, ...] = FORMATS,
+    parts: tuple[str, ...] | None = None,
+    warn=None,
+) -> ExportResult:
+    """Write the run's QC-passed training rows to ``out`` (datasets directories, JSONL, card).
+
+    Args:
+        run: A ``dartkit run`` directory.
+        out: Output directory (files of an earlier export there are replaced).
+        formats: ``messages`` and/or ``prompt-completion``.
+        parts: ``distill`` and/or ``repair``; None exports every part the run has.
+        warn: Called with a one-line note (default: none).
+
+    Raises:
+        DartkitError: not a run, a requested part missing, no rows at all.
+    """
+    plan = plan_export(run, formats, parts)
+    run, out = plan.run, Path(out)
+    notes = list(plan.notes)
     _clear_previous(out)
     written: list[str] = []
-    for fmt in formats:
-        for part, part_rows in rows.items():
+    for fmt in plan.formats:
+        for part, part_rows in plan.rows.items():
             if part_rows:
                 rel = f"jsonl/{format_dir(fmt)}/{part}.jsonl"
                 write_jsonl(out / rel, _shape(part_rows, fmt))
                 written.append(rel)
-    try:
-        import datasets  # noqa: F401 - only whether it is there
-    except ImportError:
-        have_datasets = False
-        notes.append(
-            "the `datasets` package is not installed, so only JSONL was written "
-            "(pip install datasets for load_from_disk directories)"
-        )
+    have_datasets = _have_datasets()
+    if have_datasets:
+        for fmt in plan.formats:
+            written += _save_to_disk(out / format_dir(fmt), plan.rows, fmt, out)
     else:
-        have_datasets = True
-        for fmt in formats:
-            written += _save_to_disk(out / format_dir(fmt), rows, fmt, out)
-    write_text(out / "README.md", dataset_card(run, rows, infos, formats, cfg.get("protocol")))
+        notes.append(_NO_DATASETS)
+    write_text(out / "README.md", dataset_card(run, plan.rows, plan.infos, plan.formats, plan.protocol))
     meta = {
         "dartkit_version": __version__,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "run": run.name,
-        "protocol": cfg.get("protocol"),
-        "formats": list(formats),
-        "counts": {p: len(r) for p, r in rows.items()},
-        "sources": infos,
+        "protocol": plan.protocol,
+        "formats": list(plan.formats),
+        "counts": plan.counts,
+        "sources": plan.infos,
         "columns": list(COLUMNS),
     }
     write_text(out / EXPORT_META, json.dumps(meta, indent=2) + "\n")
@@ -356,21 +432,63 @@ def export_data(
     return ExportResult(out, meta["counts"], sorted(written), have_datasets, notes)
 
 
-def _clear_previous(out: Path) -> None:
-    """Remove an earlier export's outputs from ``out``, so no split or file of it outlives this one.
+def dry_run_report(
+    plan: ExportPlan, out: Path, push_to: str | None = None, revision: str | None = None
+) -> str:
+    """What ``export-data --dry-run`` prints: the card, every file it would write, what it would push.
+
+    Raises:
+        DartkitError: ``out`` holds directories an export would replace that no export wrote.
+    """
+    _check_previous(Path(out))
+    counts = ", ".join(f"{n} {part}" for part, n in plan.counts.items())
+    jsonl = plan.jsonl_files()
+    lines = [
+        "==> README.md (the dataset card)",
+        dataset_card(plan.run, plan.rows, plan.infos, plan.formats, plan.protocol),
+        f"would export {counts} row(s) as {' and '.join(plan.formats)} to {out} (nothing written: --dry-run):",
+        "  README.md  dataset card (above)",
+        f"  {EXPORT_META}  export record (counts, source files and their sha256)",
+        *(f"  {name}  {n} rows" for name, n in jsonl.items()),
+    ]
+    splits = ", ".join(part for part, rows in plan.rows.items() if rows)
+    if _have_datasets():
+        lines += [
+            f"  {format_dir(fmt)}/  datasets save_to_disk directory (splits: {splits})"
+            for fmt in plan.formats
+        ]
+    else:
+        lines.append("  (no save_to_disk directories: the `datasets` package is not installed)")
+    if push_to:
+        names = ["README.md", EXPORT_META, *jsonl]
+        lines.append(
+            f"would push to the dataset repository {push_to} (branch {revision or 'main'}): {', '.join(names)}"
+        )
+    return "\n".join(lines)
+
+
+def _check_previous(out: Path) -> list[Path]:
+    """An earlier export's outputs in ``out`` (to be replaced).
 
     Raises:
         DartkitError: ``out`` holds directories of those names that no export wrote.
     """
     ours = [out / "jsonl", *(out / format_dir(f) for f in FORMATS)]
     present = [p for p in ours if p.exists()]
-    if not present:
-        return
-    if not (out / EXPORT_META).is_file():
+    if present and not (out / EXPORT_META).is_file():
         raise DartkitError(
             f"{present[0]} exists and was not written by `dartkit export-data`; choose another --out"
         )
-    for p in present:
+    return present
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove an earlier export's outputs from ``out``, so no split or file of it outlives this one.
+
+    Raises:
+        DartkitError: ``out`` holds directories of those names that no export wrote.
+    """
+    for p in _check_previous(out):
         shutil.rmtree(p)
 
 
@@ -394,3 +512,34 @@ def hub_files(result: ExportResult) -> dict[str, Path]:
     """The files a dataset push sends: the card, the export record and the JSONL (the Hub's format)."""
     names = [f for f in result.files if f.startswith("jsonl/") or f in ("README.md", EXPORT_META)]
     return {name: result.out / name for name in names}
+
+
+def push_export(
+    result: ExportResult,
+    run: Path,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool = False,
+    endpoint: str | None = None,
+) -> PushResult:
+    """Push an export's card, record and JSONL to the dataset repository ``repo_id`` in one commit.
+
+    The push is recorded in ``<run>/hub/pushes.jsonl`` beside the run's adapter pushes (never the token).
+
+    Raises:
+        DartkitError: no token, the Hub unreachable or refusing (see :func:`dartkit.share.hub.push_files`).
+    """
+    from dartkit.share.hub import push_files, record_push
+
+    pushed = push_files(
+        repo_id,
+        hub_files(result),
+        repo_type="dataset",
+        revision=revision,
+        private=private,
+        commit_message=f"dartkit {__version__}: training data of {Path(run).name}",
+        endpoint=endpoint,
+    )
+    record_push(run, pushed, kind="dataset", counts=result.counts, export=str(result.out))
+    return pushed

@@ -12,7 +12,9 @@ Only API present in huggingface_hub 0.3x and 1.x is used: ``HfApi.create_repo``,
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from dartkit.errors import DartkitError
 
 RepoType = Literal["model", "dataset"]
 DEFAULT_REVISION = "main"
+# Every push from a run (adapter or dataset) appends one line here, relative to the run.
+PUSH_LOG = Path("hub") / "pushes.jsonl"
 _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
@@ -126,6 +130,43 @@ def _http_message(error, endpoint: str, repo_id: str, repo_type: str) -> str:
     return f"the Hub refused the push to {repo_id} (HTTP {status}: {said}){hint}"
 
 
+def check_push_ready() -> str:
+    """The token, once nothing stands in the way of a push (call it before any work is done).
+
+    Raises:
+        DartkitError: ``HF_HUB_OFFLINE`` is set, or no token is found.
+    """
+    offline = _offline_variable()
+    if offline:
+        raise DartkitError(f"{offline} is set, so nothing can reach the Hub; unset it to push")
+    return hub_token()
+
+
+def record_push(run: Path, result: PushResult, **fields) -> Path:
+    """Append one line for ``result`` to ``<run>/hub/pushes.jsonl`` (never the token); returns the log.
+
+    Args:
+        run: The run directory the pushed files came from.
+        result: Where the push landed.
+        **fields: What was pushed (``kind``, the adapter's hash, the row counts, ...).
+    """
+    row = {
+        "pushed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **fields,
+        "repo_id": result.repo_id,
+        "repo_type": result.repo_type,
+        "revision": result.revision,
+        "commit_url": result.commit_url,
+        "commit_oid": result.commit_oid,
+        "files": result.files,
+    }
+    log = Path(run) / PUSH_LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    return log
+
+
 def push_files(
     repo_id: str,
     files: Mapping[str, bytes | Path],
@@ -158,10 +199,7 @@ def push_files(
     from huggingface_hub.errors import HfHubHTTPError
 
     check_repo_id(repo_id)
-    offline = _offline_variable()
-    if offline:
-        raise DartkitError(f"{offline} is set, so nothing can reach the Hub; unset it to push")
-    token = hub_token()
+    token = check_push_ready()
     url = hub_endpoint(endpoint)
     branch = revision or DEFAULT_REVISION
     api = HfApi(endpoint=url, token=token, library_name="dartkit", library_version=__version__)

@@ -32,7 +32,7 @@ from dartkit.audit.inputs import (
     load_prompt_items,
     prompt_mismatches,
 )
-from dartkit.audit.judge import JudgeRequest, ask_judge, candidate_is_b
+from dartkit.audit.judge import JudgeRequest, ask_judge, candidate_is_b, structured_counts
 from dartkit.audit.markdown import delta_histogram_png, write_audit_md
 from dartkit.config import AuditConfig, BackendConfig, DecodingConfig, dump_config
 from dartkit.data.jsonl import write_json, write_jsonl
@@ -181,8 +181,22 @@ def read_generation_files(
     return rows["baseline"], rows["candidate"], models
 
 
-def no_pairs_message(base: dict[str, Any], cand: dict[str, Any], cfg: AuditConfig) -> str:
-    """Why an audit with no matched ids fails: it checked nothing, so it must not pass (or exit 0)."""
+def no_pairs_message(
+    base: dict[str, Any],
+    cand: dict[str, Any],
+    cfg: AuditConfig,
+    reports: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """Why an audit with no matched ids fails: it checked nothing, so it must not pass (or exit 0).
+
+    Args:
+        base: The baseline's answers keyed by id.
+        cand: The candidate's answers keyed by id.
+        cfg: The audit's config (names the files and the split).
+        reports: ``harness.map_log`` reports of the sides read from harness logs: their mapping
+            lines are part of the message, since "0 id(s)" alone hides that the log's samples
+            were read but mapped onto none of the audit's prompts.
+    """
     shown = "; ".join(
         f"{side} e.g. {', '.join(repr(i) for i in list(ids)[:3])}"
         for side, ids in (("baseline", base), ("candidate", cand))
@@ -193,10 +207,23 @@ def no_pairs_message(base: dict[str, Any], cand: dict[str, Any], cfg: AuditConfi
         if cfg.baseline_generations is not None
         else "the two models' answers"
     )
-    return (
+    msg = (
         f"no ids matched between {where}: the baseline has {len(base)} id(s), the candidate {len(cand)}, "
         f"none in common{f' ({shown})' if shown else ''}; nothing was audited. Both sides must answer the "
         "same prompts, with the same ids"
+    )
+    if not reports:
+        return msg
+    lines = "; ".join(harness.describe_log(side, r) for side, r in reports.items())
+    if cfg.prompts is None and cfg.data is None:  # mapped by --id-field alone
+        return f"{msg}. {lines}. Check that --id-field names the field holding dartkit's ids in each log"
+    source = (
+        f"--prompts {cfg.prompts}" if cfg.prompts is not None else f"--data {cfg.data} --split {cfg.split}"
+    )
+    return (
+        f"{msg}. {lines}. Harness log samples are mapped onto the prompts of {source}: check that "
+        "--split / --data (or --prompts) name the prompts the logs answered, or map by a field of the "
+        "logs with --id-field"
     )
 
 
@@ -237,6 +264,8 @@ def run_judge(cfg: AuditConfig, judged: list[dict[str, Any]], cache: GenerationC
             "attempts": [r["attempts"] for r in res],
             "errors": [r["errors"] for r in res],
             "raw": [r["raw"] if r["verdict"] is None else None for r in res],
+            # Per order, per reply: json_schema / grammar (held to the verdict schema) or none.
+            "structured": [r["structured"] for r in res],
         }
         p["type"] = decision["type"]
         p["judge_severity"] = decision["judge_severity"]
@@ -333,10 +362,10 @@ def run(cfg: AuditConfig, console: Console | None = None) -> dict[str, Any]:
         "baseline_only": [i for i in base if i not in cand],
         "candidate_only": [i for i in cand if i not in base],
     }
-    if not pairs:
-        raise DataError(no_pairs_message(base, cand, cfg))
-    prompt_check = _check_prompts(cfg, base, cand, console)
     reports = {side: m["log"] for side, m in models.items() if isinstance(m, dict) and "log" in m}
+    if not pairs:
+        raise DataError(no_pairs_message(base, cand, cfg, reports))
+    prompt_check = _check_prompts(cfg, base, cand, console)
     if reports:
         _check_logs(cfg, base, cand, reports, unmatched, prompt_check, console)
     if unmatched["baseline_only"] or unmatched["candidate_only"]:
@@ -375,6 +404,12 @@ def run(cfg: AuditConfig, console: Console | None = None) -> dict[str, Any]:
         unmatched=unmatched,
         prompt_check=prompt_check,
     )
+    if judge_identity is not None:
+        # Which path judge replies took: held to the verdict schema by the server (json_schema) or
+        # a local grammar, or validated and retried only (none).
+        summary["judge_structured_output"] = structured_counts(
+            [{"structured": s} for p in judged for s in p["judge"]["structured"]]
+        )
     if cfg.tau_sweep:
         summary["tau_sweep"] = tau_sweep(pairs, cfg.tau_grid, cfg.judge is not None)
     # Validated against the record type, so a field renamed in code cannot silently change the files.

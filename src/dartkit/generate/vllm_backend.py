@@ -1,0 +1,344 @@
+"""In-process vLLM backend: ``vllm:ID_OR_PATH[@REV][+adapter=DIR]`` (``pip install 'dartkit[vllm]'``).
+
+One ``vllm.LLM`` engine is built per base model and engine options in a process (a module-level
+registry), so M0, M_int and M_DART share one engine and one copy of the base weights: each
+backend with an adapter passes it per request as a ``LoRARequest`` whose integer id is fixed per
+adapter sha256 for the life of the process. Engines outlive the backends that use them;
+:func:`release_engines` frees them (``dartkit run`` does before it trains on the same GPU).
+
+Prompts are rendered exactly as the hf backend renders them: the model's chat template through
+transformers' tokenizer (with the same fitting of a system turn, ``generate/chat.py``), and the
+resulting token ids are handed to vLLM, so vLLM adds no second BOS and the audit's prompt check
+sees one prompt across backends. Sampling follows dartkit's ``DecodingConfig``: temperature 0 is
+greedy; otherwise each prompt gets its own vLLM ``seed`` derived from (seed, prompt tokens), the
+hf backend's derivation, so a prompt's sample does not depend on which prompts share its batch
+through the random numbers (vLLM's batched kernels are not bit-for-bit batch-invariant, so at
+low precision a text can still move with the batch, as in any batched engine).
+
+``stop_after_conclusion`` is applied by post-truncation: vLLM generates until end of turn or
+``max_tokens``, and the text is cut after the first complete line (ended by a newline) that
+``parse_conclusion`` reads as a conclusion, the rule the hf backend stops on. The answer then
+equals the hf backend's (same prompt, same tokens up to that line); the tokens written after it
+are wasted work, which vLLM's throughput makes cheap.
+
+This module has been tested against a stand-in ``vllm`` module only, never against real vLLM:
+see docs/vllm.md.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from dartkit.config import BackendConfig, DecodingConfig
+from dartkit.errors import DartkitError
+from dartkit.generate.base import Completion, Messages
+from dartkit.generate.loading import hub_commit, hub_local_files_only, hub_template_sha256, model_location
+from dartkit.generate.spec import ModelSpec
+from dartkit.parse import parse_conclusion
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "vllm: specs need vLLM, an optional extra: pip install 'dartkit[vllm]' (Linux with a CUDA GPU)"
+#: Prompts per ``LLM.generate`` call: vLLM batches within a call; between calls, answers are cached,
+#: so a killed run keeps all but the last chunk.
+CHUNK = 512
+
+_LOCK = threading.Lock()
+_ENGINES: dict[str, Any] = {}
+_LORA_IDS: dict[str, int] = {}
+
+
+def import_vllm():
+    """The ``vllm`` module, or a one-line DartkitError saying to install the extra."""
+    try:
+        import vllm
+    except ImportError as e:
+        raise DartkitError(f"{INSTALL_HINT} (import failed: {e})") from None
+    return vllm
+
+
+def lora_int_id(adapter_sha256: str) -> int:
+    """The LoRARequest id of an adapter: the same for the same sha256 for the life of the process.
+
+    vLLM keys its loaded adapters by this id; two directories with the same weights share one slot,
+    and a retrained adapter (new sha256) never reuses the old one's weights.
+    """
+    with _LOCK:
+        return _LORA_IDS.setdefault(adapter_sha256, len(_LORA_IDS) + 1)
+
+
+def engine_kwargs(path: str, revision: str | None, cfg: BackendConfig) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM`` for a base model under ``backend.vllm``'s options."""
+    o = cfg.vllm
+    kwargs: dict[str, Any] = {
+        "model": path,
+        "tokenizer": path,
+        "revision": revision,
+        "tokenizer_revision": revision,
+        "dtype": o.dtype,
+        "tensor_parallel_size": o.tensor_parallel_size,
+        "gpu_memory_utilization": o.gpu_memory_utilization,
+        "max_model_len": o.max_model_len,
+        "quantization": o.quantization,
+        "enforce_eager": o.enforce_eager,
+        "enable_lora": o.enable_lora,
+    }
+    if o.enable_lora:
+        kwargs.update(max_lora_rank=o.max_lora_rank, max_loras=o.max_loras)
+    kwargs.update(o.engine_args)
+    return kwargs
+
+
+def shared_engine(kwargs: dict[str, Any]):
+    """The process's ``vllm.LLM`` for these engine arguments, built on first use."""
+    key = json.dumps(kwargs, sort_keys=True, default=str)
+    with _LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            vllm = import_vllm()
+            log.info("starting a vLLM engine for %s", kwargs["model"])
+            try:
+                engine = vllm.LLM(**kwargs)
+            except (OSError, ValueError, RuntimeError) as e:
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise DartkitError(
+                    f"vLLM could not start an engine for '{kwargs['model']}': {first}"
+                ) from None
+            _ENGINES[key] = engine
+        return engine
+
+
+def release_engines() -> int:
+    """Shut down every engine this process built and free their GPU memory; returns how many."""
+    with _LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    engine = None
+    for engine in engines:
+        # vLLM's V1 engine runs its core in a child process; shut it down explicitly where it offers to.
+        core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            try:
+                shutdown()
+            except Exception as e:  # freeing memory is best effort; the process may go on regardless
+                log.warning("vLLM engine shutdown failed: %s", e)
+    n = len(engines)
+    del engines, engine  # the last references: the engines' memory can go now
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+    return n
+
+
+def cut_after_conclusion(text: str) -> str | None:
+    """``text`` up to and including the first complete conclusion line, or None when it has none.
+
+    A line is complete once a newline ends it: the point where the hf backend stops generating
+    under ``stop_after_conclusion``.
+    """
+    start = 0
+    while (end := text.find("\n", start)) != -1:
+        line = text[start:end]
+        if line.strip() and parse_conclusion(line) is not None:
+            return text[: end + 1]
+        start = end + 1
+    return None
+
+
+def chat_token_ids(tokenizer, messages: Messages, model: str) -> list[int]:
+    """Prompt token ids as the hf backend encodes them (chat template, generation prompt)."""
+    from dartkit.generate.chat import fit_to_template
+
+    fitted = fit_to_template(tokenizer, messages, model)
+    ids = tokenizer.apply_chat_template(fitted, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+class VLLMBackend:
+    """Generation with an in-process vLLM engine shared by every backend on the same base model.
+
+    Raises:
+        DartkitError: vLLM is not installed; the adapter is not a PEFT adapter, was trained on
+            another base, or has a rank above ``backend.vllm.max_lora_rank``; LoRA is off.
+    """
+
+    def __init__(self, spec: ModelSpec, cfg: BackendConfig):
+        if spec.kind != "vllm":
+            raise ValueError(f"VLLMBackend needs a vllm: spec, got '{spec}'")
+        self._vllm = import_vllm()  # at once: a missing extra is one line, before any work
+        self.spec = str(spec)
+        self._parsed = spec
+        self.cfg = cfg
+        self._path, identity = model_location(spec)
+        identity["backend"] = "vllm"
+        identity["vllm_version"] = str(getattr(self._vllm, "__version__", "unknown"))
+        identity["engine"] = cfg.vllm.text_fields()
+        self._identity = identity
+        self._hub_resolved = "weights_sha256" in identity  # a local directory; a hub id resolves below
+        self._lora = None
+        if spec.adapter:
+            self._check_adapter(Path(spec.adapter).expanduser())
+        self.tokenizer = None
+        self._eos: list[int] = []
+
+    def _check_adapter(self, adapter: Path) -> None:
+        from dartkit.generate.adapters import check_adapter_base
+
+        check_adapter_base(adapter, self._identity)
+        if not self.cfg.vllm.enable_lora:
+            raise DartkitError(f"'{self.spec}': an adapter needs backend.vllm.enable_lora: true")
+        rank = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("r")
+        if isinstance(rank, int) and rank > self.cfg.vllm.max_lora_rank:
+            raise DartkitError(
+                f"{adapter}: LoRA rank {rank} is above backend.vllm.max_lora_rank "
+                f"({self.cfg.vllm.max_lora_rank}); raise it"
+            )
+
+    # -- identity --------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        """Model, revision or weights fingerprint, chat template and adapter hashes, vLLM version, the
+        engine options that change text (:meth:`VLLMConfig.text_fields`).
+
+        Cheap, except for a hub model not in the local cache, which the engine downloads first so
+        that the key names the commit used.
+        """
+        if not self._hub_resolved:
+            if hub_commit(self._parsed.model, self._parsed.revision) is None:
+                self._engine()
+            commit = hub_commit(self._parsed.model, self._parsed.revision)
+            self._identity["revision"] = commit or self._parsed.revision
+            self._identity["chat_template_sha256"] = hub_template_sha256(
+                self._parsed.model, self._parsed.revision
+            )
+            self._hub_resolved = True
+        return dict(self._identity)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _engine(self):
+        return shared_engine(engine_kwargs(self._path, self._parsed.revision, self.cfg))
+
+    def _ensure_tokenizer(self) -> None:
+        if self.tokenizer is not None:
+            return
+        from transformers import AutoTokenizer, GenerationConfig
+
+        local_only = False
+        if not Path(self._path).exists():
+            local_only = hub_local_files_only(
+                self._parsed.model, self._parsed.revision, f"model '{self.spec}'"
+            )
+        revision = self._parsed.revision
+        try:
+            tok = AutoTokenizer.from_pretrained(self._path, revision=revision, local_files_only=local_only)
+        except (OSError, ValueError) as e:
+            raise DartkitError(
+                f"cannot load the tokenizer of '{self.spec}': {str(e).splitlines()[0]}"
+            ) from None
+        eos = {tok.eos_token_id}
+        try:
+            gen_eos = GenerationConfig.from_pretrained(
+                self._path, revision=revision, local_files_only=local_only
+            ).eos_token_id
+        except (OSError, ValueError):
+            gen_eos = None
+        eos.update([gen_eos] if isinstance(gen_eos, int) else gen_eos or [])
+        # The end-of-turn tokens the hf backend stops at (vLLM stops at its own EOS as well).
+        self._eos = sorted(i for i in eos if i is not None)
+        self.tokenizer = tok
+
+    def encode(self, messages: Messages) -> list[int]:
+        """Prompt token ids, exactly as the hf backend encodes them."""
+        self._ensure_tokenizer()
+        return chat_token_ids(self.tokenizer, messages, self.spec)
+
+    def _lora_request(self):
+        if not self._parsed.adapter:
+            return None
+        if self._lora is None:
+            from vllm.lora.request import LoRARequest
+
+            from dartkit.generate.served_lora import served_adapter_name
+
+            sha = self._identity["adapter_sha256"]
+            path = str(Path(self._parsed.adapter).expanduser().resolve())
+            self._lora = LoRARequest(
+                lora_name=served_adapter_name(path, sha), lora_int_id=lora_int_id(sha), lora_path=path
+            )
+        return self._lora
+
+    # -- generation ------------------------------------------------------------------------
+
+    def sampling_params(self, decoding: DecodingConfig, prompt_ids: list[int]):
+        """vLLM ``SamplingParams`` for one prompt (greedy, or sampled with the prompt's own seed)."""
+        from vllm import SamplingParams
+
+        from dartkit.generate.hf import _row_seed
+
+        kwargs: dict[str, Any] = {
+            "n": 1,
+            "max_tokens": decoding.max_new_tokens,
+            "stop_token_ids": list(self._eos),
+            "skip_special_tokens": True,
+        }
+        if decoding.greedy:
+            kwargs.update(temperature=0.0, top_p=1.0)
+        else:
+            kwargs.update(
+                temperature=decoding.temperature,
+                top_p=decoding.top_p,
+                seed=_row_seed(decoding.seed, prompt_ids),
+            )
+        return SamplingParams(**kwargs)
+
+    def generate(
+        self, conversations: Sequence[Messages], decoding: DecodingConfig
+    ) -> Iterator[tuple[int, Completion]]:
+        """Yield ``(index, Completion)`` per conversation, chunk by chunk of :data:`CHUNK` prompts.
+
+        A completion that ran into ``max_new_tokens`` without ending its turn (or, with
+        ``stop_after_conclusion``, without a complete conclusion line) is marked ``truncated``.
+        """
+        if not conversations:
+            return
+        encoded = [self.encode(m) for m in conversations]
+        engine = self._engine()
+        lora = self._lora_request()
+        for start in range(0, len(encoded), CHUNK):
+            rows = encoded[start : start + CHUNK]
+            outputs = engine.generate(
+                [{"prompt_token_ids": ids} for ids in rows],
+                sampling_params=[self.sampling_params(decoding, ids) for ids in rows],
+                lora_request=lora,
+                use_tqdm=False,
+            )
+            for j, out in enumerate(outputs):
+                first = out.outputs[0]
+                yield start + j, self._completion(first.text, first.finish_reason, decoding)
+
+    def _completion(self, text: str, finish_reason: str | None, decoding: DecodingConfig) -> Completion:
+        if decoding.stop_after_conclusion:
+            cut = cut_after_conclusion(text)
+            if cut is not None:
+                return Completion(cut.strip(), "stop")
+        return Completion(text.strip(), "truncated" if finish_reason == "length" else "stop")
+
+    def close(self) -> None:
+        """Drop this backend's tokenizer; the shared engine stays for the other backends (see
+        :func:`release_engines`)."""
+        self.tokenizer = None
