@@ -481,7 +481,7 @@ def test_out_must_not_overwrite_the_store_key_or_labels(tmp_path):
 
 
 def test_a_key_from_another_export_is_refused(tmp_path):
-    from conftest import make_audit
+    from annotate_helpers import make_audit
     from dartkit.annotate.export import export
     from dartkit.annotate.store import open_store
 

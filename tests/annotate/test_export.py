@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_audit
+from annotate_helpers import make_audit
 from dartkit.annotate.export import allocate, export, load_key
 from dartkit.cli import app
 from dartkit.errors import DataError
