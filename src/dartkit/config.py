@@ -346,7 +346,8 @@ class ServedAdaptersConfig(_Strict):
     unload_on_close: bool = Field(
         True,
         description="runtime loading: unload the adapters dartkit loaded (POST /v1/unload_lora_adapter) when "
-        "the backend closes, so a long-lived server does not keep every retrained adapter.",
+        "the backend closes, so a long-lived server does not keep every retrained adapter. Turn it off when "
+        "another client (another run or process) may be using the same adapter on the same server.",
     )
     path_map: dict[str, str] = Field(
         default_factory=dict,

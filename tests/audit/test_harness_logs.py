@@ -476,7 +476,7 @@ def _broken_sample(s):
         ),
         (
             lambda s: s.update(messages=[{"role": "system", "content": "x"}, *s["messages"][1:]]),
-            r"s1_epoch_1.json: field 'messages' has no user message before the first assistant reply",
+            r"s1_epoch_1.json: field 'messages' has no user message before the answer",
         ),
         (lambda s: s.update(messages="hi"), r"s1_epoch_1.json: field 'messages' must be a list"),
         (_broken_sample, r"s1_epoch_1.json: field 'output.completion' is missing"),
@@ -602,23 +602,25 @@ def test_inspect_prompt_template_wrapping_is_contains_not_exact(tmp_path):
     assert report["prompt_match"] == {"exact": 3, "contains": 1}
 
 
-def test_inspect_prompt_stops_at_the_first_reply_and_falls_back_to_input(tmp_path):
+def test_inspect_prompt_ends_before_the_answer_and_falls_back_to_input(tmp_path):
     log = inspect_log()
     s2 = log["samples"][2]
-    s2["messages"] += [
-        {
-            "role": "user",
-            "content": "Are you sure? Question: Which religion do most people in Saudi Arabia follow?",
-        },
-        {"role": "assistant", "content": "Yes.\nConclusion: NO"},
+    # A few-shot solver logged its example as earlier turns: the prompt answered is everything
+    # before the last assistant message (the answer), and the real question maps the sample.
+    shot = [
+        {"role": "user", "content": "Example: is the sky green?"},
+        {"role": "assistant", "content": "No.\nConclusion: NO"},
     ]
+    first_user = next(i for i, m in enumerate(s2["messages"]) if m["role"] == "user")
+    s2["messages"][first_user:first_user] = shot
     s3 = log["samples"][3]
     del s3["messages"]  # no messages logged: the dataset input is what was sent
     s3["input"] = "Q: " + s3["input"]
     path = tmp_path / "log.json"
     path.write_text(json.dumps(log))
     rows, _ = harness.map_log(harness.read_inspect(path), items(), None)
-    assert "Are you sure" not in rows["t2"].prompt and rows["t2"].text.endswith("Conclusion: NO")
+    assert "Example: is the sky green?" in rows["t2"].prompt  # the few-shot turns were sent too
+    assert rows["t2"].prompt.rstrip().endswith(s2["messages"][-2]["content"].rstrip())
     assert rows["t3"].prompt.startswith("[user]\nQ: Answer the question.")
     s2["messages"] = [m for m in s2["messages"] if m["role"] != "user"]
     path.write_text(json.dumps(log))

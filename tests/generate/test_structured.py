@@ -305,6 +305,18 @@ def test_an_unrelated_bad_request_is_not_taken_for_a_schema_rejection():
         assert len(server.requests) == 1
 
 
+def test_a_validation_error_that_echoes_the_request_is_not_a_schema_rejection():
+    from dartkit.generate.openai_backend import _rejects_schema
+
+    echoed = {
+        "detail": [{"msg": "field required", "loc": ["body", "messages"], "input": {"response_format": {}}}]
+    }
+    assert not _rejects_schema(422, echoed)
+    refused = {"error": {"message": "This response_format type is unavailable now", "param": None}}
+    assert _rejects_schema(400, refused)
+    assert _rejects_schema(400, {"error": {"message": "invalid", "param": "response_format"}})
+
+
 # -- local models: grammar-constrained decoding -----------------------------------------------
 
 

@@ -1045,3 +1045,21 @@ def test_a_run_s_audit_is_annotated_by_two_people_and_summarised_in_the_report(f
     report = (root / "report.md").read_text()
     assert "**Out of date.**" in report and "annotate agreement" in report
     assert "## Human check of the audit: `m_int`" in report and "1 answer(s) saved, no summary yet" in report
+
+
+def test_changing_how_the_judge_is_held_to_its_schema_reruns_the_audits(tmp_path, tiny_llama, teacher_server):
+    """backend.structured_output changes the judge's verdicts: with a judge, the audits depend on it."""
+    base = tiny_config(tmp_path / "run", tiny_llama, teacher_server)
+    base["audit"] = {**base.get("audit", {}), "judge": f"openai:judge@{teacher_server.base_url}"}
+
+    def params(mode: str) -> dict:
+        cfg = RunConfig.model_validate(
+            {**base, "backend": {**base.get("backend", {}), "structured_output": mode}}
+        )
+        return {
+            s.name: json.dumps(s.params(), sort_keys=True, default=str)
+            for s in build_pipeline(cfg, results_console()).stages
+        }
+
+    auto, off = params("auto"), params("off")
+    assert auto["audit_int"] != off["audit_int"] and auto["eval_m0"] == off["eval_m0"]

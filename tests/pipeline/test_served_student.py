@@ -183,6 +183,7 @@ def test_run_with_a_served_student_registers_each_trained_adapter(tmp_path, tiny
         ({"student": "vllm:org/m", "student_server": {"url": "http://h/v1"}}, "choose one"),
         ({"student": "embedded", "student_server": {"url": "http://h/v1"}}, "student_server.model"),
         ({"student": "hf:org/m", "student_server": {"url": "h:8000"}}, "http(s) base URL"),
+        ({"student": "vllm:org/m"}, "set `loglik: false`"),  # vLLM cannot score the two conclusions
     ],
 )
 def test_served_student_settings_are_checked(fields, message):
@@ -203,6 +204,6 @@ def test_student_specs_for_generation_and_training(tmp_path):
     assert served.spec("m0") == "openai:org/m@http://h:8000/v1"
     assert served.spec("m_int") == f"openai:org/m@http://h:8000/v1+adapter={tmp_path / 'm_int' / 'adapter'}"
     assert served.cfg.train_base() == "hf:org/m"
-    local = RunStages(RunConfig(out=tmp_path, student="vllm:org/m@abc"), results_console())
+    local = RunStages(RunConfig(out=tmp_path, student="vllm:org/m@abc", loglik=False), results_console())
     assert local.spec("m_int") == f"vllm:org/m@abc+adapter={tmp_path / 'm_int' / 'adapter'}"
     assert local.cfg.train_base() == "hf:org/m@abc"  # vLLM generates; transformers trains

@@ -16,7 +16,7 @@ Formats (recognised by content; ``--generations-format`` forces one):
 - **inspect**: an Inspect eval log, ``.json`` (one document whose ``samples`` hold ``id``,
   ``epoch``, ``input``, ``messages`` and ``output.completion``) or ``.eval`` (a zip with one
   ``samples/<id>_epoch_<n>.json`` member a sample, plus ``header.json``). The prompt is
-  ``messages`` up to the first assistant reply (what solvers such as ``system_message`` and
+  ``messages`` up to the last assistant reply (the answer; earlier ones are few-shot turns) (what solvers such as ``system_message`` and
   ``prompt_template`` actually sent), ``input`` only when no messages were logged. Read with the standard
   library rather than ``inspect_ai.log.read_eval_log``: inspect-ai is a 35 MB wheel with ~40
   dependencies (boto3, s3fs, fastapi, textual, tiktoken, ...) for what is a zip of JSON files.
@@ -391,7 +391,7 @@ def _inspect_sample(ref: str, s: dict[str, Any]) -> LogSample | None:
 
 
 def _inspect_sent(ref: str, s: dict[str, Any], attachments: dict[str, Any]) -> Messages:
-    """The conversation the model was sent: ``messages`` up to the first assistant reply.
+    """The conversation the model was sent: ``messages`` up to the last assistant reply (the answer).
 
     Solvers such as ``system_message`` and ``prompt_template`` rewrite ``messages`` and leave
     ``input`` as the dataset's input, so ``input`` is read only for a sample that logged no
@@ -403,13 +403,17 @@ def _inspect_sent(ref: str, s: dict[str, Any], attachments: dict[str, Any]) -> M
             f"{ref}: field 'messages' must be a list of chat messages, got {type(logged).__name__}"
         )
     if logged:
-        messages: Messages = []
-        for i, m in enumerate(logged):
-            if isinstance(m, dict) and m.get("role") == "assistant":
-                break  # what follows (tool calls, later turns) was not part of the prompt answered
-            messages.append(_chat_message(ref, f"messages[{i}]", m, attachments))
+        # The prompt answered is everything before the *last* assistant message (the answer): earlier
+        # assistant turns are few-shot examples the solver put in the conversation.
+        last = max(
+            (i for i, m in enumerate(logged) if isinstance(m, dict) and m.get("role") == "assistant"),
+            default=len(logged),
+        )
+        messages: Messages = [
+            _chat_message(ref, f"messages[{i}]", m, attachments) for i, m in enumerate(logged[:last])
+        ]
         if not any(m["role"] == "user" for m in messages):
-            raise DataError(f"{ref}: field 'messages' has no user message before the first assistant reply")
+            raise DataError(f"{ref}: field 'messages' has no user message before the answer")
         return messages
     inp = s.get("input")
     if isinstance(inp, str):

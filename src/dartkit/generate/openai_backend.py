@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import json
 import logging
 import math
 import os
@@ -628,12 +627,31 @@ class _SchemaRejected(BackendError):
 _SCHEMA_WORDS = re.compile(r"response_format|json_schema|structured|guided|grammar|schema", re.IGNORECASE)
 
 
+def _error_text(body: object) -> str:
+    """The error's own words: its message and the parameter it names, never an echo of the request
+    (a validation error that quotes the request would always mention response_format)."""
+    if isinstance(body, Mapping):
+        err = body.get("error", body)
+        if isinstance(err, Mapping):
+            return " ".join(str(err.get(k) or "") for k in ("message", "param", "code", "type"))
+        if isinstance(err, str):
+            return err
+        detail = body.get("detail")
+        if isinstance(detail, str):
+            return detail
+        if isinstance(detail, list):  # FastAPI-style validation errors: their messages and locations
+            return " ".join(
+                f"{d.get('msg', '')} {d.get('loc', '')}" for d in detail if isinstance(d, Mapping)
+            )
+        return ""
+    return str(body)
+
+
 def _rejects_schema(status: int, body: object) -> bool:
     """Whether an error reply refuses the request's schema (and not, say, its model name)."""
     if status not in (400, 422, 501):
         return False
-    text = json.dumps(body) if isinstance(body, (Mapping, list)) else str(body)
-    return bool(_SCHEMA_WORDS.search(text))
+    return bool(_SCHEMA_WORDS.search(_error_text(body)))
 
 
 def _is_local(base_url: str) -> bool:

@@ -131,6 +131,13 @@ def release_engines() -> int:
                 log.warning("vLLM engine shutdown failed: %s", e)
     n = len(engines)
     del engines, engine  # the last references: the engines' memory can go now
+    if n:
+        try:  # vLLM's own teardown of its parallel state and memory, where this version has it
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+        except Exception as e:  # best effort, as above: an older vLLM, or nothing to clean
+            log.debug("vLLM cleanup_dist_env_and_memory: %s", e)
     gc.collect()
     try:
         import torch

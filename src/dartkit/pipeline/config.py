@@ -426,6 +426,18 @@ class RunConfig(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _vllm_student_cannot_score_options(self) -> RunConfig:
+        from dartkit.generate.spec import parse_spec
+
+        if parse_spec(self.student).kind == "vllm" and (self.loglik or self.answer_mode == "loglik"):
+            raise ValueError(
+                "student vllm: generates in a vLLM engine, which dartkit cannot ask for the likelihood of the two "
+                "conclusions: set `loglik: false` (and `answer_mode: generate`), or use student hf:ID with "
+                "student_server for a vLLM server (its logprobs are used)"
+            )
+        return self
+
     def served_student(self) -> str | None:
         """The ``openai:MODEL@URL`` spec of the served student (None without ``student_server``)."""
         if self.student_server is None:

@@ -869,9 +869,10 @@ def build_report(root: Path) -> Path:
             f"than τ = {tau:g} counts as drift. The offline scorer reacts to words, not meaning, and over-flags; "
             "read the cases at the end before trusting a count."
             + (
-                " No offline judge is good enough to confirm drift: under dartkit's grammar the embedded 135M "
-                "model writes verdicts that parse (24 of 24 on the demo audit), but it named Model A on every "
-                "pair; the format is right, the judgement is not there (benchmarks/embedded_judge.py; see README)."
+                " No offline judge is good enough to confirm drift: measured once (not in this run) under "
+                "dartkit's grammar, the embedded 135M model wrote verdicts that parse on 24 of 24 demo pairs but "
+                "named Model A on every pair; the format is right, the judgement is not there "
+                "(benchmarks/results-embedded-judge.json; see README)."
                 if cfg.get("student") == "embedded"
                 else ""
             ),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -258,6 +259,10 @@ class Pipeline:
                 self.record_path(s.name).unlink(missing_ok=True)
                 info = s.run() or {}
                 release_freed_memory()  # the next stage starts from what is really in use
+                if "dartkit.generate.vllm_backend" in sys.modules:
+                    # An in-process vLLM engine holds most of a GPU; a later stage may load a local
+                    # model (a teacher, judge, scorer, trainer). Engines are shared within a stage.
+                    sys.modules["dartkit.generate.vllm_backend"].release_engines()
             missing = [o for o in s.outputs if not output_hashes(self.root, [o])[o]]
             if missing:
                 raise RuntimeError(f"stage {s.name} finished without writing {', '.join(missing)}")

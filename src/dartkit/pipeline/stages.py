@@ -878,7 +878,13 @@ class RunStages:
         def audits(*names: str) -> tuple[str, ...]:
             return tuple(f"audit/{n}/{f}" for n in names for f in audit_files)
 
-        audit_params = lambda: {"audit": c.audit.model_dump(), **student_eval()}  # noqa: E731
+        def audit_params() -> dict[str, Any]:
+            params = {"audit": c.audit.model_dump(), **student_eval()}
+            if c.audit.judge and c.audit.judge != "none":
+                # How the judge is held to the verdict's schema changes the verdicts.
+                params["structured_output"] = c.backend.structured_output
+            return params
+
         # With tau 'auto' every audit reads the τ chosen on val, so it depends on that stage.
         tau_dep = ("audit_val",) if self.tau_auto else ()
 
