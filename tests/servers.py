@@ -103,10 +103,15 @@ def completion(content: str | None, model: str = "fake-model", prompt_tokens: in
     }
 
 
-def reply(content, finish_reason="stop", model="fake-model-2024", fingerprint="fp_a") -> Reply:
-    """A 200 chat completion with the given content, finish_reason, model and system_fingerprint."""
+def reply(
+    content, finish_reason="stop", model="fake-model-2024", fingerprint="fp_a", refusal: str | None = None
+) -> Reply:
+    """A 200 chat completion with the given content, finish_reason, model and system_fingerprint
+    (and, with ``refusal``, the message's ``refusal`` field: OpenAI's shape for a declined reply)."""
     body = completion(content, model=model)
     body["choices"][0]["finish_reason"] = finish_reason
+    if refusal is not None:
+        body["choices"][0]["message"]["refusal"] = refusal
     if fingerprint is not None:
         body["system_fingerprint"] = fingerprint
     return Reply(200, body)

@@ -91,10 +91,11 @@ class Generation(BaseModel):
     gold: Label | None = None
     benchmark: str | None = None
     cache_key: str | None = None
-    finish: Literal["stop", "truncated", "filtered"] | None = Field(
+    finish: Literal["stop", "truncated", "filtered", "refused"] | None = Field(
         None,
-        description="truncated (cut at max_new_tokens) or filtered (the server returned no content, or cut it "
-        "for its content policy) when the answer did not end normally; None when it did.",
+        description="truncated (cut at max_new_tokens), filtered (the server returned no content, or cut it "
+        "for its content policy) or refused (the server sent the model's refusal in place of content; the "
+        "text is that refusal) when the answer did not end normally; None when it did.",
     )
     served_model: str | None = Field(
         None, description="openai backend: the model name the server reported in its reply."

@@ -168,6 +168,7 @@ def test_eval_metrics_count_truncated_and_filtered_answers_and_server_versions(t
     answers = iter(
         [reply("Conclusion: YES"), reply("Analysis: it depends on", "length")]
         + [reply(None)] * 3
+        + [reply(None, refusal="I can't help with that.")]
         + [reply("Conclusion: NO", fingerprint="fp_b")] * 3
     )
     with FakeOpenAIServer(lambda req: next(answers)) as server:
@@ -175,21 +176,22 @@ def test_eval_metrics_count_truncated_and_filtered_answers_and_server_versions(t
             model=f"openai:fake-model@{server.base_url}",
             data=tmp_path / "data",
             out=tmp_path / "eval",
-            limit=4,
+            limit=5,
             backend=BackendConfig(api_key_env=KEY_ENV, concurrency=1),
             bootstrap_samples=100,
         )
         metrics = evaluate.run(cfg)
-    assert metrics["n"] == 4
-    assert metrics["n_truncated"] == 1 and metrics["n_filtered"] == 1
+    assert metrics["n"] == 5
+    assert metrics["n_truncated"] == 1 and metrics["n_filtered"] == 1 and metrics["n_refused"] == 1
     assert {(v["system_fingerprint"], v["n"]) for v in metrics["served_versions"]} == {
-        ("fp_a", 3),
+        ("fp_a", 4),
         ("fp_b", 1),
     }
     on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert on_disk["n_truncated"] == 1 and on_disk["n_filtered"] == 1
+    assert on_disk["n_truncated"] == 1 and on_disk["n_filtered"] == 1 and on_disk["n_refused"] == 1
     gens = [json.loads(line) for line in (tmp_path / "eval" / "generations.jsonl").read_text().splitlines()]
-    assert sorted(str(g["finish"]) for g in gens) == ["None", "None", "filtered", "truncated"]
+    assert sorted(str(g["finish"]) for g in gens) == ["None", "None", "filtered", "refused", "truncated"]
+    assert "I can't help with that." in [g["text"] for g in gens]
     assert all(g["served_model"] == "fake-model-2024" for g in gens)
 
 

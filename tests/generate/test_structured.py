@@ -15,7 +15,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from dartkit.audit.judge import VERDICT_SCHEMA, Criteria, Verdict
+from dartkit.audit.judge import VERDICT_SCHEMA, Criteria, JudgeRequest, Verdict, ask_judge
 from dartkit.config import BackendConfig, DecodingConfig
 from dartkit.generate import load_backend
 from dartkit.generate.base import BackendError, Completion, structured_mode
@@ -29,7 +29,7 @@ from dartkit.generate.structured import (
     response_schema,
     skeleton_text,
 )
-from servers import FakeOpenAIServer, conversations, error_body, scripted
+from servers import FakeOpenAIServer, completion, conversations, error_body, scripted
 
 CPU = BackendConfig(device="cpu", dtype="float32", batch_size=4)
 
@@ -212,6 +212,44 @@ def test_a_server_that_rejects_the_schema_is_asked_once_then_plainly(tmp_path):
     assert again == texts and rerun.calls == [(1, True)]
 
 
+class SecondRunBackend(SchemaBackend):
+    """A schema-rejecting server whose replies differ from the first run's, so a replaced answer shows."""
+
+    def __init__(self):
+        super().__init__(accepts=False)
+        self.asked: list[str] = []
+
+    def generate(self, convs, decoding, schema=None):
+        self.asked += [c[-1]["content"] for c in convs]
+        for i, text in super().generate(convs, decoding, schema):
+            yield i, Completion("second run " + text, structured=text.structured)
+
+
+def test_the_schema_probe_never_replaces_a_cached_answer(tmp_path):
+    path = tmp_path / "c.jsonl"
+    texts, _ = generate_cached(
+        SchemaBackend(accepts=False), PROMPTS, DecodingConfig(), GenerationCache(path), schema=PICK
+    )
+    lines = path.read_text().splitlines()
+    rerun = SecondRunBackend()
+    again, _ = generate_cached(rerun, PROMPTS, DecodingConfig(), GenerationCache(path), schema=PICK)
+    assert again == texts  # the first run's answers, not the probe's
+    assert path.read_text().splitlines() == lines  # nothing was written over them
+    assert rerun.calls == [(1, True)]
+
+
+def test_the_schema_probe_asks_an_item_not_answered_before(tmp_path):
+    path = tmp_path / "c.jsonl"
+    texts, _ = generate_cached(
+        SchemaBackend(accepts=False), PROMPTS[:2], DecodingConfig(), GenerationCache(path), schema=PICK
+    )
+    rerun = SecondRunBackend()
+    again, _ = generate_cached(rerun, PROMPTS, DecodingConfig(), GenerationCache(path), schema=PICK)
+    # The one new item is the probe, and nothing else is asked: no request is wasted.
+    assert rerun.asked == [PROMPTS[2][-1]["content"]] and rerun.calls == [(1, True)]
+    assert again[:2] == texts and again[2].startswith("second run ")
+
+
 def test_a_backend_without_the_capability_gets_plain_requests(tmp_path):
     backend = DummyBackend("mixed")  # its generate takes no schema argument
     assert structured_mode(backend, PICK) == "none"
@@ -277,6 +315,49 @@ def test_openai_falls_back_when_the_server_rejects_the_schema(caplog):
     assert all("response_format" not in b for b in bodies[1:]) and len(bodies) == 4
     assert backend.structured_mode(VERDICT_SCHEMA) == "none"
     assert sum("rejected response_format" in r.message for r in caplog.records) == 1
+
+
+def refusal_reply(text: str) -> dict:
+    """A 200 completion whose content is null and whose ``refusal`` field holds ``text`` (OpenAI's shape)."""
+    body = completion(None)
+    body["choices"][0]["message"]["refusal"] = text
+    return body
+
+
+def test_openai_keeps_a_refusal_as_the_reply_without_asking_again(tmp_path):
+    no = "I'm sorry, I can't help with rating that."
+    with FakeOpenAIServer(lambda r: (200, refusal_reply(no))) as server:
+        backend = openai(server.base_url, concurrency=1)
+        backend.null_retries = 2
+        out = run(backend, PROMPTS[:1])
+        assert server.attempts == 1  # a refusal is the model's answer: not asked again
+    reply = out[0]
+    assert reply == no and reply.finish == "refused" and reply.structured is None
+    # Cached under the constrained key (the server follows schemas): a rerun finds it there.
+    cache = GenerationCache(tmp_path / "c.jsonl")
+    with FakeOpenAIServer(lambda r: (200, refusal_reply(no))) as server:
+        texts, keys = generate_cached(
+            openai(server.base_url),
+            PROMPTS[:1],
+            DecodingConfig(max_new_tokens=64),
+            cache,
+            schema=VERDICT_SCHEMA,
+        )
+    assert texts == [no] and cache.info(keys[0]) == {"finish": "refused", "served_model": "fake-model"}
+    assert keys[0] != cache_key(backend.identity(), PROMPTS[0], DecodingConfig(max_new_tokens=64))
+
+
+def test_the_judge_records_a_refusal_as_one(tmp_path):
+    no = "I can't assist with that."
+    with FakeOpenAIServer(scripted([(200, refusal_reply(no))], then=lambda r: VALID)) as server:
+        judge = openai(server.base_url, concurrency=1)
+        request = JudgeRequest("Is it fair?", "NO", "Answer one.", "Answer two.")
+        [res] = ask_judge(
+            judge, [request], GenerationCache(tmp_path / "j.jsonl"), retries=1, max_new_tokens=64
+        )
+    assert res["attempts"] == 2 and res["verdict"] is not None
+    assert "refusal, not a verdict" in res["errors"][0] and no in res["errors"][0]
+    assert res["structured"] == ["none", "json_schema"]
 
 
 def test_openai_structured_output_on_makes_a_rejection_an_error():

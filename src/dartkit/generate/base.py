@@ -21,8 +21,9 @@ Messages = list[dict[str, str]]
 
 #: How a generation ended: ``stop`` (the model finished its turn, or its conclusion line),
 #: ``truncated`` (it ran into ``max_new_tokens``), ``filtered`` (the server returned no content,
-#: or cut the answer for its content policy).
-Finish = Literal["stop", "truncated", "filtered"]
+#: or cut the answer for its content policy), ``refused`` (the server returned the model's
+#: refusal in place of content, OpenAI's ``message.refusal``: the text is that refusal).
+Finish = Literal["stop", "truncated", "filtered", "refused"]
 
 
 class Completion(str):

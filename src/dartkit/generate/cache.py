@@ -207,7 +207,9 @@ def generate_cached(
     key that names the schema and how it was followed; a reply the backend could not constrain
     (a server that rejected the schema) is cached under the plain key, beside unconstrained ones.
     When it is not yet known whether a server takes schemas, one request goes first and tells,
-    so that a rerun against a server that rejects them finds its earlier answers in the cache.
+    so that a rerun against a server that rejects them finds its earlier answers in the cache;
+    that probe asks an item with no cached answer where there is one, and never replaces a
+    cached answer with an unconstrained one.
 
     Returns:
         (texts, keys) aligned with ``conversations``; ``cache.info(key)["structured"]`` says how
@@ -251,8 +253,20 @@ def generate_cached(
         extra = {"schema": schema} if schema is not None and mode != "none" else {}
         for j, text in backend.generate(batch, decoding, **extra):
             key = todo_keys[j]
-            if extra and getattr(text, "structured", None) is None:
+            if (
+                extra
+                and getattr(text, "structured", None) is None
+                and structured_mode(backend, schema) == "none"
+            ):
+                # The backend could not follow the schema (a server that rejected it): the reply
+                # is an unconstrained one and is cached as such. (A reply that is not held to the
+                # schema while the backend still follows it, a server's refusal, keeps its key.)
                 key = landed[key] = plain[todo[key]]
+                if key in cache:
+                    # A plain answer is cached already (an earlier run against this server):
+                    # it stays, and this reply, asked only to learn about the schema, is dropped.
+                    report(dup_count[todo_keys[j]])
+                    continue
             cache.put(key, text, {"model": backend.spec})
             report(dup_count[todo_keys[j]])
 
@@ -260,7 +274,9 @@ def generate_cached(
     todo = pending(keys)
     report(len(keys) - len(todo))
     if todo and mode == "unknown":
-        first = next(iter(todo))
+        # The probe: an item with no plain answer cached either, where there is one, so that a
+        # rerun against a server that rejects schemas asks nothing it has answered before.
+        first = next((k for k, i in todo.items() if plain[i] not in cache), next(iter(todo)))
         run({first: todo[first]}, keys, mode)
         keys = [landed.get(k, k) for k in keys]
         if structured_mode(backend, schema) == "none":

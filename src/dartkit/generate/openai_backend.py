@@ -18,7 +18,9 @@ bad request) fails at once with a :class:`~dartkit.generate.base.BackendError`.
 Each answer is a :class:`~dartkit.generate.base.Completion` that records the
 model name and ``system_fingerprint`` the server reported. A reply with
 ``content: null`` (a content filter, an empty completion) is asked again up to
-``null_retries`` times and then marked ``filtered``; a reply cut at
+``null_retries`` times and then marked ``filtered``; a reply whose content is null but
+whose ``refusal`` field holds text (OpenAI's way of returning a model's refusal, mostly under a
+JSON schema) is kept as that text, marked ``refused``, and not asked again; a reply cut at
 ``max_tokens`` (``finish_reason: "length"``) is marked ``truncated`` and not
 retried, since the same request would be cut again.
 
@@ -461,7 +463,8 @@ class OpenAIBackend:
         with self._lock:
             self._schema_ok = True
         completion = self._text(response)
-        completion.structured = "json_schema"
+        # A refusal is plain text in place of the object: not held to the schema.
+        completion.structured = None if completion.finish == "refused" else "json_schema"
         return completion
 
     def structured_mode(self, schema: ResponseSchema) -> StructuredMode:
@@ -565,12 +568,17 @@ class OpenAIBackend:
         try:
             choice = response.choices[0]
             content = choice.message.content
+            refusal = getattr(choice.message, "refusal", None)
         except (AttributeError, IndexError, TypeError, KeyError):
             raise BackendError(
                 f"{self._where()}: the response has no choices[0].message; is this a chat-completions endpoint?"
             ) from None
         reason = getattr(choice, "finish_reason", None)
-        if reason == "length":
+        if content is None and isinstance(refusal, str) and refusal.strip():
+            # The model declined and the server says so in its own field: that is the answer.
+            finish = "refused"
+            content = refusal
+        elif reason == "length":
             finish = "truncated"
         elif content is None or reason == "content_filter":
             # content: null is a content filter or an empty completion, not an answer.

@@ -996,8 +996,9 @@ def build_report(root: Path) -> Path:
         )
     cut = [
         f"{name} {m.get('teacher_truncated', 0)} cut at the token limit, {m.get('teacher_filtered', 0)} filtered"
+        + (f", {m['teacher_refused']} sent as the server's refusal" if m.get("teacher_refused") else "")
         for name, m in (("Stage I", distill), ("repair", repair))
-        if m and (m.get("teacher_truncated") or m.get("teacher_filtered"))
+        if m and (m.get("teacher_truncated") or m.get("teacher_filtered") or m.get("teacher_refused"))
     ]
     if cut:
         L.append(f"Teacher replies that did not finish normally (all attempts): {'; '.join(cut)}.")

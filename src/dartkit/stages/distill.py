@@ -363,9 +363,11 @@ def distill_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         # Consistency-judge replies over all attempts: asked, needing the one-word follow-up, and still
         # without a verdict after it (those attempts were checked by the built-in classifier instead).
         "judge_asked": len(judged),
-        # Teacher replies (all attempts) that hit the token limit or came back filtered.
+        # Teacher replies (all attempts) that hit the token limit, came back filtered, or came back
+        # as the server's refusal field.
         "teacher_truncated": sum(a.get("finish") == "truncated" for r in rows for a in r["attempt_log"]),
         "teacher_filtered": sum(a.get("finish") == "filtered" for r in rows for a in r["attempt_log"]),
+        "teacher_refused": sum(a.get("finish") == "refused" for r in rows for a in r["attempt_log"]),
         "judge_retried": sum(j["replies"] > 1 for j in judged),
         "judge_unparsed": sum(j["verdict"] is None for j in judged),
     }

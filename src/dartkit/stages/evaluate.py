@@ -300,10 +300,11 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict:
     )
     if cfg.scores_options:
         console.print(_other_mode_line(metrics["answer_modes"], cfg.answer_mode, cfg.loglik_context))
-    if metrics["n_truncated"] or metrics["n_filtered"]:
+    if metrics["n_truncated"] or metrics["n_filtered"] or metrics.get("n_refused"):
         console.print(
             f"[yellow]{metrics['n_truncated']} answer(s) cut at max_new_tokens={cfg.decoding.max_new_tokens}, "
-            f"{metrics['n_filtered']} filtered by the server (counted as given)[/yellow]"
+            f"{metrics['n_filtered']} filtered by the server, {metrics.get('n_refused', 0)} sent as the "
+            "server's refusal (counted as given)[/yellow]"
         )
     if len(versions) > 1:
         console.print(

@@ -147,6 +147,7 @@ def run(cfg: RepairConfig, console: Console | None = None) -> dict[str, Any]:
             "judge_unparsed": 0,
             "teacher_truncated": 0,
             "teacher_filtered": 0,
+            "teacher_refused": 0,
         }
     )
     metrics.update(

@@ -89,13 +89,18 @@ def evaluation_metrics(gens: Sequence[Generation], n_resamples: int = 2000, seed
 
 
 def finish_counts(gens: Sequence[Generation]) -> dict[str, int]:
-    """How many answers were cut at the token limit (``n_truncated``) or filtered by the server (``n_filtered``).
+    """How many answers were cut at the token limit (``n_truncated``), filtered by the server
+    (``n_filtered``) or came back as the server's refusal field (``n_refused``).
 
-    Both still count in accuracy (usually as unparseable); these counts say how much of the
+    All still count in accuracy (usually as unparseable); these counts say how much of the
     error is the decoding budget or a content filter rather than the model's judgement.
     """
     finishes = [getattr(g, "finish", None) for g in gens]
-    return {"n_truncated": finishes.count("truncated"), "n_filtered": finishes.count("filtered")}
+    return {
+        "n_truncated": finishes.count("truncated"),
+        "n_filtered": finishes.count("filtered"),
+        "n_refused": finishes.count("refused"),
+    }
 
 
 def _constant_answer(gold: np.ndarray, label: str) -> dict:
