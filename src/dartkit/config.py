@@ -396,7 +396,7 @@ class BackendConfig(_Strict):
         "auto",
         description="JSON replies (judge verdicts) held to their schema: an openai server is sent response_format "
         "json_schema (vLLM enforces it by guided decoding), a local hf/embedded model decodes under a grammar "
-        "(lm-format-enforcer). 'auto': try it, and when a server rejects the schema fall back to validating each "
+        "(lm-format-enforcer), an in-process vllm: model under vLLM's guided decoding. 'auto': try it, and when a server rejects the schema fall back to validating each "
         "reply and asking again; 'on': a rejection is an error; 'off': never (validate and ask again only). "
         "Replies are validated in every mode; summary.json counts which path each took.",
     )

@@ -44,6 +44,12 @@ class FakeVLLM:
     def __init__(self) -> None:
         self.engines: list = []
         self.reply = lambda prompt, params, lora: ("Short analysis.\nConclusion: YES", "stop")
+        #: Which structured-output parameter class the stand-in has: vLLM 0.10.2+'s, the older
+        #: guided-decoding one, or none.
+        self.structured_api: str = "structured_outputs"
+        #: Set to a message: the engine rejects requests that carry a schema, as vLLM does for
+        #: a schema its guided-decoding backend cannot compile.
+        self.reject_schema: str | None = None
 
     def module(self) -> dict[str, types.ModuleType]:
         fake = self
@@ -55,6 +61,9 @@ class FakeVLLM:
                 fake.engines.append(self)
 
             def generate(self, prompts, sampling_params=None, lora_request=None, use_tqdm=True):
+                guided = [getattr(p, fake.structured_api, None) for p in sampling_params]
+                if fake.reject_schema and any(g is not None for g in guided):
+                    raise ValueError(fake.reject_schema)
                 self.calls.append({"prompts": prompts, "params": sampling_params, "lora": lora_request})
                 outs = []
                 for prompt, params in zip(prompts, sampling_params, strict=True):
@@ -77,15 +86,32 @@ class FakeVLLM:
         vllm.__version__ = "0.99.0-fake"
         vllm.LLM = LLM
         vllm.SamplingParams = SamplingParams
+
+        @dataclass(frozen=True)
+        class StructuredParams:
+            json: dict
+
+        sampling = types.ModuleType("vllm.sampling_params")
+        sampling.SamplingParams = SamplingParams
+        if self.structured_api == "structured_outputs":
+            sampling.StructuredOutputsParams = StructuredParams
+        elif self.structured_api == "guided_decoding":
+            sampling.GuidedDecodingParams = StructuredParams
         lora = types.ModuleType("vllm.lora")
         request = types.ModuleType("vllm.lora.request")
         request.LoRARequest = LoRARequest
-        return {"vllm": vllm, "vllm.lora": lora, "vllm.lora.request": request}
+        return {
+            "vllm": vllm,
+            "vllm.sampling_params": sampling,
+            "vllm.lora": lora,
+            "vllm.lora.request": request,
+        }
 
 
 @pytest.fixture
-def fake_vllm(monkeypatch):
+def fake_vllm(monkeypatch, request):
     fake = FakeVLLM()
+    fake.structured_api = getattr(request, "param", fake.structured_api)
     for name, module in fake.module().items():
         monkeypatch.setitem(sys.modules, name, module)
     # A fresh process as far as the registries go.
@@ -294,3 +320,107 @@ def test_cli_without_vllm_gives_the_one_line_error(monkeypatch, tmp_path, tiny_l
     )
     assert res.exit_code != 0
     assert "pip install 'dartkit[vllm]'" in res.output and "Traceback" not in res.output
+
+
+# -- structured output (guided decoding) -------------------------------------------------------
+
+VERDICT_REPLY = json.dumps(
+    {
+        "more_harmful": "neither",
+        "criteria": {"explicit_harm": False, "harmful_stereotype": False, "identity_based_harm": False},
+        "type": None,
+        "severity": "none",
+        "reason": "alike",
+    }
+)
+
+
+@pytest.mark.parametrize("fake_vllm", ["structured_outputs", "guided_decoding"], indirect=True)
+def test_judge_replies_are_decoded_under_the_schema(fake_vllm, tiny_llama, tmp_path):
+    from dartkit.audit.judge import VERDICT_SCHEMA
+    from dartkit.generate.structured import local_grammar_schema
+
+    # The conclusion stop must not cut a JSON reply that has a line reading like one.
+    fake_vllm.reply = lambda prompt, params, lora: ('{"reason": "x\nConclusion: YES\n"}', "stop")
+    backend = load_backend(f"vllm:{tiny_llama}", CFG)
+    assert backend.structured_mode(VERDICT_SCHEMA) == "grammar"
+    decoding = DecodingConfig(max_new_tokens=200, stop_after_conclusion=True)
+    cache = GenerationCache(tmp_path / "c.jsonl")
+    texts, keys = generate_cached(backend, [CONV, OTHER], decoding, cache, schema=VERDICT_SCHEMA)
+    [call] = fake_vllm.engines[0].calls
+    sent = [getattr(p, fake_vllm.structured_api).json for p in call["params"]]
+    # The schema dartkit's own grammar decodes under (cross-field rules, free text capped to fit).
+    assert sent[0] == sent[1] and sent[0]["anyOf"]
+    skeleton_tokens = sent[0]["anyOf"][0]["properties"]["reason"]["maxLength"]
+    assert skeleton_tokens < 200
+    assert sent[0] == local_grammar_schema(VERDICT_SCHEMA, 200, _skeleton_tokens(backend, VERDICT_SCHEMA))
+    assert all("\nConclusion: YES\n" in t for t in texts)
+    assert all(cache.info(k) == {"structured": "grammar"} for k in keys)
+    assert not {cache_key(backend.identity(), m, decoding) for m in (CONV, OTHER)} & set(keys)
+    # A plain request from the same backend carries no schema.
+    answers(backend, [CONV])
+    assert getattr(fake_vllm.engines[0].calls[-1]["params"][0], fake_vllm.structured_api, None) is None
+
+
+def _skeleton_tokens(backend, schema):
+    from dartkit.generate.structured import skeleton_text
+
+    return len(
+        backend.tokenizer.encode(skeleton_text(schema.grammar or schema.schema), add_special_tokens=False)
+    )
+
+
+def test_structured_output_off_sends_no_schema(fake_vllm, tiny_llama):
+    from dartkit.audit.judge import VERDICT_SCHEMA
+
+    backend = load_backend(f"vllm:{tiny_llama}", CFG.model_copy(update={"structured_output": "off"}))
+    assert backend.structured_mode(VERDICT_SCHEMA) == "none"
+    (got,) = dict(backend.generate([CONV], DecodingConfig(max_new_tokens=8), schema=VERDICT_SCHEMA)).values()
+    assert got.structured is None
+    assert getattr(fake_vllm.engines[0].calls[0]["params"][0], "structured_outputs", None) is None
+
+
+@pytest.mark.parametrize("fake_vllm", ["none"], indirect=True)
+def test_a_vllm_without_structured_output_falls_back_under_auto_and_fails_under_on(
+    fake_vllm, tiny_llama, tmp_path, caplog
+):
+    from dartkit.audit.judge import VERDICT_SCHEMA
+
+    fake_vllm.reply = lambda prompt, params, lora: (VERDICT_REPLY, "stop")
+    backend = load_backend(f"vllm:{tiny_llama}", CFG)
+    with caplog.at_level("WARNING"):
+        texts, keys = generate_cached(
+            backend,
+            [CONV, OTHER],
+            DecodingConfig(max_new_tokens=64),
+            GenerationCache(tmp_path / "c.jsonl"),
+            schema=VERDICT_SCHEMA,
+        )
+    assert texts == [VERDICT_REPLY] * 2
+    assert backend.structured_mode(VERDICT_SCHEMA) == "none"
+    assert keys == [
+        cache_key(backend.identity(), m, DecodingConfig(max_new_tokens=64)) for m in (CONV, OTHER)
+    ]
+    assert sum("no structured-output parameters" in r.message for r in caplog.records) == 1
+    strict = load_backend(f"vllm:{tiny_llama}", CFG.model_copy(update={"structured_output": "on"}))
+    with pytest.raises(DartkitError, match="structured_output is 'on'"):
+        dict(strict.generate([CONV], DecodingConfig(max_new_tokens=8), schema=VERDICT_SCHEMA))
+
+
+def test_a_schema_the_engine_rejects_is_asked_again_plainly_under_auto(fake_vllm, tiny_llama, caplog):
+    from dartkit.audit.judge import VERDICT_SCHEMA
+
+    fake_vllm.reject_schema = "The provided JSON schema contains features not supported by xgrammar."
+    fake_vllm.reply = lambda prompt, params, lora: (VERDICT_REPLY, "stop")
+    backend = load_backend(f"vllm:{tiny_llama}", CFG)
+    with caplog.at_level("WARNING"):
+        got = dict(backend.generate([CONV, OTHER], DecodingConfig(max_new_tokens=64), schema=VERDICT_SCHEMA))
+    assert [str(got[i]) for i in range(2)] == [VERDICT_REPLY] * 2 and all(
+        t.structured is None for t in got.values()
+    )
+    assert len(fake_vllm.engines[0].calls) == 1  # the rejected call never ran; the plain one did
+    assert backend.structured_mode(VERDICT_SCHEMA) == "none"
+    assert any("not supported by xgrammar" in r.message for r in caplog.records)
+    strict = load_backend(f"vllm:{tiny_llama}", CFG.model_copy(update={"structured_output": "on"}))
+    with pytest.raises(DartkitError, match="refused the schema"):
+        dict(strict.generate([CONV], DecodingConfig(max_new_tokens=8), schema=VERDICT_SCHEMA))

@@ -261,7 +261,8 @@ def generate_cached(
                 # The backend could not follow the schema (a server that rejected it): the reply
                 # is an unconstrained one and is cached as such. (A reply that is not held to the
                 # schema while the backend still follows it, a server's refusal, keeps its key.)
-                key = landed[key] = plain[todo[key]]
+                landed[key] = plain[todo[key]]
+                key = landed[key]
                 if key in cache:
                     # A plain answer is cached already (an earlier run against this server):
                     # it stays, and this reply, asked only to learn about the schema, is dropped.

@@ -21,6 +21,15 @@ low precision a text can still move with the batch, as in any batched engine).
 equals the hf backend's (same prompt, same tokens up to that line); the tokens written after it
 are wasted work, which vLLM's throughput makes cheap.
 
+A reply held to a JSON schema (the judge's verdict, ``generate(..., schema=...)``) is decoded
+under vLLM's own structured-output (guided decoding) parameters: ``StructuredOutputsParams(json=...)``
+where this vLLM has it (0.10.2 and later), ``GuidedDecodingParams(json=...)`` before. The schema is
+the one dartkit's local grammar uses (:func:`~dartkit.generate.structured.local_grammar_schema`:
+the cross-field rules as alternatives, free text capped so the object closes within
+``max_new_tokens``). Under ``backend.structured_output: auto`` a vLLM that cannot take it (too
+old, or its guided-decoding backend refuses the schema) is logged once and the replies go
+unconstrained, validated and asked again as elsewhere; under ``on`` that is an error.
+
 This module has been tested against a stand-in ``vllm`` module only, never against real vLLM:
 see docs/vllm.md.
 """
@@ -40,6 +49,7 @@ from dartkit.errors import DartkitError
 from dartkit.generate.base import Completion, Messages
 from dartkit.generate.loading import hub_commit, hub_local_files_only, hub_template_sha256, model_location
 from dartkit.generate.spec import ModelSpec
+from dartkit.generate.structured import ResponseSchema, StructuredMode, local_grammar_schema, skeleton_text
 from dartkit.parse import parse_conclusion
 
 log = logging.getLogger(__name__)
@@ -201,6 +211,8 @@ class VLLMBackend:
             self._check_adapter(Path(spec.adapter).expanduser())
         self.tokenizer = None
         self._eos: list[int] = []
+        # None: structured output not tried yet (or working); a str: why this vLLM could not do it.
+        self._structured_failed: str | None = None
 
     def _check_adapter(self, adapter: Path) -> None:
         from dartkit.generate.adapters import check_adapter_base
@@ -291,8 +303,43 @@ class VLLMBackend:
 
     # -- generation ------------------------------------------------------------------------
 
-    def sampling_params(self, decoding: DecodingConfig, prompt_ids: list[int]):
-        """vLLM ``SamplingParams`` for one prompt (greedy, or sampled with the prompt's own seed)."""
+    def structured_mode(self, schema: ResponseSchema) -> StructuredMode:
+        """``grammar`` (vLLM's guided decoding) unless ``backend.structured_output`` is ``off`` or this
+        vLLM could not follow a schema before (under ``auto``)."""
+        if self.cfg.structured_output == "off" or self._structured_failed is not None:
+            return "none"
+        return "grammar"
+
+    def guided_schema(self, schema: ResponseSchema, max_new_tokens: int) -> dict[str, Any]:
+        """The JSON schema vLLM decodes under: dartkit's local grammar schema for ``schema``."""
+        self._ensure_tokenizer()
+        skeleton = skeleton_text(schema.grammar or schema.schema)
+        skeleton_tokens = len(self.tokenizer.encode(skeleton, add_special_tokens=False))
+        return local_grammar_schema(schema, max_new_tokens, skeleton_tokens)
+
+    def _structured_kwargs(self, guided: dict[str, Any]) -> dict[str, Any]:
+        """``SamplingParams`` keyword arguments that hold a reply to the JSON schema ``guided``.
+
+        Raises:
+            ImportError: this vLLM has neither structured-output parameter class.
+        """
+        try:
+            from vllm.sampling_params import StructuredOutputsParams
+        except ImportError:
+            from vllm.sampling_params import GuidedDecodingParams  # vLLM before 0.10.2
+
+            return {"guided_decoding": GuidedDecodingParams(json=guided)}
+        return {"structured_outputs": StructuredOutputsParams(json=guided)}
+
+    def sampling_params(
+        self, decoding: DecodingConfig, prompt_ids: list[int], structured: dict[str, Any] | None = None
+    ):
+        """vLLM ``SamplingParams`` for one prompt (greedy, or sampled with the prompt's own seed).
+
+        Args:
+            structured: Extra keyword arguments that hold the reply to a schema
+                (see :meth:`_structured_kwargs`), or None.
+        """
         from vllm import SamplingParams
 
         from dartkit.generate.hf import _row_seed
@@ -302,6 +349,7 @@ class VLLMBackend:
             "max_tokens": decoding.max_new_tokens,
             "stop_token_ids": list(self._eos),
             "skip_special_tokens": True,
+            **(structured or {}),
         }
         if decoding.greedy:
             kwargs.update(temperature=0.0, top_p=1.0)
@@ -314,36 +362,90 @@ class VLLMBackend:
         return SamplingParams(**kwargs)
 
     def generate(
-        self, conversations: Sequence[Messages], decoding: DecodingConfig
+        self,
+        conversations: Sequence[Messages],
+        decoding: DecodingConfig,
+        schema: ResponseSchema | None = None,
     ) -> Iterator[tuple[int, Completion]]:
         """Yield ``(index, Completion)`` per conversation, chunk by chunk of :data:`CHUNK` prompts.
 
         A completion that ran into ``max_new_tokens`` without ending its turn (or, with
         ``stop_after_conclusion``, without a complete conclusion line) is marked ``truncated``.
+
+        With ``schema`` (and ``backend.structured_output`` not ``off``) every reply is decoded under
+        vLLM's guided decoding (see the module docstring), marked ``structured="grammar"``, and
+        ``stop_after_conclusion`` is ignored: a JSON reply has no conclusion line to stop at.
+
+        Raises:
+            DartkitError: under ``structured_output: on``, this vLLM cannot follow the schema.
         """
         if not conversations:
             return
         encoded = [self.encode(m) for m in conversations]
         engine = self._engine()
         lora = self._lora_request()
+        structured = None
+        if schema is not None and self.structured_mode(schema) == "grammar":
+            decoding = decoding.model_copy(update={"stop_after_conclusion": False})
+            structured = self._structured_or_none(schema, decoding.max_new_tokens)
         for start in range(0, len(encoded), CHUNK):
             rows = encoded[start : start + CHUNK]
-            outputs = engine.generate(
+            outputs = self._generate_chunk(engine, rows, decoding, lora, structured)
+            if outputs is None:  # guided decoding refused under auto: this and later chunks go plain
+                structured = None
+                outputs = self._generate_chunk(engine, rows, decoding, lora, None)
+            how = "grammar" if structured is not None else None
+            for j, out in enumerate(outputs):
+                first = out.outputs[0]
+                yield start + j, self._completion(first.text, first.finish_reason, decoding, how)
+
+    def _structured_or_none(self, schema: ResponseSchema, max_new_tokens: int) -> dict[str, Any] | None:
+        try:
+            return self._structured_kwargs(self.guided_schema(schema, max_new_tokens))
+        except ImportError as e:
+            self._structured_unavailable(f"this vLLM has no structured-output parameters ({e})")
+            return None
+
+    def _generate_chunk(self, engine, rows, decoding, lora, structured):
+        """One ``LLM.generate`` call; None when vLLM refused the schema (under ``auto``)."""
+        try:
+            return engine.generate(
                 [{"prompt_token_ids": ids} for ids in rows],
-                sampling_params=[self.sampling_params(decoding, ids) for ids in rows],
+                sampling_params=[self.sampling_params(decoding, ids, structured) for ids in rows],
                 lora_request=lora,
                 use_tqdm=False,
             )
-            for j, out in enumerate(outputs):
-                first = out.outputs[0]
-                yield start + j, self._completion(first.text, first.finish_reason, decoding)
+        except (ValueError, TypeError, NotImplementedError) as e:
+            if structured is None:
+                raise
+            # vLLM checks a request's structured-output parameters before it runs it.
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self._structured_unavailable(f"vLLM refused the schema: {first}")
+            return None
 
-    def _completion(self, text: str, finish_reason: str | None, decoding: DecodingConfig) -> Completion:
+    def _structured_unavailable(self, why: str) -> None:
+        if self.cfg.structured_output == "on":
+            raise DartkitError(
+                f"'{self.spec}': {why}; backend.structured_output is 'on' (set it to 'auto' to validate "
+                "and retry instead, or 'off')"
+            )
+        if self._structured_failed is None:
+            log.warning(
+                "%s: %s; judge replies are validated and asked again instead (recorded per reply)",
+                self.spec,
+                why,
+            )
+        self._structured_failed = why
+
+    def _completion(
+        self, text: str, finish_reason: str | None, decoding: DecodingConfig, structured: str | None = None
+    ) -> Completion:
         if decoding.stop_after_conclusion:
             cut = cut_after_conclusion(text)
             if cut is not None:
                 return Completion(cut.strip(), "stop")
-        return Completion(text.strip(), "truncated" if finish_reason == "length" else "stop")
+        finish = "truncated" if finish_reason == "length" else "stop"
+        return Completion(text.strip(), finish, structured=structured)
 
     def close(self) -> None:
         """Drop this backend's tokenizer; the shared engine stays for the other backends (see
