@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dartkit.cli import app
+from dartkit.errors import DartkitError
 from dartkit.train.batching import IGNORE_INDEX, encode_record
 from dartkit.train.config import TrainConfig
 from dartkit.train.data import load_training_records
@@ -204,6 +205,33 @@ def test_push_the_dataset_to_the_hub(tiny_run, tmp_path, monkeypatch):
     assert (row["kind"], row["repo_type"], row["repo_id"]) == ("dataset", "dataset", "my-org/dart-data")
     assert row["counts"] == {"distill": 12, "repair": 3} and row["commit_oid"]
     assert "jsonl/messages/repair.jsonl" in row["files"] and TOKEN not in log
+
+
+def test_a_local_teacher_path_never_reaches_the_card(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    home_teacher = f"hf:{Path.home()}/models/my-teacher"
+    metrics = run / "distill" / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "teacher": home_teacher}))
+    res = export(run, "--out", tmp_path / "exp")
+    assert res.exit_code == 0, res.output
+    card = (tmp_path / "exp" / "README.md").read_text()
+    assert str(Path.home()) not in card and "| hf:my-teacher |" in card
+    # A push checks the card and the export record before anything is sent.
+    from dartkit.share.portable import check_portable
+
+    (tmp_path / "exp" / "README.md").write_text(card + f"\nmade in {Path.home()}/work\n")
+    with pytest.raises(DartkitError, match="README.md would carry the local path"):
+        check_portable({"README.md": tmp_path / "exp" / "README.md"})
+    with FakeHubServer(token=TOKEN) as hub, hub_online(monkeypatch, hub, TOKEN, tmp_path):
+        from dartkit.share.export_data import ExportResult, push_export
+
+        result = ExportResult(tmp_path / "exp", {"distill": 12}, ["README.md", "dartkit_export.json"])
+        with pytest.raises(DartkitError, match="nothing was uploaded"):
+            push_export(result, run, "my-org/dart-data")
+        assert not [r for r in hub.requests if r.method == "POST"]
 
 
 def test_push_without_a_token_stops_before_exporting(tiny_run, tmp_path, monkeypatch):

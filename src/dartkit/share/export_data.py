@@ -43,6 +43,7 @@ from dartkit.errors import DartkitError, DataError
 from dartkit.files import file_sha256
 from dartkit.records import Example
 from dartkit.share.hub import PushResult
+from dartkit.share.portable import Portable, check_portable
 
 PARTS = ("distill", "repair")
 FORMATS = ("messages", "prompt-completion")
@@ -179,8 +180,11 @@ def _size_category(n: int) -> str:
 
 
 def _teacher(run: Path, part: str) -> str | None:
+    """The part's teacher spec as the card may show it: a local path in it rewritten (see
+    :class:`~dartkit.share.portable.Portable`), e.g. ``hf:/home/me/models/t`` -> ``hf:t``."""
     metrics = run / PART_FILES[part].parent / "metrics.json"
-    return read_json(metrics).get("teacher") if metrics.is_file() else None
+    teacher = read_json(metrics).get("teacher") if metrics.is_file() else None
+    return Portable(run).text(str(teacher)) if teacher else None
 
 
 def dataset_card(
@@ -532,9 +536,11 @@ def push_export(
     """
     from dartkit.share.hub import push_files, record_push
 
+    files = hub_files(result)
+    check_portable({name: files[name] for name in ("README.md", EXPORT_META) if name in files})
     pushed = push_files(
         repo_id,
-        hub_files(result),
+        files,
         repo_type="dataset",
         revision=revision,
         private=private,

@@ -17,6 +17,8 @@ import re
 from pathlib import Path, PurePath
 from typing import Any
 
+from dartkit.errors import DartkitError
+
 # An absolute path (or ~/...) in free text or a JSON value: after the start, a space, a quote, a
 # backtick, "=", "(", ",", "[" or ":" (as in `hf:/models/x`), never a URL's "//" nor "a/b".
 ABSOLUTE_PATH = re.compile(r"(?<![^\s`'\"(=:,\[])(?:~/|/(?=[^\s/]))[^\s`'\"|),\]]*")
@@ -82,3 +84,26 @@ def local_paths(text: str) -> list[str]:
     if len(home) > 1 and home in text and home not in found:
         found.append(home)
     return found
+
+
+def check_portable(files: dict[str, bytes | Path]) -> None:
+    """Refuse to upload a local path: a built file (or a small text file sent as it is) naming one.
+
+    Raises:
+        DartkitError: naming the file and the path.
+    """
+    for name, data in files.items():
+        if isinstance(data, Path):
+            if data.stat().st_size > 1 << 20:
+                continue  # weights: binary, sent as trained
+            data = data.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        found = local_paths(text)
+        if found:
+            raise DartkitError(
+                f"{name} would carry the local path {found[0]} to the Hub; remove it from the file "
+                "it came from (or report it if dartkit wrote it); nothing was uploaded"
+            )

@@ -36,7 +36,7 @@ from dartkit.errors import DartkitError
 from dartkit.files import file_sha256
 from dartkit.generate.adapters import ADAPTER_META
 from dartkit.share.hub import PushResult, check_repo_id, push_files, record_push
-from dartkit.share.portable import Portable, local_paths
+from dartkit.share.portable import Portable, check_portable
 
 DEFAULT_MODEL = "m_dart"
 RUN_SUMMARY_FILE = "dartkit_run.json"
@@ -310,29 +310,6 @@ def portable_meta(meta: dict[str, Any], portable: Portable, hub_id: str) -> dict
             elif value is not None:
                 cfg[key] = portable.path(value)
     return portable.tree(out)
-
-
-def _check_portable(files: dict[str, bytes | Path]) -> None:
-    """Refuse to upload a local path: a built file (or a small text file sent as it is) naming one.
-
-    Raises:
-        DartkitError: naming the file and the path.
-    """
-    for name, data in files.items():
-        if isinstance(data, Path):
-            if data.stat().st_size > 1 << 20:
-                continue  # weights: binary, sent as trained
-            data = data.read_bytes()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        found = local_paths(text)
-        if found:
-            raise DartkitError(
-                f"{name} would carry the local path {found[0]} to the Hub; remove it from the adapter "
-                "directory's file (or report it if dartkit wrote it); nothing was uploaded"
-            )
 
 
 # ---- the run's summary -----------------------------------------------------------------------
@@ -818,7 +795,7 @@ def plan_push(path: Path, repo_id: str, model: str | None = None, base_model: st
     card = model_card(adapter, repo_id, hub_id, summary, portable)
     files["README.md"] = card.encode("utf-8")
     files[RUN_SUMMARY_FILE] = (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    _check_portable(files)
+    check_portable(files)
     return PushPlan(adapter, run, model, hub_id, card, summary, files)
 
 
