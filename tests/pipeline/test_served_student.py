@@ -17,11 +17,12 @@ import pytest
 from dartkit.config import BackendConfig, DecodingConfig, ServedAdaptersConfig
 from dartkit.errors import DartkitError
 from dartkit.generate import load_backend
+from dartkit.generate.base import BackendError
 from dartkit.generate.cache import GenerationCache, generate_cached
 from dartkit.generate.loading import hash_dir
 from dartkit.pipeline import RunConfig, run
 from pipeline_helpers import tiny_config
-from servers import FakeVLLMServer, user
+from servers import FakeVLLMServer, Reply, user
 
 DECODING = DecodingConfig(max_new_tokens=16)
 
@@ -63,6 +64,55 @@ def test_adapter_is_registered_named_by_its_hash_used_and_unloaded(tmp_path):
         backend.close()
         assert [(c.action, c.name) for c in server.lora_calls][-1] == ("unload", name)
         assert server.adapters == {}
+
+
+def test_an_adapter_unloaded_by_another_client_is_loaded_again(tmp_path):
+    adapter = make_adapter(tmp_path / "run" / "m_int" / "adapter")
+    name = f"m_int-{hash_dir(adapter)[:12]}"
+    with FakeVLLMServer(by_model, base="tiny-base") as server:
+        backend = load_backend(f"openai:tiny-base@{server.base_url}+adapter={adapter}", cfg())
+        dict(backend.generate([user("a")], DECODING))
+        # Another client sharing the server unloads it (as dartkit's own unload_on_close would).
+        server.adapters.pop(name)
+        got = dict(backend.generate([user("b"), user("c")], DECODING))
+        assert all(t.startswith("Damn") for t in got.values())  # answered by the adapter, not the base
+        loads = [c for c in server.lora_calls if c.action == "load"]
+        assert [(c.name, c.status) for c in loads] == [(name, 200), (name, 200)]  # once more, not per request
+        backend.close()
+
+
+def test_an_adapter_that_cannot_come_back_is_named_in_the_error(tmp_path):
+    adapter = make_adapter(tmp_path / "run" / "m_int" / "adapter")
+    name = f"m_int-{hash_dir(adapter)[:12]}"
+    with FakeVLLMServer(
+        by_model, base="tiny-base", runtime_lora=False, preloaded={name: str(adapter)}
+    ) as server:
+        backend = load_backend(
+            f"openai:tiny-base@{server.base_url}+adapter={adapter}", cfg(loading="preloaded")
+        )
+        dict(backend.generate([user("a")], DECODING))
+        server.adapters.pop(name)  # the server was restarted without --lora-modules
+        with pytest.raises(DartkitError, match=f"does not serve adapter '{name}'.*--lora-modules {name}="):
+            dict(backend.generate([user("b")], DECODING))
+        backend.close()
+
+
+def test_a_server_that_accepts_the_load_but_still_404s_gives_one_clear_error(tmp_path):
+    adapter = make_adapter(tmp_path / "run" / "m_int" / "adapter")
+    with FakeVLLMServer(by_model, base="tiny-base") as server:
+        backend = load_backend(f"openai:tiny-base@{server.base_url}+adapter={adapter}", cfg())
+        dict(backend.generate([user("a")], DECODING))
+        name = backend.model
+        server.adapters.pop(name)
+        # From now on loads answer 200 but serve nothing (a broken or mismatched server).
+        server.runtime_lora = True
+        original = server._lora
+        server._lora = lambda path, raw: (
+            Reply(200, "Success") if path.endswith("load_lora_adapter") else original(path, raw)
+        )
+        with pytest.raises(BackendError, match="loaded it again and the server still does not serve it"):
+            dict(backend.generate([user("b")], DECODING))
+        backend.close()
 
 
 def test_a_retrained_adapter_gets_a_new_name_and_no_stale_cache_hit(tmp_path):

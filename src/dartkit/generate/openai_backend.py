@@ -476,14 +476,19 @@ class OpenAIBackend:
             return "json_schema"
         return "unknown"
 
-    async def _send(self, client: openai.AsyncOpenAI, request: dict[str, Any]) -> Any:
-        """One chat-completions request, with retries on rate limits, server errors and timeouts."""
+    async def _send(self, client: openai.AsyncOpenAI, request: dict[str, Any], reloaded: bool = False) -> Any:
+        """One chat-completions request, with retries on rate limits, server errors and timeouts.
+
+        For a served adapter, an HTTP 404 (the server no longer serves its name: another client
+        unloaded it, or the server restarted) loads the adapter again once and repeats the request.
+        """
         attempts = self.cfg.max_retries + 1
         last_error = ""
         for attempt in range(attempts):
             fatal: str | None = None
             rejected: _SchemaRejected | None = None
             retry_after: float | None = None
+            gone = False
             try:
                 response = await client.chat.completions.create(**request)
             except openai.APITimeoutError:
@@ -500,12 +505,27 @@ class OpenAIBackend:
                     rejected = _SchemaRejected(
                         self._status_message(e.status_code, e.body), self._server_message(e.body)
                     )
+                elif e.status_code == 404 and self._adapter is not None:
+                    gone = True
+                    fatal = (
+                        f"{self._status_message(e.status_code, e.body)}; the server no longer serves "
+                        f"adapter '{self.model}' (unloaded by another client, or the server restarted)"
+                        + (
+                            ": dartkit loaded it again and the server still does not serve it"
+                            if reloaded
+                            else ""
+                        )
+                    )
                 else:
                     fatal = self._status_message(e.status_code, e.body)
             except openai.OpenAIError as e:
                 fatal = f"{self._where()}: {type(e).__name__}: {self._redact(str(e))}"
             else:
                 return response
+            if gone and not reloaded:
+                log.warning("%s: the server no longer serves the adapter; loading it again", self._where())
+                await asyncio.to_thread(self._adapter.reload, self._key.reveal())
+                return await self._send(client, request, reloaded=True)
             # Raised outside the except blocks so the SDK exception (whose request object
             # carries the Authorization header) is not chained onto ours as __context__.
             if fatal is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,17 @@ class ServedAdapter:
         self.path = server_path(local, cfg.path_map)
         self._ready = False
         self._loaded_here = False
+        self._lock = threading.Lock()
+
+    def reload(self, api_key: str) -> None:
+        """Check the server again and load the adapter if it no longer serves it (see :meth:`ensure`).
+
+        For a request that got HTTP 404 naming the adapter: another client unloaded it (a shared
+        server), or the server restarted. Concurrent callers load it once.
+        """
+        with self._lock:
+            self._ready = False
+        self.ensure(api_key)
 
     def ensure(self, api_key: str) -> None:
         """Make sure the server serves :attr:`name` (load it at runtime, or check it is preloaded).
@@ -105,6 +117,10 @@ class ServedAdapter:
                 preloaded-only and not started with it.
             BackendError: the server cannot be reached.
         """
+        with self._lock:
+            self._ensure(api_key)
+
+    def _ensure(self, api_key: str) -> None:
         if self._ready:
             return
         if self.name in self._served_models(api_key):
