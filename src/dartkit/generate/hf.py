@@ -10,7 +10,6 @@ its answer.
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,12 @@ from dartkit.config import BackendConfig, DecodingConfig
 from dartkit.errors import DartkitError
 from dartkit.generate.base import Completion, Messages
 from dartkit.generate.loading import (
-    hub_commit,
     hub_download_hint,
     hub_local_files_only,
-    hub_template_sha256,
     model_location,
     resolve_device,
     resolve_dtype,
+    resolve_hub_identity,
 )
 from dartkit.generate.spec import ModelSpec
 from dartkit.generate.structured import (
@@ -37,6 +35,7 @@ from dartkit.generate.structured import (
     skeleton_text,
     tokenizer_grammar_data,
 )
+from dartkit.generate.tokens import chat_token_ids, end_of_turn_ids, row_seed
 from dartkit.parse import parse_conclusion
 
 # Trailing tokens decoded to find the last complete line; a conclusion line is a few tokens long.
@@ -119,11 +118,6 @@ def output_cache(out):
     return cache if cache is not None else out.past_key_values
 
 
-def _row_seed(seed: int, prompt_ids: list[int]) -> int:
-    digest = hashlib.sha256(f"{seed}:{','.join(map(str, prompt_ids))}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
-
-
 def token_bounded_batches(
     lengths: Sequence[int], batch_size: int, max_tokens: int, max_new_tokens: int
 ) -> list[tuple[int, int]]:
@@ -177,21 +171,16 @@ class HFBackend:
         which is downloaded first so that the key names the commit actually used.
         """
         if not self._hub_resolved:
-            if hub_commit(self._parsed.model, self._parsed.revision) is None:
-                # Not in the local cache: load (download) it first, so that cache keys carry the
-                # commit used rather than "whatever main is today".
-                self._ensure_loaded()
-            commit = hub_commit(self._parsed.model, self._parsed.revision)
-            if commit is None and self.model is not None:
-                commit = getattr(self.model.config, "_commit_hash", None)
-            self._identity["revision"] = commit or self._parsed.revision
-            self._identity["chat_template_sha256"] = hub_template_sha256(
-                self._parsed.model, self._parsed.revision
-            )
+            resolve_hub_identity(self._identity, self._parsed, self._download)
             self._hub_resolved = True
         if "decode_loop" not in self._identity:
             self._identity["decode_loop"] = "dartkit" if self._resolved_own_loop() else "generate"
         return dict(self._identity)
+
+    def _download(self) -> str | None:
+        """Load (downloading) the model; the commit its config names."""
+        self._ensure_loaded()
+        return getattr(self.model.config, "_commit_hash", None)
 
     def _resolved_own_loop(self) -> bool:
         """Whether dartkit's own decode loop runs (``decode_loop`` setting and the model's cache type)."""
@@ -210,13 +199,8 @@ class HFBackend:
         return plain_attention_cache(config)
 
     def encode(self, messages: Messages) -> list[int]:
-        from dartkit.generate.chat import fit_to_template
-
-        fitted = fit_to_template(self.tokenizer, messages, self.spec)
-        ids = self.tokenizer.apply_chat_template(fitted, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+        """Prompt token ids (chat template, generation prompt): see :func:`~dartkit.generate.tokens.chat_token_ids`."""
+        return chat_token_ids(self.tokenizer, messages, self.spec)
 
     def generate(
         self,
@@ -263,7 +247,7 @@ class HFBackend:
                 if prefix_cache is not None:
                     cache = copy.deepcopy(prefix_cache)
                     cache.batch_repeat_interleave(len(idx))
-                seeds = [_row_seed(decoding.seed, encoded[i]) for i in idx]
+                seeds = [row_seed(decoding.seed, encoded[i]) for i in idx]
                 new_tokens = self._decode(input_ids, attention, cache, prefix_len, decoding, seeds, masker)
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for r, i in enumerate(idx):
@@ -625,13 +609,7 @@ class HFBackend:
         return input_ids, attention
 
     def _eos_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id}
-        gen_eos = self.model.generation_config.eos_token_id
-        if isinstance(gen_eos, int):
-            ids.add(gen_eos)
-        elif isinstance(gen_eos, list):
-            ids.update(gen_eos)
-        return sorted(i for i in ids if i is not None)
+        return end_of_turn_ids(self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id)
 
     def close(self) -> None:
         self.model = None

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +255,20 @@ def model_location(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
 def hub_template_sha256(model_id: str, revision: str | None) -> str | None:
     """``chat_template_sha256`` of a hub model's cached snapshot (after it has been downloaded)."""
     return chat_template_sha256(_hub_snapshot(model_id, revision))
+
+
+def resolve_hub_identity(
+    identity: dict[str, Any], spec: ModelSpec, download: Callable[[], str | None]
+) -> None:
+    """Put a hub model's commit and chat-template hash into ``identity`` (in place).
+
+    A model not in the local cache is downloaded first (``download``, which may return the commit
+    it loaded) so that cache keys name the commit actually used rather than "whatever the branch
+    points to today".
+    """
+    fallback = None
+    if hub_commit(spec.model, spec.revision) is None:
+        fallback = download()
+    commit = hub_commit(spec.model, spec.revision) or fallback
+    identity["revision"] = commit or spec.revision
+    identity["chat_template_sha256"] = hub_template_sha256(spec.model, spec.revision)

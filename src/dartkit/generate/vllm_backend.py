@@ -47,9 +47,10 @@ from typing import Any
 from dartkit.config import BackendConfig, DecodingConfig
 from dartkit.errors import DartkitError
 from dartkit.generate.base import Completion, Messages
-from dartkit.generate.loading import hub_commit, hub_local_files_only, hub_template_sha256, model_location
+from dartkit.generate.loading import hub_local_files_only, model_location, resolve_hub_identity
 from dartkit.generate.spec import ModelSpec
 from dartkit.generate.structured import ResponseSchema, StructuredMode, local_grammar_schema, skeleton_text
+from dartkit.generate.tokens import chat_token_ids, end_of_turn_ids, row_seed
 from dartkit.parse import parse_conclusion
 
 log = logging.getLogger(__name__)
@@ -174,17 +175,6 @@ def cut_after_conclusion(text: str) -> str | None:
     return None
 
 
-def chat_token_ids(tokenizer, messages: Messages, model: str) -> list[int]:
-    """Prompt token ids as the hf backend encodes them (chat template, generation prompt)."""
-    from dartkit.generate.chat import fit_to_template
-
-    fitted = fit_to_template(tokenizer, messages, model)
-    ids = tokenizer.apply_chat_template(fitted, add_generation_prompt=True, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    return list(ids)
-
-
 class VLLMBackend:
     """Generation with an in-process vLLM engine shared by every backend on the same base model.
 
@@ -237,17 +227,15 @@ class VLLMBackend:
         that the key names the commit used.
         """
         if not self._hub_resolved:
-            if hub_commit(self._parsed.model, self._parsed.revision) is None:
-                self._engine()
-            commit = hub_commit(self._parsed.model, self._parsed.revision)
-            self._identity["revision"] = commit or self._parsed.revision
-            self._identity["chat_template_sha256"] = hub_template_sha256(
-                self._parsed.model, self._parsed.revision
-            )
+            resolve_hub_identity(self._identity, self._parsed, self._download)
             self._hub_resolved = True
         return dict(self._identity)
 
     # -- loading ---------------------------------------------------------------------------
+
+    def _download(self) -> None:
+        """Start the engine, which downloads the model (its commit is then in the local cache)."""
+        self._engine()
 
     def _engine(self):
         return shared_engine(engine_kwargs(self._path, self._parsed.revision, self.cfg))
@@ -269,16 +257,14 @@ class VLLMBackend:
             raise DartkitError(
                 f"cannot load the tokenizer of '{self.spec}': {str(e).splitlines()[0]}"
             ) from None
-        eos = {tok.eos_token_id}
         try:
             gen_eos = GenerationConfig.from_pretrained(
                 self._path, revision=revision, local_files_only=local_only
             ).eos_token_id
         except (OSError, ValueError):
             gen_eos = None
-        eos.update([gen_eos] if isinstance(gen_eos, int) else gen_eos or [])
         # The end-of-turn tokens the hf backend stops at (vLLM stops at its own EOS as well).
-        self._eos = sorted(i for i in eos if i is not None)
+        self._eos = end_of_turn_ids(tok.eos_token_id, gen_eos)
         self.tokenizer = tok
 
     def encode(self, messages: Messages) -> list[int]:
@@ -342,8 +328,6 @@ class VLLMBackend:
         """
         from vllm import SamplingParams
 
-        from dartkit.generate.hf import _row_seed
-
         kwargs: dict[str, Any] = {
             "n": 1,
             "max_tokens": decoding.max_new_tokens,
@@ -357,7 +341,7 @@ class VLLMBackend:
             kwargs.update(
                 temperature=decoding.temperature,
                 top_p=decoding.top_p,
-                seed=_row_seed(decoding.seed, prompt_ids),
+                seed=row_seed(decoding.seed, prompt_ids),
             )
         return SamplingParams(**kwargs)
 
