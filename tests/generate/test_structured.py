@@ -446,10 +446,29 @@ def test_verdict_replies_are_valid_verdicts_under_the_grammar(tiny):
 
 def test_a_constrained_sample_does_not_depend_on_its_batch(tiny):
     decoding = DecodingConfig(max_new_tokens=120, temperature=1.0, seed=11)
-    alone = picks(tiny, decoding, PROMPTS[2:])
     batched = picks(tiny, decoding, PROMPTS)
-    assert batched[2] == alone[0]
+    # Every row, the short (left-padded in the batch) ones included, samples what it samples alone.
+    for i, conv in enumerate(PROMPTS):
+        assert picks(tiny, decoding, [conv]) == [batched[i]]
+    assert len({len(tiny.encode(c)) for c in PROMPTS}) == len(PROMPTS)  # so the batch was padded
     assert len(set(batched)) > 1  # the rows were not all forced into one text
+
+
+def test_grammar_replies_are_keyed_by_the_grammar_library_version(tiny, monkeypatch, tmp_path):
+    import importlib.metadata
+
+    cache = GenerationCache(tmp_path / "c.jsonl")
+    decoding = DecodingConfig(max_new_tokens=60)
+    _, keys = generate_cached(tiny, PROMPTS[:1], decoding, cache, schema=PICK)
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda name: "999.0" if name == "lm-format-enforcer" else real(name),
+    )
+    assert tiny.grammar_engine() == "lm-format-enforcer 999.0"
+    _, other = generate_cached(tiny, PROMPTS[:1], decoding, cache, schema=PICK)
+    assert other != keys  # another library version may allow other tokens: not the cached text
 
 
 def test_the_conclusion_stop_does_not_cut_a_json_reply(tiny, monkeypatch):

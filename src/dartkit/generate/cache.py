@@ -223,6 +223,10 @@ def generate_cached(
         if schema is None or mode == "none":
             return list(plain), mode
         constraint = schema.cache_field(mode)
+        engine = getattr(backend, "grammar_engine", None)
+        if mode == "grammar" and callable(engine):
+            # The grammar library's version changes which tokens it allows, hence the texts.
+            constraint["engine"] = engine()
         return [cache_key(identity, m, decoding, constraint) for m in conversations], mode
 
     def pending(keys: list[str]) -> dict[str, int]:

@@ -258,6 +258,15 @@ class HFBackend:
         """``grammar`` (constrained decoding) unless ``backend.structured_output`` is ``off``."""
         return "none" if self.cfg.structured_output == "off" else "grammar"
 
+    def grammar_engine(self) -> str:
+        """The grammar library and its version, part of the cache key of grammar-decoded replies."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"lm-format-enforcer {version('lm-format-enforcer')}"
+        except PackageNotFoundError:
+            return "lm-format-enforcer (not installed)"
+
     def _grammar_masker(self, schema: ResponseSchema, max_new_tokens: int) -> GrammarMasker:
         """A per-call token masker for ``schema``; the tokenizer's tables are built once per backend."""
         if self._grammar_data is None:
