@@ -17,7 +17,7 @@ Runs, in bfloat16, on the demo suite's classification prompts (repeated to ``--n
      LoRA adapter passed per request (the path M_int and M_DART take).
 The random model never writes a conclusion line, so answers run to ``--max-new-tokens`` (or a
 random end-of-turn token). Tokens are counted by re-tokenising each text, the same way for all
-three. Each timing is taken after a warm-up call. Prints one JSON line (and writes it to --out).
+three. Each timing is taken after a warm-up call. Prints one JSON line (and appends it to --out).
 """
 
 from __future__ import annotations
@@ -231,7 +231,8 @@ def main() -> None:
             result[f"{name}_over_hf_generate"] = round(tps / base, 2)
     line = json.dumps(result)
     if args.out:
-        args.out.write_text(line + "\n")
+        with args.out.open("a", encoding="utf-8") as f:  # one line per run: earlier results are kept
+            f.write(line + "\n")
     print(line)
 
 

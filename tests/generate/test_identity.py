@@ -148,3 +148,22 @@ def test_shared_loading_helpers_end_the_import_circle():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_teacher_is_student_compares_weights_not_spec_strings(tiny_llama, tmp_path):
+    import shutil
+
+    from dartkit.generate.loading import model_location, same_weights, teacher_is_student
+    from dartkit.generate.spec import parse_spec
+
+    hf = model_location(parse_spec(f"hf:{tiny_llama}"))[1]
+    assert teacher_is_student(f"hf:{tiny_llama}", f"hf:{tiny_llama}", None)  # the same spec
+    assert teacher_is_student(
+        f"hf:{tiny_llama}", f"vllm:{tiny_llama}", hf
+    )  # the same weights, another engine
+    other = tmp_path / "other"
+    shutil.copytree(tiny_llama, other)
+    assert not teacher_is_student(f"hf:{tiny_llama}", f"hf:{other}", hf)  # another model (name)
+    assert not teacher_is_student("openai:big@http://127.0.0.1:9/v1", f"hf:{tiny_llama}", {"model": "big"})
+    assert not teacher_is_student(f"hf:{tiny_llama}", "openai:x@http://127.0.0.1:9/v1", hf)
+    assert not same_weights(hf, {**hf, "weights_sha256": "0" * 64, "revision": None})

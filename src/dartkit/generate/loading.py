@@ -272,3 +272,36 @@ def resolve_hub_identity(
     commit = hub_commit(spec.model, spec.revision) or fallback
     identity["revision"] = commit or spec.revision
     identity["chat_template_sha256"] = hub_template_sha256(spec.model, spec.revision)
+
+
+def same_weights(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two model identities name the same base weights: the same model and the same
+    ``weights_sha256`` or resolved ``revision`` (the backend and adapters aside)."""
+    if not a or not b or a.get("model") != b.get("model"):
+        return False
+    return any(a.get(k) and a.get(k) == b.get(k) for k in ("weights_sha256", "revision"))
+
+
+def teacher_is_student(teacher: str, student: str, teacher_identity: dict[str, Any] | None) -> bool:
+    """Whether the teacher is the student's base: the same spec, or the same weights under another
+    spec (``hf:X`` beside ``vllm:X``), compared by identity for local kinds. An identity that
+    cannot be had cheaply (a remote spec, a missing directory) counts as different."""
+    from dartkit.generate.spec import parse_spec
+
+    if teacher == student:
+        return True
+    try:
+        spec = parse_spec(student)
+        if spec.kind not in ("hf", "embedded", "vllm") or not teacher_identity:
+            return False
+        if spec.kind == "embedded":
+            from dartkit.generate.embedded import EMBEDDED_NAME
+
+            named = f"embedded:{EMBEDDED_NAME}"
+        else:
+            named = spec.model
+        if teacher_identity.get("model") != named:
+            return False  # another model: no need to fingerprint the student's weights
+        return same_weights(teacher_identity, model_location(spec)[1])
+    except (DartkitError, ValueError):
+        return False

@@ -19,6 +19,7 @@ from dartkit.audit.markdown import CONTENT_WARNING, quote
 from dartkit.data.jsonl import read_json, read_rows, save_figure, write_json, write_text
 from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, small_cells, small_cells_by_benchmark
 from dartkit.errors import DartkitError
+from dartkit.generate.loading import same_weights
 from dartkit.pipeline import ablations
 from dartkit.pipeline.runner import HEARTBEAT_SECONDS
 from dartkit.stats.inference import mcnemar_exact, paired_drift, proportion_ci
@@ -699,10 +700,7 @@ def _teacher_is_student(root: Path, cfg: dict[str, Any]) -> bool:
     student = ((_maybe(root / "eval" / "m0" / "test" / "manifest.json") or {}).get("models") or {}).get(
         "model"
     ) or {}
-    keys = ("weights_sha256", "revision")
-    return any(teacher.get(k) and teacher.get(k) == student.get(k) for k in keys) and teacher.get(
-        "model"
-    ) == student.get("model")
+    return same_weights(teacher, student)
 
 
 def _setup(root: Path, cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:

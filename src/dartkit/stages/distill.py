@@ -37,6 +37,7 @@ from dartkit.files import file_sha256
 from dartkit.generate import Backend, load_backend
 from dartkit.generate.base import Messages
 from dartkit.generate.cache import GenerationCache, generate_cached
+from dartkit.generate.loading import teacher_is_student
 from dartkit.manifest import write_manifest
 from dartkit.parse import parse_conclusion, split_analysis
 from dartkit.progress import generate_with_progress, results_console
@@ -410,7 +411,7 @@ def run(cfg: DistillConfig, console: Console | None = None) -> dict[str, Any]:
     write_jsonl(out / "teacher.jsonl", rows)
     metrics = distill_metrics(rows)
     metrics["teacher"] = cfg.teacher
-    metrics["teacher_is_student"] = cfg.teacher == cfg.student
+    metrics["teacher_is_student"] = teacher_is_student(cfg.teacher, cfg.student, identities["teacher"])
     console.print(_qc_table(metrics))
     timings = {"distill": time.perf_counter() - t0}
     if cfg.train and metrics["accepted"]:

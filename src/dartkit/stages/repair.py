@@ -29,6 +29,7 @@ from dartkit.data.jsonl import iter_json_lines, read_text, write_json, write_jso
 from dartkit.errors import DataError
 from dartkit.generate import load_backend
 from dartkit.generate.cache import GenerationCache
+from dartkit.generate.loading import teacher_is_student
 from dartkit.harm import load_scorer, score_cached
 from dartkit.manifest import write_manifest
 from dartkit.parse import split_analysis
@@ -153,7 +154,7 @@ def run(cfg: RepairConfig, console: Console | None = None) -> dict[str, Any]:
     metrics.update(
         n_drift_cases=len(cases),
         teacher=cfg.teacher,
-        teacher_is_student=cfg.teacher == cfg.student,
+        teacher_is_student=teacher_is_student(cfg.teacher, cfg.student, identities.get("teacher")),
         recipe=cfg.recipe,
         weighting=cfg.weighting,
         severity_weights=cfg.severity_weights.model_dump(),
