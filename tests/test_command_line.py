@@ -95,3 +95,18 @@ def test_eval_on_one_raw_pickle_points_to_its_folder_as_source(tmp_path):
     assert f"{pkl}: a file, not a prepared data directory" in res.stderr
     assert f"--source {raw} --out <a new directory>" in res.stderr
     assert f"--out {pkl}" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "choices"),
+    [
+        (["eval", "--model", "dummy", "--data", "d", "--out", "o", "--split", "tset"], "--split", "'test'"),
+        (["data", "prepare", "--suite", "nope", "--out", "o"], "--suite", "'demo'"),
+    ],
+)
+def test_a_bad_choice_names_the_option_and_the_choices_without_pydantic_noise(args, option, choices):
+    res = runner.invoke(app, args, prog_name="dartkit")
+    assert res.exit_code == 2
+    [line] = [x for x in res.output.splitlines() if x.startswith("Error:")]
+    assert f"Invalid value for '{option}'" in line and choices in line
+    assert "Value error" not in res.output

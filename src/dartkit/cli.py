@@ -13,7 +13,7 @@ import typer
 
 from dartkit import __version__
 from dartkit.annotate.cli import annotate_app
-from dartkit.cli_support import user_errors
+from dartkit.cli_support import Group, user_errors
 from dartkit.config import (
     DEFAULT_MAX_NEW_TOKENS,
     DistillConfig,
@@ -27,6 +27,7 @@ from dartkit.suites.cli import suite_app
 from dartkit.train.cli import train_command
 
 app = typer.Typer(
+    cls=Group,
     help="DART: distill rationales, audit harm drift, repair. Every command has --help.",
     no_args_is_help=True,
     add_completion=False,

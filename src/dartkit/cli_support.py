@@ -6,6 +6,7 @@ import functools
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from dartkit.config import ConfigError
 from dartkit.errors import DartkitError
@@ -35,3 +36,15 @@ def user_errors(fn):
             sys.exit(130)
 
     return wrapper
+
+
+class Group(TyperGroup):
+    """dartkit's command groups: a bad option value reads as click writes it, without the
+    ``Value error, `` prefix that typer's pydantic-based choices put before the message."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as e:  # click's (or typer's vendored click's) BadParameter
+            e.message = e.message.removeprefix("Value error, ")
+            raise

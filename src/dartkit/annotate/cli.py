@@ -11,9 +11,9 @@ from pathlib import Path
 
 import typer
 
-from dartkit.cli_support import user_errors
+from dartkit.cli_support import Group, user_errors
 
-annotate_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
+annotate_app = typer.Typer(cls=Group, no_args_is_help=True, rich_markup_mode=None)
 
 
 @annotate_app.command("export")

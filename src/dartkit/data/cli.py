@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dartkit.cli_support import fail
+from dartkit.cli_support import Group, fail
 from dartkit.data.bbq import DEFAULT_N, DEFAULT_SEED
 from dartkit.data.prepare import DEFAULT_MIN_CELL_ITEMS, prepare_data, small_cells_warning
 from dartkit.data.splits import DEFAULT_RATIOS, SPLITS
@@ -26,6 +26,7 @@ from dartkit.errors import DartkitError, DataError
 from dartkit.lock import check_same_inputs, dir_lock
 
 data_app = typer.Typer(
+    cls=Group,
     help="Prepare the difference-awareness benchmarks: load safely, split by scenario and twin, write JSONL.",
     no_args_is_help=True,
 )

@@ -12,10 +12,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from dartkit.cli_support import user_errors
+from dartkit.cli_support import Group, user_errors
 from dartkit.config import cli_flags, load_config
 
-suite_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
+suite_app = typer.Typer(cls=Group, no_args_is_help=True, rich_markup_mode=None)
 
 
 @suite_app.command("list")
