@@ -25,3 +25,10 @@ def embedded_backend():
 def tiny_llama(tmp_path_factory) -> Path:
     """Directory of a tiny random llama (use as base spec ``hf:<dir>``)."""
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), seed=0)
+
+
+def pytest_report_header(config):
+    """The versions the model-facing code ran against (``make test-oldest`` shadows the venv's)."""
+    from importlib.metadata import version
+
+    return f"dartkit tests: transformers {version('transformers')}, huggingface_hub {version('huggingface_hub')}"
