@@ -41,19 +41,22 @@ browser:
 # TEST_OLDEST=0 skips the second pass (the model-facing tests on the oldest supported transformers).
 TEST_OLDEST ?= 1
 test: $(STAMP) browser
+	@$(PY) -c "from importlib.metadata import version as v; print('main pass:', ' '.join(f'{p}=={v(p)}' for p in ('torch', 'transformers', 'huggingface_hub', 'tokenizers', 'peft')))"
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 	@if [ "$(TEST_OLDEST)" = 1 ]; then $(MAKE) --no-print-directory test-oldest PYTEST_ARGS=; fi
 
 # The oldest transformers dartkit supports (pyproject: transformers>=4.56) on the model-facing tests:
-# that transformers with the huggingface_hub and tokenizers it was released with, installed without
-# dependencies into a small overlay that shadows the venv's own (no second torch). ~10 s to install.
+# transformers 4.56.2 with the newest huggingface_hub and tokenizers it accepts (hub < 1.0, tokenizers
+# < 0.23), installed without dependencies into a small overlay that shadows the venv's own (no second
+# torch; the other libraries stay the venv's). ~10 s to install; the stamp records the pins.
 OLDEST_DIR  := .oldest-overlay
 OLDEST_PKGS := transformers==4.56.2 huggingface_hub==0.36.2 tokenizers==0.22.2
+OLDEST_PATH := $(CURDIR)/$(OLDEST_DIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 test-oldest: $(STAMP)
-	@test -f $(OLDEST_DIR)/.installed || { rm -rf $(OLDEST_DIR) && \
-	  $(PY) -m pip install -q --no-deps --target $(OLDEST_DIR) $(OLDEST_PKGS) && touch $(OLDEST_DIR)/.installed; }
-	PYTHONPATH=$(OLDEST_DIR) $(PY) -c "import transformers as t; assert t.__version__ == '4.56.2', t.__version__; print('oldest pass: transformers', t.__version__)"
-	PYTHONPATH=$(OLDEST_DIR) $(PY) -m pytest -q -m "not slow" -p no:cacheprovider tests/generate tests/train tests/harm tests/stages $(PYTEST_ARGS)
+	@test "$$(cat $(OLDEST_DIR)/.installed 2>/dev/null)" = "$(OLDEST_PKGS)" || { rm -rf $(OLDEST_DIR) && \
+	  $(PY) -m pip install -q --no-deps --target $(OLDEST_DIR) $(OLDEST_PKGS) && echo "$(OLDEST_PKGS)" > $(OLDEST_DIR)/.installed; }
+	PYTHONPATH=$(OLDEST_PATH) $(PY) -c "from importlib.metadata import version as v; got = ' '.join(f'{p}=={v(p)}' for p in ('transformers', 'huggingface_hub', 'tokenizers')); assert got == '$(OLDEST_PKGS)', got; print('oldest pass:', got)"
+	PYTHONPATH=$(OLDEST_PATH) $(PY) -m pytest -q -m "not slow" -p no:cacheprovider tests/generate tests/train tests/harm tests/stages $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -67,4 +70,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/generation.py
 
 clean:
-	rm -rf $(VENV) $(OLDEST_DIR) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_DIR) .venv-oldest runs .pytest_cache .ruff_cache

@@ -31,4 +31,6 @@ def pytest_report_header(config):
     """The versions the model-facing code ran against (``make test-oldest`` shadows the venv's)."""
     from importlib.metadata import version
 
-    return f"dartkit tests: transformers {version('transformers')}, huggingface_hub {version('huggingface_hub')}"
+    return (
+        f"dartkit tests: transformers {version('transformers')}, huggingface_hub {version('huggingface_hub')}"
+    )

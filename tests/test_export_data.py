@@ -212,13 +212,14 @@ def test_a_local_teacher_path_never_reaches_the_card(tiny_run, tmp_path, monkeyp
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    home_teacher = f"hf:{Path.home()}/models/my-teacher"
+    home_teacher = f"hf:{Path.home()}/models/my-teacher+adapter={run}/m_int/adapter"
     metrics = run / "distill" / "metrics.json"
     metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "teacher": home_teacher}))
     res = export(run, "--out", tmp_path / "exp")
     assert res.exit_code == 0, res.output
     card = (tmp_path / "exp" / "README.md").read_text()
-    assert str(Path.home()) not in card and "| hf:my-teacher |" in card
+    # Each local part of the spec rewritten on its own: the base by name, the adapter by its place in the run.
+    assert str(Path.home()) not in card and "| hf:my-teacher+adapter=m_int/adapter |" in card
     # A push checks the card and the export record before anything is sent.
     from dartkit.share.portable import check_portable
 

@@ -167,3 +167,10 @@ def test_teacher_is_student_compares_weights_not_spec_strings(tiny_llama, tmp_pa
     assert not teacher_is_student("openai:big@http://127.0.0.1:9/v1", f"hf:{tiny_llama}", {"model": "big"})
     assert not teacher_is_student(f"hf:{tiny_llama}", "openai:x@http://127.0.0.1:9/v1", hf)
     assert not same_weights(hf, {**hf, "weights_sha256": "0" * 64, "revision": None})
+    # A teacher with an adapter on the student's base is not the base.
+    adapter = tmp_path / "m_dart" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    tuned = model_location(parse_spec(f"hf:{tiny_llama}+adapter={adapter}"))[1]
+    assert not teacher_is_student(f"hf:{tiny_llama}+adapter={adapter}", f"hf:{tiny_llama}", tuned)
+    assert same_weights(tuned, dict(tuned))

@@ -357,7 +357,7 @@ def test_the_judge_records_a_refusal_as_one(tmp_path):
         )
     assert res["attempts"] == 2 and res["verdict"] is not None
     assert "refusal, not a verdict" in res["errors"][0] and no in res["errors"][0]
-    assert res["structured"] == ["none", "json_schema"]
+    assert res["structured"] == ["refused", "json_schema"]
 
 
 def test_openai_structured_output_on_makes_a_rejection_an_error():

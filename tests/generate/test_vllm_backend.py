@@ -50,6 +50,8 @@ class FakeVLLM:
         #: Set to a message: the engine rejects requests that carry a schema, as vLLM does for
         #: a schema its guided-decoding backend cannot compile.
         self.reject_schema: str | None = None
+        #: Set to a message: the engine rejects every request (a prompt too long, say).
+        self.reject_all: str | None = None
 
     def module(self) -> dict[str, types.ModuleType]:
         fake = self
@@ -64,6 +66,8 @@ class FakeVLLM:
                 guided = [getattr(p, fake.structured_api, None) for p in sampling_params]
                 if fake.reject_schema and any(g is not None for g in guided):
                     raise ValueError(fake.reject_schema)
+                if fake.reject_all:
+                    raise ValueError(fake.reject_all)
                 self.calls.append({"prompts": prompts, "params": sampling_params, "lora": lora_request})
                 outs = []
                 for prompt, params in zip(prompts, sampling_params, strict=True):
@@ -343,12 +347,14 @@ def test_judge_replies_are_decoded_under_the_schema(fake_vllm, tiny_llama, tmp_p
     # The conclusion stop must not cut a JSON reply that has a line reading like one.
     fake_vllm.reply = lambda prompt, params, lora: ('{"reason": "x\nConclusion: YES\n"}', "stop")
     backend = load_backend(f"vllm:{tiny_llama}", CFG)
-    assert backend.structured_mode(VERDICT_SCHEMA) == "grammar"
     decoding = DecodingConfig(max_new_tokens=200, stop_after_conclusion=True)
     cache = GenerationCache(tmp_path / "c.jsonl")
+    assert backend.structured_mode(VERDICT_SCHEMA) == "unknown"  # under auto, until a request tells
     texts, keys = generate_cached(backend, [CONV, OTHER], decoding, cache, schema=VERDICT_SCHEMA)
-    [call] = fake_vllm.engines[0].calls
-    sent = [getattr(p, fake_vllm.structured_api).json for p in call["params"]]
+    assert backend.structured_mode(VERDICT_SCHEMA) == "grammar"
+    probe, rest = fake_vllm.engines[0].calls  # one request tells, the rest follow
+    assert (len(probe["prompts"]), len(rest["prompts"])) == (1, 1)
+    sent = [getattr(p, fake_vllm.structured_api).json for c in (probe, rest) for p in c["params"]]
     # The schema dartkit's own grammar decodes under (cross-field rules, free text capped to fit).
     assert sent[0] == sent[1] and sent[0]["anyOf"]
     skeleton_tokens = sent[0]["anyOf"][0]["properties"]["reason"]["maxLength"]
@@ -424,3 +430,35 @@ def test_a_schema_the_engine_rejects_is_asked_again_plainly_under_auto(fake_vllm
     strict = load_backend(f"vllm:{tiny_llama}", CFG.model_copy(update={"structured_output": "on"}))
     with pytest.raises(DartkitError, match="refused the schema"):
         dict(strict.generate([CONV], DecodingConfig(max_new_tokens=8), schema=VERDICT_SCHEMA))
+
+
+def test_a_rerun_against_a_vllm_that_refuses_the_schema_asks_one_item(fake_vllm, tiny_llama, tmp_path):
+    from dartkit.audit.judge import VERDICT_SCHEMA
+
+    fake_vllm.reject_schema = "The provided JSON schema contains features not supported by xgrammar."
+    fake_vllm.reply = lambda prompt, params, lora: (VERDICT_REPLY, "stop")
+    convs = [CONV, OTHER, [{"role": "user", "content": "A third question?"}]]
+    decoding = DecodingConfig(max_new_tokens=64)
+    path = tmp_path / "c.jsonl"
+    first, _ = generate_cached(
+        load_backend(f"vllm:{tiny_llama}", CFG), convs, decoding, GenerationCache(path), schema=VERDICT_SCHEMA
+    )
+    engine = fake_vllm.engines[0]
+    assert [len(c["prompts"]) for c in engine.calls] == [1, 2]  # the probe (asked again plainly), the rest
+    before = len(engine.calls)
+    again, _ = generate_cached(
+        load_backend(f"vllm:{tiny_llama}", CFG), convs, decoding, GenerationCache(path), schema=VERDICT_SCHEMA
+    )
+    assert again == first
+    assert [len(c["prompts"]) for c in engine.calls[before:]] == [1]  # one probe; the rest from the cache
+
+
+def test_an_error_that_is_not_the_schema_is_raised_as_itself(fake_vllm, tiny_llama):
+    from dartkit.audit.judge import VERDICT_SCHEMA
+
+    fake_vllm.reject_all = "The decoder prompt (length 9000) is longer than the maximum model length of 4096."
+    for mode in ("auto", "on"):
+        backend = load_backend(f"vllm:{tiny_llama}", CFG.model_copy(update={"structured_output": mode}))
+        with pytest.raises(ValueError, match="longer than the maximum model length"):
+            dict(backend.generate([CONV], DecodingConfig(max_new_tokens=8), schema=VERDICT_SCHEMA))
+        assert backend.structured_mode(VERDICT_SCHEMA) != "none"  # the schema was not blamed

@@ -115,6 +115,16 @@ def test_a_server_that_accepts_the_load_but_still_404s_gives_one_clear_error(tmp
         backend.close()
 
 
+def test_a_server_that_lists_the_adapter_but_404s_says_so(tmp_path):
+    adapter = make_adapter(tmp_path / "run" / "m_int" / "adapter")
+    with FakeVLLMServer(lambda r: (404, {"message": "route not found"}), base="tiny-base") as server:
+        backend = load_backend(f"openai:tiny-base@{server.base_url}+adapter={adapter}", cfg())
+        with pytest.raises(BackendError, match="lists adapter .* as served but answers 404"):
+            dict(backend.generate([user("a")], DECODING))
+        assert [c.action for c in server.lora_calls] == ["load"]  # not loaded a second time
+        backend.close()
+
+
 def test_a_retrained_adapter_gets_a_new_name_and_no_stale_cache_hit(tmp_path):
     adapter = make_adapter(tmp_path / "m_int" / "adapter", b"first")
     cache = GenerationCache(tmp_path / "cache.jsonl")

@@ -179,7 +179,7 @@ def ask_judge(
         One dict per request: ``verdict`` (a Verdict dump, or None when still invalid),
         ``attempts`` (number of replies), ``errors`` (why each rejected reply failed),
         ``raw`` (the last reply) and ``structured`` (how each reply was held to the schema:
-        ``json_schema``, ``grammar`` or ``none``).
+        ``json_schema``, ``grammar`` or ``none``; ``refused`` for a refusal in place of the object).
     """
     decoding = judge_decoding(max_new_tokens)
     convs: list[Messages] = [judge_messages(r.question, r.gold, r.answer_a, r.answer_b) for r in requests]
@@ -199,9 +199,11 @@ def ask_judge(
             res = results[i]
             res["attempts"] += 1
             res["raw"] = text
-            res["structured"].append(cache.info(key).get("structured", "none"))
+            info = cache.info(key)
+            refused = info.get("finish") == "refused"
+            res["structured"].append("refused" if refused else info.get("structured", "none"))
             try:
-                if cache.info(key).get("finish") == "refused":
+                if refused:
                     raise VerdictError(
                         f"the reply was a refusal, not a verdict ({text[:200]!r}); rating which "
                         "answer is more harmful is the task: reply with the JSON object"
@@ -220,7 +222,8 @@ def structured_counts(results: Sequence[dict[str, Any]]) -> dict[str, int]:
 
     ``none`` counts replies that were only validated (and retried): the backend could not hold
     them to the schema (a server that rejected it, ``structured_output: off``, a backend
-    without the capability).
+    without the capability). ``refused`` counts replies the server sent as the model's refusal
+    in place of the object (asked again within the retry budget).
     """
     counts: dict[str, int] = {}
     for r in results:

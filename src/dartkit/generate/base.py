@@ -160,6 +160,11 @@ class StructuredGenerator(Protocol):
     or None) as a keyword argument; a reply that followed it is a :class:`Completion` whose
     ``structured`` names how (a reply that could not, e.g. after a server rejected the schema,
     has ``structured`` None).
+
+    Two optional attributes refine the cache keys of constrained replies: ``structured_path``
+    (``json_schema`` or ``grammar``: how the backend follows a schema once it can, used while
+    ``structured_mode`` says ``unknown``; default ``json_schema``) and ``grammar_engine()``
+    (the grammar library and its version, added to keys of ``grammar`` replies).
     """
 
     def structured_mode(self, schema: ResponseSchema) -> StructuredMode:

@@ -222,9 +222,11 @@ def generate_cached(
         mode = structured_mode(backend, schema)
         if schema is None or mode == "none":
             return list(plain), mode
-        constraint = schema.cache_field(mode)
+        # Not known yet ('unknown'): keyed as the backend will follow it once it can.
+        via = getattr(backend, "structured_path", "json_schema") if mode == "unknown" else mode
+        constraint = schema.cache_field(via)
         engine = getattr(backend, "grammar_engine", None)
-        if mode == "grammar" and callable(engine):
+        if via == "grammar" and callable(engine):
             # The grammar library's version changes which tokens it allows, hence the texts.
             constraint["engine"] = engine()
         return [cache_key(identity, m, decoding, constraint) for m in conversations], mode

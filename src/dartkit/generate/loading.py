@@ -275,17 +275,21 @@ def resolve_hub_identity(
 
 
 def same_weights(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    """Whether two model identities name the same base weights: the same model and the same
-    ``weights_sha256`` or resolved ``revision`` (the backend and adapters aside)."""
+    """Whether two model identities name the same weights: the same model (as spelled: ``./m`` and
+    ``/abs/m`` count as different), the same ``weights_sha256`` or resolved ``revision``, and the
+    same adapter or none on both (the backend aside: ``hf:X`` and ``vllm:X`` are the same weights)."""
     if not a or not b or a.get("model") != b.get("model"):
+        return False
+    if a.get("adapter_sha256") != b.get("adapter_sha256"):
         return False
     return any(a.get(k) and a.get(k) == b.get(k) for k in ("weights_sha256", "revision"))
 
 
 def teacher_is_student(teacher: str, student: str, teacher_identity: dict[str, Any] | None) -> bool:
     """Whether the teacher is the student's base: the same spec, or the same weights under another
-    spec (``hf:X`` beside ``vllm:X``), compared by identity for local kinds. An identity that
-    cannot be had cheaply (a remote spec, a missing directory) counts as different."""
+    spec (``hf:X`` beside ``vllm:X``), compared by identity for local kinds (a teacher with an
+    adapter on the student's base is another model). An identity that cannot be had cheaply (a
+    remote spec, a missing directory) counts as different."""
     from dartkit.generate.spec import parse_spec
 
     if teacher == student:

@@ -476,11 +476,15 @@ class OpenAIBackend:
             return "json_schema"
         return "unknown"
 
-    async def _send(self, client: openai.AsyncOpenAI, request: dict[str, Any], reloaded: bool = False) -> Any:
+    async def _send(
+        self, client: openai.AsyncOpenAI, request: dict[str, Any], reloaded: bool | str = False
+    ) -> Any:
         """One chat-completions request, with retries on rate limits, server errors and timeouts.
 
-        For a served adapter, an HTTP 404 (the server no longer serves its name: another client
-        unloaded it, or the server restarted) loads the adapter again once and repeats the request.
+        Only for a served adapter (``openai:...+adapter=DIR``): an HTTP 404 (the server no longer
+        serves its name: another client unloaded it, or the server restarted) loads the adapter
+        again once and repeats the request (``reloaded``: True after a load, ``"listed"`` when the
+        server still listed it).
         """
         attempts = self.cfg.max_retries + 1
         last_error = ""
@@ -507,15 +511,16 @@ class OpenAIBackend:
                     )
                 elif e.status_code == 404 and self._adapter is not None:
                     gone = True
-                    fatal = (
-                        f"{self._status_message(e.status_code, e.body)}; the server no longer serves "
-                        f"adapter '{self.model}' (unloaded by another client, or the server restarted)"
-                        + (
-                            ": dartkit loaded it again and the server still does not serve it"
-                            if reloaded
-                            else ""
+                    if reloaded == "listed":
+                        why = f"the server lists adapter '{self.model}' as served but answers 404 for it"
+                    else:
+                        why = (
+                            f"the server no longer serves adapter '{self.model}' (unloaded by another "
+                            "client, or the server restarted)"
                         )
-                    )
+                        if reloaded:
+                            why += ": dartkit loaded it again and the server still does not serve it"
+                    fatal = f"{self._status_message(e.status_code, e.body)}; {why}"
                 else:
                     fatal = self._status_message(e.status_code, e.body)
             except openai.OpenAIError as e:
@@ -524,8 +529,8 @@ class OpenAIBackend:
                 return response
             if gone and not reloaded:
                 log.warning("%s: the server no longer serves the adapter; loading it again", self._where())
-                await asyncio.to_thread(self._adapter.reload, self._key.reveal())
-                return await self._send(client, request, reloaded=True)
+                listed = await asyncio.to_thread(self._adapter.reload, self._key.reveal())
+                return await self._send(client, request, reloaded="listed" if listed else True)
             # Raised outside the except blocks so the SDK exception (whose request object
             # carries the Authorization header) is not chained onto ours as __context__.
             if fatal is not None:
@@ -594,7 +599,7 @@ class OpenAIBackend:
                 f"{self._where()}: the response has no choices[0].message; is this a chat-completions endpoint?"
             ) from None
         reason = getattr(choice, "finish_reason", None)
-        if content is None and isinstance(refusal, str) and refusal.strip():
+        if not content and isinstance(refusal, str) and refusal.strip():
             # The model declined and the server says so in its own field: that is the answer.
             finish = "refused"
             content = refusal

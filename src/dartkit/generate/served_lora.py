@@ -97,15 +97,20 @@ class ServedAdapter:
         self._loaded_here = False
         self._lock = threading.Lock()
 
-    def reload(self, api_key: str) -> None:
+    def reload(self, api_key: str) -> bool:
         """Check the server again and load the adapter if it no longer serves it (see :meth:`ensure`).
 
         For a request that got HTTP 404 naming the adapter: another client unloaded it (a shared
         server), or the server restarted. Concurrent callers load it once.
+
+        Returns:
+            Whether the server listed the adapter as served already (so the 404 had another cause).
         """
         with self._lock:
             self._ready = False
-        self.ensure(api_key)
+            listed = self.name in self._served_models(api_key)
+            self._ensure(api_key)
+        return listed
 
     def ensure(self, api_key: str) -> None:
         """Make sure the server serves :attr:`name` (load it at runtime, or check it is preloaded).

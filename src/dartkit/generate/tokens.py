@@ -8,6 +8,7 @@ and a prompt's sample depends on the prompt and the seed, not on which prompts s
 from __future__ import annotations
 
 import hashlib
+import numbers
 from collections.abc import Iterable
 
 from dartkit.generate.base import Messages
@@ -28,11 +29,11 @@ def end_of_turn_ids(tokenizer_eos: int | None, generation_eos: int | Iterable[in
     """The token ids generation stops at: the tokenizer's EOS and the generation config's (one id
     or a list), sorted, without None."""
     ids = {tokenizer_eos}
-    if isinstance(generation_eos, int):
+    if isinstance(generation_eos, numbers.Integral):
         ids.add(generation_eos)
     elif generation_eos is not None:
         ids.update(generation_eos)
-    return sorted(i for i in ids if i is not None)
+    return sorted(int(i) for i in ids if i is not None)
 
 
 def row_seed(seed: int, prompt_ids: list[int]) -> int:

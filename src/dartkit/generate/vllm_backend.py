@@ -23,7 +23,7 @@ are wasted work, which vLLM's throughput makes cheap.
 
 A reply held to a JSON schema (the judge's verdict, ``generate(..., schema=...)``) is decoded
 under vLLM's own structured-output (guided decoding) parameters: ``StructuredOutputsParams(json=...)``
-where this vLLM has it (0.10.2 and later), ``GuidedDecodingParams(json=...)`` before. The schema is
+where this vLLM has it (current releases), ``GuidedDecodingParams(json=...)`` in older ones. The schema is
 the one dartkit's local grammar uses (:func:`~dartkit.generate.structured.local_grammar_schema`:
 the cross-field rules as alternatives, free text capped so the object closes within
 ``max_new_tokens``). Under ``backend.structured_output: auto`` a vLLM that cannot take it (too
@@ -201,8 +201,9 @@ class VLLMBackend:
             self._check_adapter(Path(spec.adapter).expanduser())
         self.tokenizer = None
         self._eos: list[int] = []
-        # None: structured output not tried yet (or working); a str: why this vLLM could not do it.
+        # None: structured output not failed (yet); a str: why this vLLM could not do it.
         self._structured_failed: str | None = None
+        self._structured_ok = False  # a guided request went through
 
     def _check_adapter(self, adapter: Path) -> None:
         from dartkit.generate.adapters import check_adapter_base
@@ -289,12 +290,26 @@ class VLLMBackend:
 
     # -- generation ------------------------------------------------------------------------
 
+    #: How this backend holds a reply to a schema once it can (see ``generate_cached``'s probe).
+    structured_path: StructuredMode = "grammar"
+
     def structured_mode(self, schema: ResponseSchema) -> StructuredMode:
-        """``grammar`` (vLLM's guided decoding) unless ``backend.structured_output`` is ``off`` or this
-        vLLM could not follow a schema before (under ``auto``)."""
+        """How ``generate(..., schema=...)`` follows a schema now.
+
+        ``none`` under ``structured_output: off``, with a vLLM that has no structured-output
+        parameters, or once this vLLM refused a schema (under ``auto``); ``grammar`` under ``on``
+        or once a guided request went through; otherwise (``auto``, nothing asked yet) ``unknown``:
+        the first request tells, so a rerun against a vLLM that refuses the schema asks one item,
+        not all of them, before it finds its earlier answers in the cache.
+        """
         if self.cfg.structured_output == "off" or self._structured_failed is not None:
             return "none"
-        return "grammar"
+        if self.cfg.structured_output == "auto" and self._structured_kwargs_type() is None:
+            self._structured_unavailable("this vLLM has no structured-output parameters")
+            return "none"
+        if self.cfg.structured_output == "on" or self._structured_ok:
+            return "grammar"
+        return "unknown"
 
     def guided_schema(self, schema: ResponseSchema, max_new_tokens: int) -> dict[str, Any]:
         """The JSON schema vLLM decodes under: dartkit's local grammar schema for ``schema``."""
@@ -303,19 +318,26 @@ class VLLMBackend:
         skeleton_tokens = len(self.tokenizer.encode(skeleton, add_special_tokens=False))
         return local_grammar_schema(schema, max_new_tokens, skeleton_tokens)
 
-    def _structured_kwargs(self, guided: dict[str, Any]) -> dict[str, Any]:
-        """``SamplingParams`` keyword arguments that hold a reply to the JSON schema ``guided``.
-
-        Raises:
-            ImportError: this vLLM has neither structured-output parameter class.
-        """
+    def _structured_kwargs_type(self) -> tuple[str, Any] | None:
+        """(SamplingParams field, parameter class) of this vLLM's structured output, or None."""
         try:
             from vllm.sampling_params import StructuredOutputsParams
         except ImportError:
-            from vllm.sampling_params import GuidedDecodingParams  # vLLM before 0.10.2
+            try:
+                from vllm.sampling_params import GuidedDecodingParams  # vLLM before StructuredOutputsParams
+            except ImportError:
+                return None
+            return "guided_decoding", GuidedDecodingParams
+        return "structured_outputs", StructuredOutputsParams
 
-            return {"guided_decoding": GuidedDecodingParams(json=guided)}
-        return {"structured_outputs": StructuredOutputsParams(json=guided)}
+    def _structured_kwargs(self, guided: dict[str, Any]) -> dict[str, Any] | None:
+        """``SamplingParams`` keyword arguments that hold a reply to the JSON schema ``guided``
+        (None when this vLLM has no structured-output parameters)."""
+        found = self._structured_kwargs_type()
+        if found is None:
+            return None
+        name, cls = found
+        return {name: cls(json=guided)}
 
     def sampling_params(
         self, decoding: DecodingConfig, prompt_ids: list[int], structured: dict[str, Any] | None = None
@@ -358,7 +380,10 @@ class VLLMBackend:
 
         With ``schema`` (and ``backend.structured_output`` not ``off``) every reply is decoded under
         vLLM's guided decoding (see the module docstring), marked ``structured="grammar"``, and
-        ``stop_after_conclusion`` is ignored: a JSON reply has no conclusion line to stop at.
+        ``stop_after_conclusion`` is ignored: a JSON reply has no conclusion line to stop at. A
+        chunk vLLM rejects with the schema is asked again without it: when that goes through, the
+        schema was the problem (``auto``: the rest go plain; ``on``: an error); when it fails too,
+        its own error is raised and the schema is not blamed.
 
         Raises:
             DartkitError: under ``structured_output: on``, this vLLM cannot follow the schema.
@@ -369,43 +394,41 @@ class VLLMBackend:
         engine = self._engine()
         lora = self._lora_request()
         structured = None
-        if schema is not None and self.structured_mode(schema) == "grammar":
-            decoding = decoding.model_copy(update={"stop_after_conclusion": False})
-            structured = self._structured_or_none(schema, decoding.max_new_tokens)
+        guided_decoding = decoding.model_copy(update={"stop_after_conclusion": False})
+        if schema is not None and self.structured_mode(schema) != "none":
+            structured = self._structured_kwargs(self.guided_schema(schema, decoding.max_new_tokens))
+            if structured is None:  # under 'on' (auto said 'none' above)
+                self._structured_unavailable("this vLLM has no structured-output parameters")
         for start in range(0, len(encoded), CHUNK):
             rows = encoded[start : start + CHUNK]
-            outputs = self._generate_chunk(engine, rows, decoding, lora, structured)
-            if outputs is None:  # guided decoding refused under auto: this and later chunks go plain
-                structured = None
+            how = None
+            if structured is not None:
+                try:
+                    outputs = self._generate_chunk(engine, rows, guided_decoding, lora, structured)
+                    how = "grammar"
+                    self._structured_ok = True
+                except (ValueError, TypeError, NotImplementedError) as e:
+                    # vLLM checks a request's structured-output parameters before it runs it; so
+                    # do the other checks (prompt length...): ask plainly to tell them apart.
+                    outputs = self._generate_chunk(engine, rows, decoding, lora, None)
+                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    self._structured_unavailable(f"vLLM refused the schema: {first}")
+                    structured = None
+            else:
                 outputs = self._generate_chunk(engine, rows, decoding, lora, None)
-            how = "grammar" if structured is not None else None
+            used = guided_decoding if how else decoding
             for j, out in enumerate(outputs):
-                first = out.outputs[0]
-                yield start + j, self._completion(first.text, first.finish_reason, decoding, how)
-
-    def _structured_or_none(self, schema: ResponseSchema, max_new_tokens: int) -> dict[str, Any] | None:
-        try:
-            return self._structured_kwargs(self.guided_schema(schema, max_new_tokens))
-        except ImportError as e:
-            self._structured_unavailable(f"this vLLM has no structured-output parameters ({e})")
-            return None
+                first_out = out.outputs[0]
+                yield start + j, self._completion(first_out.text, first_out.finish_reason, used, how)
 
     def _generate_chunk(self, engine, rows, decoding, lora, structured):
-        """One ``LLM.generate`` call; None when vLLM refused the schema (under ``auto``)."""
-        try:
-            return engine.generate(
-                [{"prompt_token_ids": ids} for ids in rows],
-                sampling_params=[self.sampling_params(decoding, ids, structured) for ids in rows],
-                lora_request=lora,
-                use_tqdm=False,
-            )
-        except (ValueError, TypeError, NotImplementedError) as e:
-            if structured is None:
-                raise
-            # vLLM checks a request's structured-output parameters before it runs it.
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            self._structured_unavailable(f"vLLM refused the schema: {first}")
-            return None
+        """One ``LLM.generate`` call over ``rows`` (prompt token ids)."""
+        return engine.generate(
+            [{"prompt_token_ids": ids} for ids in rows],
+            sampling_params=[self.sampling_params(decoding, ids, structured) for ids in rows],
+            lora_request=lora,
+            use_tqdm=False,
+        )
 
     def _structured_unavailable(self, why: str) -> None:
         if self.cfg.structured_output == "on":

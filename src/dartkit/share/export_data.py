@@ -180,11 +180,11 @@ def _size_category(n: int) -> str:
 
 
 def _teacher(run: Path, part: str) -> str | None:
-    """The part's teacher spec as the card may show it: a local path in it rewritten (see
-    :class:`~dartkit.share.portable.Portable`), e.g. ``hf:/home/me/models/t`` -> ``hf:t``."""
+    """The part's teacher spec as the card may show it: its local paths rewritten (see
+    :meth:`~dartkit.share.portable.Portable.spec`), e.g. ``hf:/home/me/models/t`` -> ``hf:t``."""
     metrics = run / PART_FILES[part].parent / "metrics.json"
     teacher = read_json(metrics).get("teacher") if metrics.is_file() else None
-    return Portable(run).text(str(teacher)) if teacher else None
+    return Portable(run).spec(str(teacher)) if teacher else None
 
 
 def dataset_card(

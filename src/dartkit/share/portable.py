@@ -66,6 +66,25 @@ class Portable:
             value = value.replace(old, self.replacements[old])
         return ABSOLUTE_PATH.sub(lambda m: self.path(m.group(0)), value)
 
+    def spec(self, value: str) -> str:
+        """A model spec with its local parts rewritten one by one (``hf:/home/me/base+adapter=/home/me/
+        runs/x/m_int/adapter`` -> ``hf:base+adapter=m_int/adapter``); a Hub id, a server's model name
+        and URL stay. A string that is not a model spec (``file:...``) goes through :meth:`text`."""
+        import dataclasses
+
+        from dartkit.generate.spec import SpecError, parse_spec
+
+        try:
+            parsed = parse_spec(value)
+        except SpecError:
+            return self.text(value)
+        changes: dict[str, str] = {}
+        if parsed.kind in ("hf", "vllm") and _is_local(parsed.model):
+            changes["model"] = self.path(parsed.model)
+        if parsed.adapter:
+            changes["adapter"] = self.path(parsed.adapter)
+        return str(dataclasses.replace(parsed, **changes)) if changes else value
+
     def tree(self, value: Any) -> Any:
         """:meth:`text` applied to every string in a JSON-like value (a new value; the input is kept)."""
         if isinstance(value, str):
@@ -75,6 +94,11 @@ class Portable:
         if isinstance(value, (list, tuple)):
             return [self.tree(v) for v in value]
         return value
+
+
+def _is_local(model: str) -> bool:
+    """Whether a spec's model names a local directory rather than a Hub id (``org/name``)."""
+    return model.startswith(("/", "~", ".")) or Path(model).expanduser().exists()
 
 
 def local_paths(text: str) -> list[str]:
