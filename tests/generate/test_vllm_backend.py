@@ -413,11 +413,16 @@ def test_a_vllm_without_structured_output_falls_back_under_auto_and_fails_under_
         dict(strict.generate([CONV], DecodingConfig(max_new_tokens=8), schema=VERDICT_SCHEMA))
 
 
+def refuse_schemas(fake_vllm) -> None:
+    """The stand-in engine rejects requests that carry a schema, as vLLM does for one it cannot compile."""
+    fake_vllm.reject_schema = "The provided JSON schema contains features not supported by xgrammar."
+    fake_vllm.reply = lambda prompt, params, lora: (VERDICT_REPLY, "stop")
+
+
 def test_a_schema_the_engine_rejects_is_asked_again_plainly_under_auto(fake_vllm, tiny_llama, caplog):
     from dartkit.audit.judge import VERDICT_SCHEMA
 
-    fake_vllm.reject_schema = "The provided JSON schema contains features not supported by xgrammar."
-    fake_vllm.reply = lambda prompt, params, lora: (VERDICT_REPLY, "stop")
+    refuse_schemas(fake_vllm)
     backend = load_backend(f"vllm:{tiny_llama}", CFG)
     with caplog.at_level("WARNING"):
         got = dict(backend.generate([CONV, OTHER], DecodingConfig(max_new_tokens=64), schema=VERDICT_SCHEMA))
@@ -435,8 +440,7 @@ def test_a_schema_the_engine_rejects_is_asked_again_plainly_under_auto(fake_vllm
 def test_a_rerun_against_a_vllm_that_refuses_the_schema_asks_one_item(fake_vllm, tiny_llama, tmp_path):
     from dartkit.audit.judge import VERDICT_SCHEMA
 
-    fake_vllm.reject_schema = "The provided JSON schema contains features not supported by xgrammar."
-    fake_vllm.reply = lambda prompt, params, lora: (VERDICT_REPLY, "stop")
+    refuse_schemas(fake_vllm)
     convs = [CONV, OTHER, [{"role": "user", "content": "A third question?"}]]
     decoding = DecodingConfig(max_new_tokens=64)
     path = tmp_path / "c.jsonl"
