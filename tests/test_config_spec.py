@@ -187,3 +187,14 @@ def test_one_default_teacher_answer_length_for_distill_repair_and_run():
     distill = DistillConfig(data="d", out="o")
     repair = RepairConfig(drift="x.jsonl", data="d", out="o", train=False)
     assert distill.decoding == repair.decoding == RunConfig().teacher_decoding
+
+
+def test_bare_yaml_on_and_off_are_the_words(tmp_path):
+    # YAML 1.1 reads an unquoted on/off as true/false; a config that says `policy: on` means 'on'.
+    f = tmp_path / "c.yaml"
+    f.write_text("data: d\nout: o\nmodel: dummy\npolicy: on\nbackend:\n  structured_output: off\n")
+    cfg = load_config(EvalConfig, f)
+    assert (cfg.policy, cfg.backend.structured_output) == ("on", "off")
+    f.write_text("data: d\nout: o\nmodel: dummy\npolicy: yes please\n")
+    with pytest.raises(ConfigError, match="policy"):
+        load_config(EvalConfig, f)

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dartkit.qc import QCConfig
-from dartkit.records import Split
+from dartkit.records import AutoOnOff, OnOff, Split
 
 
 class ConfigError(ValueError):
@@ -392,7 +392,7 @@ class BackendConfig(_Strict):
         "OPENAI_API_KEY",
         description="openai backend: environment variable holding the API key (never stored).",
     )
-    structured_output: Literal["auto", "on", "off"] = Field(
+    structured_output: AutoOnOff = Field(
         "auto",
         description="JSON replies (judge verdicts) held to their schema: an openai server is sent response_format "
         "json_schema (vLLM enforces it by guided decoding), a local hf/embedded model decodes under a grammar "
@@ -433,9 +433,7 @@ class EvalConfig(_Strict):
     data: Path = Field(description="Directory with {train,audit,val,test}.jsonl from `dartkit data prepare`.")
     split: Split = Field("test", description="Which split to answer: train, audit, val or test.")
     out: Path = Field(description="Output directory for generations.jsonl and metrics.json.")
-    policy: Literal["off", "on"] = Field(
-        "off", description="Inference-time explanation policy (system prompt)."
-    )
+    policy: OnOff = Field("off", description="Inference-time explanation policy (system prompt).")
     limit: int | None = Field(
         None, ge=1, description="Answer only the first N items, in a fixed stratified order."
     )
@@ -743,9 +741,7 @@ class AuditConfig(_Strict):
     limit: int | None = Field(
         None, ge=1, description="Audit only the first N prompts (stratified order for splits)."
     )
-    policy: Literal["off", "on"] = Field(
-        "off", description="Inference-time explanation policy for both models."
-    )
+    policy: OnOff = Field("off", description="Inference-time explanation policy for both models.")
     decoding: DecodingConfig = Field(
         default_factory=DecodingConfig, description="Decoding for both models (identical, same seeds)."
     )

@@ -6,12 +6,27 @@ when the next stage reads it, and a bad line is reported with its field name.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Label = Literal["YES", "NO"]
 Split = Literal["train", "audit", "val", "test"]
+
+
+def yaml_switch(value: Any) -> Any:
+    """A bare ``on`` / ``off`` in YAML is read as true / false: take them back as the words."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return value
+
+
+#: A config switch written ``on`` or ``off`` (quoted or not: YAML's booleans are accepted).
+OnOff = Annotated[Literal["off", "on"], BeforeValidator(yaml_switch)]
+#: The same with ``auto``.
+AutoOnOff = Annotated[Literal["auto", "on", "off"], BeforeValidator(yaml_switch)]
 
 BENCHMARKS: tuple[str, ...] = ("D1", "D2", "D3", "D4", "N1", "N2", "N3", "N4")
 DESCRIPTIVE = {"D1", "D2", "D3", "D4"}

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dartkit.records import OnOff
+
 # The attention and MLP projections of llama-type decoders (Llama, Mistral, Qwen, SmolLM).
 LLAMA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -60,7 +62,7 @@ class TrainConfig(BaseModel):
             "weigh 1, but at least one row must have it."
         ),
     )
-    policy: Literal["off", "on"] = Field(
+    policy: OnOff = Field(
         "off", description="Explanation policy in the student's system prompt when prompts are rebuilt."
     )
     out: Path = Field(
