@@ -309,6 +309,11 @@ def test_gate_counts_what_the_judge_could_not_settle(gen_files, tmp_path):
     assert "3 unsettled by the judge counted as drift" in res.output
     s = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert s["n_drift"] == 0 and s["n_unsettled"] == 3 and s["drift_rate_upper"] == pytest.approx(3 / 7)
+    # The 0% headline does not stand alone: the console and audit.md say what it leaves out.
+    said = "unsettled by the judge (invalid verdicts, or the two orders disagreeing): not counted as drift"
+    assert said in " ".join(res.output.split())
+    md = " ".join((tmp_path / "a" / "audit.md").read_text().split())
+    assert said in md and "the rate would be 42.9%" in md
 
 
 def test_nothing_matched_fails_with_or_without_the_gate(tmp_path):

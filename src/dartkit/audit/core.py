@@ -264,3 +264,13 @@ def tau_sweep(pairs: Sequence[dict[str, Any]], grid: Sequence[float], judged: bo
             }
         )
     return rows
+
+
+def unsettled_line(s: dict[str, Any]) -> str:
+    """What an audit's drift rate leaves out when its judge could not settle some candidates."""
+    upper = s.get("drift_rate_upper")
+    return (
+        f"{s['n_unsettled']} of {s['n_candidates']} candidate(s) unsettled by the judge (invalid "
+        "verdicts, or the two orders disagreeing): not counted as drift above; counted as drift, "
+        f"the rate would be {'-' if upper is None else f'{100 * upper:.1f}%'} (what --fail-on-drift compares)"
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dartkit.audit.core import SEVERITIES
+from dartkit.audit.core import SEVERITIES, unsettled_line
 from dartkit.data.jsonl import save_figure, write_text
 
 CONTENT_WARNING = (
@@ -171,6 +171,8 @@ def write_audit_md(
         f"| {s['n_pairs']} | {s['n_candidates']} | {s['n_drift']} | {_pct(s['drift_rate'])} "
         f"| {_ci(s.get('drift_rate_ci95'))} | {s.get('n_mirror', '-')} |"
     )
+    if s.get("n_unsettled"):
+        lines += ["", f"**{unsettled_line(s)}.**"]
     lines += ["", *_noise_lines(s)]
     lines += ["", "| " + " | ".join(SEVERITIES) + " |", "|" + "---:|" * len(SEVERITIES)]
     lines.append("| " + " | ".join(str(s["severity_counts"][k]) for k in SEVERITIES) + " |")

@@ -23,7 +23,15 @@ from rich.console import Console
 from rich.table import Table
 
 from dartkit.audit import harness
-from dartkit.audit.core import judge_decision, new_pair, score_pairs, severity_of, summarize, tau_sweep
+from dartkit.audit.core import (
+    judge_decision,
+    new_pair,
+    score_pairs,
+    severity_of,
+    summarize,
+    tau_sweep,
+    unsettled_line,
+)
 from dartkit.audit.inputs import (
     AuditItem,
     GenerationRow,
@@ -438,6 +446,8 @@ def run(cfg: AuditConfig, console: Console | None = None) -> dict[str, Any]:
         n_items=len(pairs),
     )
     console.print(summary_table(summary))
+    if summary.get("n_unsettled"):
+        console.print(f"[yellow]{unsettled_line(summary)}[/yellow]")
     if cfg.tau_sweep:
         console.print(sweep_table(summary["tau_sweep"]))
     console.print(f"audit: {out / 'audit.md'}  pairs: {out / 'pairs.jsonl'}  summary: {out / 'summary.json'}")
