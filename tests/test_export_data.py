@@ -175,6 +175,26 @@ def test_bad_input_is_one_line(tiny_run, tmp_path):
     (tmp_path / "z" / "messages").mkdir(parents=True)
     res = export(tiny_run, "--out", tmp_path / "z")
     assert res.exit_code == 2 and "not written by `dartkit export-data`" in res.stderr
+    # Nor is a README.md of someone else's, and the run directory itself is not an --out.
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("# my notes\n")
+    for args in (["--out", tmp_path / "notes"], ["--out", tmp_path / "notes", "--dry-run"]):
+        res = export(tiny_run, *args)
+        assert res.exit_code == 2 and "README.md exists and was not written" in res.stderr
+    assert (tmp_path / "notes" / "README.md").read_text() == "# my notes\n"
+    res = export(tiny_run, "--out", tiny_run)
+    assert res.exit_code == 2 and "is the run directory itself" in res.stderr
+
+
+def test_the_card_describes_only_the_formats_exported(tiny_run, tmp_path):
+    res = export(tiny_run, "--out", tmp_path / "pc", "--format", "prompt-completion", "--parts", "repair")
+    assert res.exit_code == 0, res.output
+    card = (tmp_path / "pc" / "README.md").read_text()
+    assert 'load_from_disk("<this directory>/prompt_completion")' in card
+    assert "- `messages`:" not in card and "- `prompt_completion`:" in card
+    # A second export into the same directory replaces the first one's card (its own file).
+    assert export(tiny_run, "--out", tmp_path / "pc", "--format", "messages").exit_code == 0
+    assert 'load_from_disk("<this directory>/messages")' in (tmp_path / "pc" / "README.md").read_text()
 
 
 def test_push_the_dataset_to_the_hub(tiny_run, tmp_path, monkeypatch):
@@ -265,3 +285,21 @@ def test_an_unknown_format_is_one_line_listing_the_choices(tiny_run, tmp_path):
     assert res.exit_code == 2
     assert res.stderr == "error: --format 'jsonl': expected one of messages, prompt-completion, both\n"
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        (
+            "openai:deepseek-chat@http://alice:secret@10.0.0.5:8000/v1",
+            "openai:deepseek-chat@http://10.0.0.5:8000/v1",
+        ),
+        ("openai:gpt-4o@https://api.openai.com/v1", "openai:gpt-4o@https://api.openai.com/v1"),
+        ("hf:meta-llama/Meta-Llama-3-8B-Instruct@main", "hf:meta-llama/Meta-Llama-3-8B-Instruct@main"),
+        ("file:/home/alice/teacher.jsonl", "file:teacher.jsonl"),
+    ],
+)
+def test_a_teacher_spec_on_the_card_carries_no_credentials_or_local_paths(spec, shown):
+    from dartkit.share.portable import Portable
+
+    assert Portable(None).spec(spec) == shown

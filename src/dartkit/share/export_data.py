@@ -253,14 +253,19 @@ def dataset_card(
         cells = Counter((r["benchmark"], r["label"]) for r in part_rows)
         for bench in sorted({b for b, _ in cells}):
             lines.append(f"| {part} | {bench} | {cells[(bench, 'YES')]} | {cells[(bench, 'NO')]} |")
+    described = {
+        "messages": "- `messages`: the conversation `[system?, user, assistant]` (TRL's conversational "
+        "language modeling format).",
+        "prompt_completion": "- `prompt_completion`: `prompt` = `[system?, user]`, `completion` = "
+        "`[assistant]` (TRL's conversational prompt-completion format; the loss goes on the completion, "
+        "as dartkit trains).",
+    }
+    first = format_dir(formats[0])
     lines += [
         "",
         "## Formats",
         "",
-        "- `messages`: the conversation `[system?, user, assistant]` (TRL's conversational language "
-        "modeling format).",
-        "- `prompt_completion`: `prompt` = `[system?, user]`, `completion` = `[assistant]` (TRL's "
-        "conversational prompt-completion format; the loss goes on the completion, as dartkit trains).",
+        *(described[format_dir(fmt)] for fmt in formats),
         "",
         "Other columns: `id`, `source` (distill / repair), `split` (the prepared split the item is in), "
         "`benchmark`, `label` (gold: YES when a correct answer needs group differences), `weight` (the loss "
@@ -270,7 +275,7 @@ def dataset_card(
         "```python",
         "from datasets import load_dataset, load_from_disk",
         "",
-        'ds = load_from_disk("<this directory>/messages")  # or load_dataset("ORG/NAME", "messages")',
+        f'ds = load_from_disk("<this directory>/{first}")  # or load_dataset("ORG/NAME", "{first}")',
         "```",
         "",
         "Content note: the questions are about demographic groups and some quote stereotypes or slurs "
@@ -403,7 +408,7 @@ def export_data(
     plan = plan_export(run, formats, parts)
     run, out = plan.run, Path(out)
     notes = list(plan.notes)
-    _clear_previous(out)
+    _clear_previous(out, run)
     written: list[str] = []
     for fmt in plan.formats:
         for part, part_rows in plan.rows.items():
@@ -444,7 +449,7 @@ def dry_run_report(
     Raises:
         DartkitError: ``out`` holds directories an export would replace that no export wrote.
     """
-    _check_previous(Path(out))
+    _check_previous(Path(out), plan.run)
     counts = ", ".join(f"{n} {part}" for part, n in plan.counts.items())
     jsonl = plan.jsonl_files()
     lines = [
@@ -471,13 +476,18 @@ def dry_run_report(
     return "\n".join(lines)
 
 
-def _check_previous(out: Path) -> list[Path]:
+def _check_previous(out: Path, run: Path | None = None) -> list[Path]:
     """An earlier export's outputs in ``out`` (to be replaced).
 
     Raises:
-        DartkitError: ``out`` holds directories of those names that no export wrote.
+        DartkitError: ``out`` is the run directory itself, or holds files or directories of those
+            names (``README.md``, ``jsonl/``, ``messages/``, ``prompt_completion/``) that no export wrote.
     """
-    ours = [out / "jsonl", *(out / format_dir(f) for f in FORMATS)]
+    if run is not None and Path(out).resolve() == Path(run).resolve():
+        raise DartkitError(
+            f"--out {out} is the run directory itself; choose a directory of its own (e.g. {Path(run) / 'export'})"
+        )
+    ours = [out / "README.md", out / "jsonl", *(out / format_dir(f) for f in FORMATS)]
     present = [p for p in ours if p.exists()]
     if present and not (out / EXPORT_META).is_file():
         raise DartkitError(
@@ -486,14 +496,17 @@ def _check_previous(out: Path) -> list[Path]:
     return present
 
 
-def _clear_previous(out: Path) -> None:
+def _clear_previous(out: Path, run: Path) -> None:
     """Remove an earlier export's outputs from ``out``, so no split or file of it outlives this one.
 
     Raises:
-        DartkitError: ``out`` holds directories of those names that no export wrote.
+        DartkitError: see :func:`_check_previous`.
     """
-    for p in _check_previous(out):
-        shutil.rmtree(p)
+    for p in _check_previous(out, run):
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def _save_to_disk(target: Path, rows: dict[str, list[dict[str, Any]]], fmt: str, out: Path) -> list[str]:

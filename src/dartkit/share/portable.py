@@ -69,7 +69,8 @@ class Portable:
     def spec(self, value: str) -> str:
         """A model spec with its local parts rewritten one by one (``hf:/home/me/base+adapter=/home/me/
         runs/x/m_int/adapter`` -> ``hf:base+adapter=m_int/adapter``); a Hub id, a server's model name
-        and URL stay. A string that is not a model spec (``file:...``) goes through :meth:`text`."""
+        and URL stay, less any ``user:password@`` in the URL. A string that is not a model spec
+        (``file:...``) goes through :meth:`text`."""
         import dataclasses
 
         from dartkit.generate.spec import SpecError, parse_spec
@@ -83,6 +84,10 @@ class Portable:
             changes["model"] = self.path(parsed.model)
         if parsed.adapter:
             changes["adapter"] = self.path(parsed.adapter)
+        if parsed.base_url and "@" in parsed.base_url.split("//", 1)[-1].split("/", 1)[0]:
+            # user:password@host in a server's URL: credentials, never shown.
+            scheme, _, rest = parsed.base_url.rpartition("//")
+            changes["base_url"] = f"{scheme}//" * bool(scheme) + rest.split("@", 1)[1]
         return str(dataclasses.replace(parsed, **changes)) if changes else value
 
     def tree(self, value: Any) -> Any:
