@@ -380,3 +380,33 @@ def test_generation_files_without_prompts_are_counted_unchecked(gen_files, tmp_p
     audit.run(AuditConfig(baseline_generations=base, candidate_generations=cand, out=tmp_path / "a"))
     check = json.loads((tmp_path / "a" / "summary.json").read_text())["prompt_check"]
     assert check == {"mismatched": 0, "unchecked": 7, "allowed": False, "mismatched_ids": []}
+
+
+def test_generation_files_from_another_split_are_refused_naming_it(tmp_path):
+    from dartkit.data.prepare import load_split
+
+    data = tmp_path / "data"
+    prepare_data(data, suite="demo")
+    test_ids = [e.id for e in load_split(data, "test")][:6]
+    rows = [{"id": i, "text": CLEAN} for i in test_ids]
+    base, cand = write_gens(tmp_path / "b.jsonl", rows), write_gens(tmp_path / "c.jsonl", rows)
+    args = [
+        "audit",
+        "--data",
+        str(data),
+        "--baseline-generations",
+        str(base),
+        "--candidate-generations",
+        str(cand),
+    ]
+    res = runner.invoke(app, [*args, "--split", "val", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 2
+    said = " ".join(res.output.split())
+    assert (
+        "--split val: none of the 6 id(s) in the generation files is in" in said
+        and "(6 in test): check --split" in said
+    )
+    res = runner.invoke(app, [*args, "--split", "test", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    pairs = [json.loads(line) for line in (tmp_path / "b" / "pairs.jsonl").read_text().splitlines()]
+    assert all(not p["question"].startswith("[system]") for p in pairs)  # the split's question, not a prompt

@@ -14,6 +14,7 @@ config.yaml and manifest.json.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +46,8 @@ from dartkit.audit.markdown import delta_histogram_png, write_audit_md
 from dartkit.config import AuditConfig, BackendConfig, DecodingConfig, dump_config
 from dartkit.data.jsonl import write_json, write_jsonl
 from dartkit.data.prepare import load_split
-from dartkit.errors import DataError
+from dartkit.data.splits import SPLITS
+from dartkit.errors import DartkitError, DataError
 from dartkit.generate import load_backend
 from dartkit.generate.cache import GenerationCache
 from dartkit.harm import load_scorer
@@ -55,6 +57,8 @@ from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import render_messages
 from dartkit.records import AuditPair, Generation
 from dartkit.stages.evaluate import select_examples
+
+log = logging.getLogger(__name__)
 
 
 def generate_answers(
@@ -120,6 +124,43 @@ def candidate_decoding(cfg: AuditConfig) -> DecodingConfig:
     return cfg.decoding
 
 
+def _check_split(cfg: AuditConfig, ids: set[str], examples: dict[str, Any]) -> None:
+    """Refuse generation files none of whose ids is in ``--split`` (naming where they are); warn
+    when only some are.
+
+    Raises:
+        DataError: no id of the files is in the split.
+    """
+    missing = ids - examples.keys()
+    if not ids or not missing:
+        return
+    where = []
+    for split in SPLITS:
+        if split != cfg.split:
+            try:
+                found = len(missing & {e.id for e in load_split(cfg.data, split)})
+            except DartkitError:  # a split that was not prepared, or does not read: no hint from it
+                continue
+            if found:
+                where.append(f"{found} in {split}")
+    hint = f" ({', '.join(where)}): check --split" if where else ""
+    if missing == ids:
+        raise DataError(
+            f"--split {cfg.split}: none of the {len(ids)} id(s) in the generation files is in "
+            f"{cfg.data}/{cfg.split}.jsonl{hint}"
+        )
+    log.warning(
+        "--split %s: %d of %d id(s) in the generation files are not in %s/%s.jsonl%s; their questions "
+        "and labels come from the files",
+        cfg.split,
+        len(missing),
+        len(ids),
+        cfg.data,
+        cfg.split,
+        hint,
+    )
+
+
 def collect_answers(
     cfg: AuditConfig, out: Path
 ) -> tuple[dict[str, GenerationRow], dict[str, GenerationRow], dict[str, Any]]:
@@ -129,6 +170,7 @@ def collect_answers(
         base, cand, models = read_generation_files(cfg)
         if cfg.data is not None:  # questions, labels and benchmarks from the prepared split
             examples = {e.id: e for e in load_split(cfg.data, cfg.split)}
+            _check_split(cfg, set(base) | set(cand), examples)
             for rows in (base, cand):
                 for r in rows.values():
                     e = examples.get(r.id)
