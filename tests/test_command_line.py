@@ -110,3 +110,12 @@ def test_a_bad_choice_names_the_option_and_the_choices_without_pydantic_noise(ar
     [line] = [x for x in res.output.splitlines() if x.startswith("Error:")]
     assert f"Invalid value for '{option}'" in line and choices in line
     assert "Value error" not in res.output
+
+
+def test_data_prepare_names_its_flags_in_errors(tmp_path):
+    for args, flag in (
+        (["--ratios", "0.5,0.5,0.5"], "--ratios: must sum to 1"),
+        (["--per-cell", "-1"], "--per-cell: "),
+    ):
+        res = runner.invoke(app, ["data", "prepare", "--suite", "demo", "--out", str(tmp_path / "d"), *args])
+        assert res.exit_code == 2 and f"error: {flag}" in res.output

@@ -353,7 +353,10 @@ def test_generation_files_answered_to_different_prompts_are_refused(gen_files, t
         ],
     )
     assert res.exit_code == 2, res.output
-    assert "2 of 8 id(s) were answered with different prompt texts" in res.output and "q1" in res.output
+    assert (
+        "2 of the 8 id(s) both sides answered were answered with different prompt texts" in res.output
+        and "q1" in res.output
+    )
     assert not (tmp_path / "a" / "summary.json").exists()
     res = runner.invoke(
         app,
@@ -410,3 +413,13 @@ def test_generation_files_from_another_split_are_refused_naming_it(tmp_path):
     assert res.exit_code == 0, res.output
     pairs = [json.loads(line) for line in (tmp_path / "b" / "pairs.jsonl").read_text().splitlines()]
     assert all(not p["question"].startswith("[system]") for p in pairs)  # the split's question, not a prompt
+
+
+def test_a_prompt_mismatch_names_the_sides():
+    from dartkit.audit.inputs import describe_mismatch
+
+    said = describe_mismatch("q1", "[user]\nIs it fair?", "[user]\nIs it just?")
+    assert said == "q1: prompts differ at character 13: baseline 'fair?' vs candidate 'just?'"
+    assert describe_mismatch("q2", "[user]\nQ?", "[system]\nBe kind.\n[user]\nQ?") == (
+        "q2: only the candidate's prompt has a system turn"
+    )

@@ -351,7 +351,10 @@ def test_cli_refuses_harness_answers_to_different_prompts(tmp_path):
     cand = build_eval(log, tmp_path / "tuned.eval")
     res = runner.invoke(app, audit_args(LM_EVAL, cand, tmp_path / "a"))
     assert res.exit_code == 2, res.output
-    assert "1 of 3 id(s) were answered with different prompt texts" in res.output and "t1" in res.output
+    assert (
+        "1 of the 3 id(s) both sides answered were answered with different prompt texts" in res.output
+        and "t1" in res.output
+    )
     res = runner.invoke(app, audit_args(LM_EVAL, cand, tmp_path / "b", "--allow-prompt-mismatch"))
     assert res.exit_code == 0, res.output
     pc = json.loads((tmp_path / "b" / "summary.json").read_text())["prompt_check"]
@@ -578,7 +581,10 @@ def test_inspect_system_message_different_from_dartkits_is_a_mismatch(tmp_path):
     cand.write_text(json.dumps(log))
     res = runner.invoke(app, audit_args(base, cand, tmp_path / "a"))
     assert res.exit_code == 2, res.output
-    assert "1 of 4 id(s) were answered with different prompt texts" in res.output and "t2" in res.output
+    assert (
+        "1 of the 4 id(s) both sides answered were answered with different prompt texts" in res.output
+        and "t2" in res.output
+    )
     res = runner.invoke(app, audit_args(base, cand, tmp_path / "b", "--allow-prompt-mismatch"))
     assert res.exit_code == 0, res.output
     pc = json.loads((tmp_path / "b" / "summary.json").read_text())["prompt_check"]

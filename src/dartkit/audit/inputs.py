@@ -222,7 +222,16 @@ def prompt_mismatches(
 
 
 def describe_mismatch(id_: str, a: str, b: str, width: int = 60) -> str:
-    """``id: first difference at char N: '...' vs '...'`` for an error message."""
+    """``id: baseline and candidate prompts differ at character N: baseline '...' vs candidate '...'``
+    for an error message (``a`` the baseline's prompt, ``b`` the candidate's); a system turn on one
+    side only is said so."""
     a, b = a.strip(), b.strip()
+    sys_a, sys_b = a.startswith("[system]"), b.startswith("[system]")
+    if sys_a != sys_b:
+        side = "baseline" if sys_a else "candidate"
+        return f"{id_}: only the {side}'s prompt has a system turn"
     at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-    return f"{id_}: prompts differ at character {at}: {a[at : at + width]!r} vs {b[at : at + width]!r}"
+    return (
+        f"{id_}: prompts differ at character {at}: baseline {a[at : at + width]!r} vs candidate "
+        f"{b[at : at + width]!r}"
+    )

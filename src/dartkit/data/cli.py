@@ -217,8 +217,13 @@ def prepare(
                 bbq=bbq,
             )
     except DartkitError as exc:
-        # One line, so the message stays readable in logs and nothing leaks a traceback.
-        fail(" ".join(str(exc).split()))
+        # One line, so the message stays readable in logs and nothing leaks a traceback; the
+        # library names its settings as config fields, the command line as flags.
+        message = " ".join(str(exc).split())
+        for field_name, flag in (("ratios:", "--ratios:"), ("per_cell:", "--per-cell:")):
+            if message.startswith(field_name):
+                message = flag + message.removeprefix(field_name)
+        fail(message)
     _print_summary(summary, out)
 
 

@@ -337,9 +337,10 @@ def _check_prompts(
         shown = "; ".join(
             describe_mismatch(i, base[i].prompt or "", cand[i].prompt or "") for i in mismatched[:3]
         )
+        shared = sum(i in cand for i in base)
         msg = (
-            f"{len(mismatched)} of {len(base)} id(s) were answered with different prompt texts in the two "
-            f"generation files, so their answers are not comparable: {shown}"
+            f"{len(mismatched)} of the {shared} id(s) both sides answered were answered with different "
+            f"prompt texts, so their answers are not comparable: {shown}"
         )
         if not cfg.allow_prompt_mismatch:
             raise DataError(
