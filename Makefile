@@ -46,8 +46,8 @@ test: $(STAMP) browser
 	@if [ "$(TEST_OLDEST)" = 1 ]; then $(MAKE) --no-print-directory test-oldest PYTEST_ARGS=; fi
 
 # The oldest transformers dartkit supports (pyproject: transformers>=4.56) on the model-facing tests:
-# transformers 4.56.2 with the newest huggingface_hub and tokenizers it accepts (hub < 1.0, tokenizers
-# < 0.23), installed without dependencies into a small overlay that shadows the venv's own (no second
+# transformers 4.56.2 with huggingface_hub 0.36.2 (the newest below 1.0, which 4.56 requires) and
+# tokenizers 0.22.2 (the 0.22 line it was released against), installed without dependencies into a small overlay that shadows the venv's own (no second
 # torch; the other libraries stay the venv's). ~10 s to install; the stamp records the pins.
 OLDEST_DIR  := .oldest-overlay
 OLDEST_PKGS := transformers==4.56.2 huggingface_hub==0.36.2 tokenizers==0.22.2
@@ -56,7 +56,7 @@ test-oldest: $(STAMP)
 	@test "$$(cat $(OLDEST_DIR)/.installed 2>/dev/null)" = "$(OLDEST_PKGS)" || { rm -rf $(OLDEST_DIR) && \
 	  $(PY) -m pip install -q --no-deps --target $(OLDEST_DIR) $(OLDEST_PKGS) && echo "$(OLDEST_PKGS)" > $(OLDEST_DIR)/.installed; }
 	PYTHONPATH=$(OLDEST_PATH) $(PY) -c "from importlib.metadata import version as v; got = ' '.join(f'{p}=={v(p)}' for p in ('transformers', 'huggingface_hub', 'tokenizers')); assert got == '$(OLDEST_PKGS)', got; print('oldest pass:', got)"
-	PYTHONPATH=$(OLDEST_PATH) $(PY) -m pytest -q -m "not slow" -p no:cacheprovider tests/generate tests/train tests/harm tests/stages $(PYTEST_ARGS)
+	PYTHONPATH=$(OLDEST_PATH) $(PY) -m pytest -q -m "not slow" -p no:cacheprovider tests/generate tests/train tests/harm tests/stages tests/audit/test_structured_judge.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dartkit.config import load_config
 from dartkit.errors import DartkitError
@@ -22,6 +23,19 @@ def test_embedded_run_config_is_the_default():
 
     shipped = load_config(RunConfig, CONFIGS / "embedded.yaml")
     assert shipped == RunConfig(), "configs/embedded.yaml must spell out RunConfig's defaults"
+    # ... every one of them, nested sections included, so a reader finds each setting there.
+    written = yaml.safe_load((CONFIGS / "embedded.yaml").read_text())
+
+    def unwritten(defaults, given, prefix=""):
+        out = []
+        for key, value in defaults.items():
+            if key not in given:
+                out.append(prefix + key)
+            elif isinstance(value, dict) and value and isinstance(given[key], dict):
+                out += unwritten(value, given[key], f"{prefix}{key}.")
+        return out
+
+    assert unwritten(RunConfig().model_dump(mode="json"), written) == []
 
 
 def test_paper_run_config_validates_and_dry_runs_offline(tmp_path, monkeypatch):
