@@ -295,6 +295,11 @@ def test_an_unknown_format_is_one_line_listing_the_choices(tiny_run, tmp_path):
             "openai:deepseek-chat@http://10.0.0.5:8000/v1",
         ),
         ("openai:gpt-4o@https://api.openai.com/v1", "openai:gpt-4o@https://api.openai.com/v1"),
+        ("openai:m@http://alice:p@ss@host:1/v1//x", "openai:m@http://host:1/v1//x"),  # '@' in the password
+        (
+            "openai:/home/me/models/Llama-3-8B@http://localhost:8000/v1",
+            "openai:Llama-3-8B@http://localhost:8000/v1",
+        ),
         ("hf:meta-llama/Meta-Llama-3-8B-Instruct@main", "hf:meta-llama/Meta-Llama-3-8B-Instruct@main"),
         ("file:/home/alice/teacher.jsonl", "file:teacher.jsonl"),
     ],
@@ -303,3 +308,19 @@ def test_a_teacher_spec_on_the_card_carries_no_credentials_or_local_paths(spec, 
     from dartkit.share.portable import Portable
 
     assert Portable(None).spec(spec) == shown
+
+
+def test_an_export_that_died_half_way_is_replaced_by_the_next(tiny_run, tmp_path, monkeypatch):
+    from dartkit.share import export_data as ed
+
+    def crash(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ed, "_save_to_disk", crash)
+    with pytest.raises(OSError):
+        ed.export_data(tiny_run, tmp_path / "exp")
+    assert (tmp_path / "exp" / "jsonl").is_dir()  # written before the crash
+    monkeypatch.undo()
+    res = export(tiny_run, "--out", tmp_path / "exp")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "exp" / "dartkit_export.json").read_text())["complete"] is True

@@ -405,10 +405,27 @@ def test_generation_files_from_another_split_are_refused_naming_it(tmp_path):
     res = runner.invoke(app, [*args, "--split", "val", "--out", str(tmp_path / "a")])
     assert res.exit_code == 2
     said = " ".join(res.output.split())
-    assert (
-        "--split val: none of the 6 id(s) in the generation files is in" in said
-        and "(6 in test): check --split" in said
+    assert "--split val: none of the 6 id(s) in the generation files is in" in said
+    assert "(6 in test), e.g." in said and "check --split" in said
+    # Some ids outside the split: refused too (the judge would see the rendered prompt as their question).
+    val_id = load_split(data, "val")[0].id
+    mixed = write_gens(tmp_path / "m.jsonl", [*rows[:5], {"id": val_id, "text": CLEAN}])
+    res = runner.invoke(
+        app,
+        [
+            "audit",
+            "--data",
+            str(data),
+            "--baseline-generations",
+            str(mixed),
+            "--candidate-generations",
+            str(mixed),
+        ]
+        + ["--split", "test", "--out", str(tmp_path / "m")],
     )
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "--split test: 1 of the 6 id(s) in the generation files are not in" in said
+    assert f"(1 in val), e.g. '{val_id}'" in said
     res = runner.invoke(app, [*args, "--split", "test", "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
     pairs = [json.loads(line) for line in (tmp_path / "b" / "pairs.jsonl").read_text().splitlines()]

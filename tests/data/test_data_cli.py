@@ -178,4 +178,4 @@ def test_demo_suite_via_cli(tmp_path: Path, suite: str) -> None:
 
 def test_non_positive_per_cell(raw_pkl_dir: Path, tmp_path: Path) -> None:
     result = _invoke("--source", str(raw_pkl_dir), "--out", str(tmp_path / "out"), "--per-cell", "0")
-    _assert_one_line_error(result, "per_cell")
+    _assert_one_line_error(result, "--per-cell:")

@@ -429,7 +429,8 @@ def test_a_schema_the_engine_rejects_is_asked_again_plainly_under_auto(fake_vllm
     assert [str(got[i]) for i in range(2)] == [VERDICT_REPLY] * 2 and all(
         t.structured is None for t in got.values()
     )
-    assert len(fake_vllm.engines[0].calls) == 1  # the rejected call never ran; the plain one did
+    calls = fake_vllm.engines[0].calls  # the rejected call never ran; a one-token plain check, then the chunk
+    assert [c["params"][0].max_tokens for c in calls] == [1, 64]
     assert backend.structured_mode(VERDICT_SCHEMA) == "none"
     assert any("not supported by xgrammar" in r.message for r in caplog.records)
     strict = load_backend(f"vllm:{tiny_llama}", CFG.model_copy(update={"structured_output": "on"}))
@@ -448,13 +449,14 @@ def test_a_rerun_against_a_vllm_that_refuses_the_schema_asks_one_item(fake_vllm,
         load_backend(f"vllm:{tiny_llama}", CFG), convs, decoding, GenerationCache(path), schema=VERDICT_SCHEMA
     )
     engine = fake_vllm.engines[0]
-    assert [len(c["prompts"]) for c in engine.calls] == [1, 2]  # the probe (asked again plainly), the rest
+    # The probe (rejected, checked with one plain token, asked plainly), then the rest.
+    assert [len(c["prompts"]) for c in engine.calls] == [1, 1, 2]
     before = len(engine.calls)
     again, _ = generate_cached(
         load_backend(f"vllm:{tiny_llama}", CFG), convs, decoding, GenerationCache(path), schema=VERDICT_SCHEMA
     )
     assert again == first
-    assert [len(c["prompts"]) for c in engine.calls[before:]] == [1]  # one probe; the rest from the cache
+    assert [len(c["prompts"]) for c in engine.calls[before:]] == [1, 1]  # one probe; the rest from the cache
 
 
 def test_an_error_that_is_not_the_schema_is_raised_as_itself(fake_vllm, tiny_llama):

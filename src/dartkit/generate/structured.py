@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 #: How a backend follows a schema: a server's ``response_format`` (``json_schema``), a local token
 #: mask (``grammar``), not at all (``none``: the reply is validated and retried as before), or
-#: ``unknown`` (an OpenAI-compatible server not asked yet; the first request tells).
+#: ``unknown`` (an OpenAI-compatible server, or an in-process vLLM under ``auto``, not asked yet;
+#: the first request tells).
 StructuredMode = Literal["json_schema", "grammar", "none", "unknown"]
 
 # OpenAI's rule for response_format.json_schema.name.

@@ -296,9 +296,10 @@ class VLLMBackend:
     def structured_mode(self, schema: ResponseSchema) -> StructuredMode:
         """How ``generate(..., schema=...)`` follows a schema now.
 
-        ``none`` under ``structured_output: off``, with a vLLM that has no structured-output
-        parameters, or once this vLLM refused a schema (under ``auto``); ``grammar`` under ``on``
-        or once a guided request went through; otherwise (``auto``, nothing asked yet) ``unknown``:
+        ``none`` under ``structured_output: off``, or under ``auto`` with a vLLM that has no
+        structured-output parameters or once this vLLM refused a schema; ``grammar`` under ``on``
+        (a vLLM that cannot then raises in ``generate``) or once a guided request went through;
+        otherwise (``auto``, nothing asked yet) ``unknown``:
         the first request tells, so a rerun against a vLLM that refuses the schema asks one item,
         not all of them, before it finds its earlier answers in the cache.
         """
@@ -409,11 +410,14 @@ class VLLMBackend:
                     self._structured_ok = True
                 except (ValueError, TypeError, NotImplementedError) as e:
                     # vLLM checks a request's structured-output parameters before it runs it; so
-                    # do the other checks (prompt length...): ask plainly to tell them apart.
-                    outputs = self._generate_chunk(engine, rows, decoding, lora, None)
+                    # do the other checks (prompt length...): the same rows asked plainly for one
+                    # token tell them apart (raising the other error as itself).
+                    one_token = decoding.model_copy(update={"max_new_tokens": 1})
+                    self._generate_chunk(engine, rows, one_token, lora, None)
                     first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                    self._structured_unavailable(f"vLLM refused the schema: {first}")
+                    self._structured_unavailable(f"vLLM refused the schema: {first}")  # raises under 'on'
                     structured = None
+                    outputs = self._generate_chunk(engine, rows, decoding, lora, None)
             else:
                 outputs = self._generate_chunk(engine, rows, decoding, lora, None)
             used = guided_decoding if how else decoding

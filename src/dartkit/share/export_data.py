@@ -409,6 +409,9 @@ def export_data(
     run, out = plan.run, Path(out)
     notes = list(plan.notes)
     _clear_previous(out, run)
+    # Marked as an export's directory before anything is written, so an export that dies half-way
+    # (disk full, a crash in save_to_disk) is replaced by the next one instead of refused.
+    write_text(out / EXPORT_META, json.dumps({"dartkit_version": __version__, "complete": False}) + "\n")
     written: list[str] = []
     for fmt in plan.formats:
         for part, part_rows in plan.rows.items():
@@ -432,6 +435,7 @@ def export_data(
         "counts": plan.counts,
         "sources": plan.infos,
         "columns": list(COLUMNS),
+        "complete": True,
     }
     write_text(out / EXPORT_META, json.dumps(meta, indent=2) + "\n")
     written += ["README.md", EXPORT_META]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePath
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from dartkit.errors import DartkitError
 
@@ -69,8 +70,9 @@ class Portable:
     def spec(self, value: str) -> str:
         """A model spec with its local parts rewritten one by one (``hf:/home/me/base+adapter=/home/me/
         runs/x/m_int/adapter`` -> ``hf:base+adapter=m_int/adapter``); a Hub id, a server's model name
-        and URL stay, less any ``user:password@`` in the URL. A string that is not a model spec
-        (``file:...``) goes through :meth:`text`."""
+        and URL stay, less any ``user:password@`` in the URL (a key in a query string is not
+        removed: keys belong in the environment). A string that is not a model spec (``file:...``)
+        goes through :meth:`text`."""
         import dataclasses
 
         from dartkit.generate.spec import SpecError, parse_spec
@@ -82,12 +84,15 @@ class Portable:
         changes: dict[str, str] = {}
         if parsed.kind in ("hf", "vllm") and _is_local(parsed.model):
             changes["model"] = self.path(parsed.model)
+        elif parsed.kind == "openai" and parsed.model.startswith(("/", "~")):
+            # `vllm serve /home/me/models/X` serves the model under its path.
+            changes["model"] = self.path(parsed.model)
         if parsed.adapter:
             changes["adapter"] = self.path(parsed.adapter)
-        if parsed.base_url and "@" in parsed.base_url.split("//", 1)[-1].split("/", 1)[0]:
-            # user:password@host in a server's URL: credentials, never shown.
-            scheme, _, rest = parsed.base_url.rpartition("//")
-            changes["base_url"] = f"{scheme}//" * bool(scheme) + rest.split("@", 1)[1]
+        if parsed.base_url:
+            url = urlsplit(parsed.base_url)
+            if "@" in url.netloc:  # user:password@host: credentials, never shown
+                changes["base_url"] = urlunsplit(url._replace(netloc=url.netloc.rpartition("@")[2]))
         return str(dataclasses.replace(parsed, **changes)) if changes else value
 
     def tree(self, value: Any) -> Any:

@@ -14,7 +14,6 @@ config.yaml and manifest.json.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,8 +56,6 @@ from dartkit.progress import generate_with_progress, results_console
 from dartkit.prompts import render_messages
 from dartkit.records import AuditPair, Generation
 from dartkit.stages.evaluate import select_examples
-
-log = logging.getLogger(__name__)
 
 
 def generate_answers(
@@ -125,11 +122,13 @@ def candidate_decoding(cfg: AuditConfig) -> DecodingConfig:
 
 
 def _check_split(cfg: AuditConfig, ids: set[str], examples: dict[str, Any]) -> None:
-    """Refuse generation files none of whose ids is in ``--split`` (naming where they are); warn
-    when only some are.
+    """Refuse generation files with ids that are not in ``--split`` (naming the splits they are in).
+
+    The split gives each pair its question, label and benchmark; an id outside it would be shown
+    to the judge with the rendered prompt for a question, and counted in the split's rates.
 
     Raises:
-        DataError: no id of the files is in the split.
+        DataError: an id of the files is not in the split.
     """
     missing = ids - examples.keys()
     if not ids or not missing:
@@ -143,21 +142,14 @@ def _check_split(cfg: AuditConfig, ids: set[str], examples: dict[str, Any]) -> N
                 continue
             if found:
                 where.append(f"{found} in {split}")
-    hint = f" ({', '.join(where)}): check --split" if where else ""
+    hint = f" ({', '.join(where)})" if where else ""
     if missing == ids:
-        raise DataError(
-            f"--split {cfg.split}: none of the {len(ids)} id(s) in the generation files is in "
-            f"{cfg.data}/{cfg.split}.jsonl{hint}"
-        )
-    log.warning(
-        "--split %s: %d of %d id(s) in the generation files are not in %s/%s.jsonl%s; their questions "
-        "and labels come from the files",
-        cfg.split,
-        len(missing),
-        len(ids),
-        cfg.data,
-        cfg.split,
-        hint,
+        what = f"none of the {len(ids)} id(s) in the generation files is in"
+    else:
+        what = f"{len(missing)} of the {len(ids)} id(s) in the generation files are not in"
+    raise DataError(
+        f"--split {cfg.split}: {what} {cfg.data}/{cfg.split}.jsonl{hint}, e.g. '{sorted(missing)[0]}': "
+        "check --split, or audit one split at a time"
     )
 
 
