@@ -107,9 +107,10 @@ class ServedAdapter:
             Whether the server listed the adapter as served already (so the 404 had another cause).
         """
         with self._lock:
-            self._ready = False
             listed = self.name in self._served_models(api_key)
-            self._ensure(api_key)
+            self._ready = listed
+            if not listed:
+                self._load(api_key)
         return listed
 
     def ensure(self, api_key: str) -> None:
@@ -131,6 +132,10 @@ class ServedAdapter:
         if self.name in self._served_models(api_key):
             self._ready = True
             return
+        self._load(api_key)
+
+    def _load(self, api_key: str) -> None:
+        """Load the adapter the server does not serve (runtime loading), or say how to start the server."""
         preload = f"--lora-modules {self.name}={self.path}"
         if self.cfg.loading == "preloaded":
             raise DartkitError(

@@ -381,10 +381,10 @@ class VLLMBackend:
 
         With ``schema`` (and ``backend.structured_output`` not ``off``) every reply is decoded under
         vLLM's guided decoding (see the module docstring), marked ``structured="grammar"``, and
-        ``stop_after_conclusion`` is ignored: a JSON reply has no conclusion line to stop at. A
-        chunk vLLM rejects with the schema is asked again without it: when that goes through, the
-        schema was the problem (``auto``: the rest go plain; ``on``: an error); when it fails too,
-        its own error is raised and the schema is not blamed.
+        ``stop_after_conclusion`` is ignored: a JSON reply has no conclusion line to stop at. When
+        vLLM rejects a chunk with the schema, the same rows are asked plainly for one token: when
+        that goes through, the schema was the problem (``auto``: this chunk and the rest go plain;
+        ``on``: an error); when it fails too, its own error is raised and the schema is not blamed.
 
         Raises:
             DartkitError: under ``structured_output: on``, this vLLM cannot follow the schema.

@@ -480,14 +480,14 @@ def dry_run_report(
     return "\n".join(lines)
 
 
-def _check_previous(out: Path, run: Path | None = None) -> list[Path]:
+def _check_previous(out: Path, run: Path) -> list[Path]:
     """An earlier export's outputs in ``out`` (to be replaced).
 
     Raises:
         DartkitError: ``out`` is the run directory itself, or holds files or directories of those
             names (``README.md``, ``jsonl/``, ``messages/``, ``prompt_completion/``) that no export wrote.
     """
-    if run is not None and Path(out).resolve() == Path(run).resolve():
+    if Path(out).resolve() == Path(run).resolve():
         raise DartkitError(
             f"--out {out} is the run directory itself; choose a directory of its own (e.g. {Path(run) / 'export'})"
         )

@@ -164,16 +164,10 @@ def collect_answers(
             examples = {e.id: e for e in load_split(cfg.data, cfg.split)}
             _check_split(cfg, set(base) | set(cand), examples)
             for rows in (base, cand):
-                for r in rows.values():
-                    e = examples.get(r.id)
-                    if e is not None:
-                        item = example_item(e, cfg.policy)
-                        r.question, r.label, r.benchmark = (
-                            item.question,
-                            r.label or item.label,
-                            item.benchmark,
-                        )
-                        r.scenario_key = item.scenario_key
+                for r in rows.values():  # every id is in the split (checked above)
+                    item = example_item(examples[r.id], cfg.policy)
+                    r.question, r.label, r.benchmark = item.question, r.label or item.label, item.benchmark
+                    r.scenario_key = item.scenario_key
         return base, cand, models
     items = audit_items(cfg)
     cache = GenerationCache(out / "cache.jsonl")
